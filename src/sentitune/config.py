@@ -1,0 +1,287 @@
+"""One dataclass tree describes a run completely; it is saved in the run directory as YAML.
+
+Why dataclasses and not a dict: every field is typed, defaulted and documented in one place, and
+``key.sub=value`` overrides are validated against the field's type before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sentitune.errors import SentituneError
+
+METHODS = ("probe", "partial", "full", "lora", "two-phase")
+POOLINGS = ("auto", "mean", "cls", "last")
+HEADS = ("softmax", "sigmoid")
+TRUNCATIONS = ("head", "tail", "head+tail")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+class ConfigError(SentituneError, ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "imdb"  # "imdb" (archive/folder), "hf:imdb" (hub dataset) or a CSV/JSONL path
+    path: str | None = None  # IMDb archive or extracted folder; None: $SENTITUNE_IMDB, cache, download
+    test_path: str | None = None  # for CSV/JSONL sources: a separate test file
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str | None = None
+    train_size: int | None = None  # stratified, seeded subsample of the training pool
+    val_size: float = 0.1  # fraction (<1) or count (>=1) carved from train, never from test
+    eval_size: int | None = None  # stratified, seeded subsample of test
+    clean_html: bool = True  # turn the "<br />" tags of IMDb into spaces
+    max_length: int = 256
+    truncation: str = "head"  # head | tail | head+tail
+    head_tokens: int | None = None  # with head+tail: tokens kept from the head (default: a quarter)
+    empty: str = "error"  # empty reviews: "error" or "skip" (skips are counted and reported)
+    max_chars: int = 1_000_000  # a longer review is an input error, not a silent memory blow-up
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] | None = None  # None: per-architecture default
+    top_layers: int | None = None  # adapters only in the last N blocks; None: all blocks
+    merge: bool = False  # merge adapters into the base weights when saving (export)
+
+
+@dataclass
+class PhaseConfig:
+    """One phase of a schedule: what trains, for how long, how fast."""
+
+    method: str = "lora"  # probe | partial | full | lora
+    epochs: float = 1.0
+    lr: float | None = None  # None: TrainConfig.lr
+
+
+@dataclass
+class MethodConfig:
+    name: str = "lora"  # probe | partial | full | lora | two-phase
+    freeze_layers: int = 10  # partial: embeddings + first N blocks frozen
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    phases: list[PhaseConfig] = field(default_factory=list)  # two-phase
+
+
+@dataclass
+class ModelConfig:
+    spec: str = "minilm"  # hub id, local folder or packaged name (see `sentitune models`)
+    pooling: str = "auto"  # auto (last for decoders, mean for encoders) | mean | cls | last
+    head: str = "softmax"  # softmax: 2 logits + cross-entropy; sigmoid: 1 logit + BCE
+    dropout: float = 0.1  # dropout before the head
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    lr: float = 5e-4
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    scheduler: str = "linear"  # any transformers scheduler name: linear, cosine, constant_with_warmup…
+    max_grad_norm: float = 1.0
+    patience: int | None = None  # early stopping on validation loss, in evaluations
+    eval_every: int | None = None  # optimizer steps between validations; None: once per epoch
+    checkpoint_every: int | None = 200  # optimizer steps between resumable checkpoints
+    seed: int = 42
+    precision: str = "auto"  # auto | bf16 | fp16 (GPU only) | fp32
+    threads: int | None = None  # torch threads; None: all cores
+    baseline: bool = True  # evaluate the untrained classifier on test before training
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def phases(self) -> list[PhaseConfig]:
+        """Every run is a list of phases; a single method is one phase of `train.epochs`."""
+        if self.method.name == "two-phase":
+            return [PhaseConfig(p.method, p.epochs, p.lr if p.lr is not None else self.train.lr)
+                    for p in self.method.phases]
+        return [PhaseConfig(self.method.name, self.train.epochs, self.train.lr)]
+
+    def validate(self) -> ExperimentConfig:
+        _check_choice("method.name", self.method.name, METHODS)
+        _check_choice("model.pooling", self.model.pooling, POOLINGS)
+        _check_choice("model.head", self.model.head, HEADS)
+        _check_choice("data.truncation", self.data.truncation, TRUNCATIONS)
+        _check_choice("data.empty", self.data.empty, ("error", "skip"))
+        _check_choice("train.precision", self.train.precision, PRECISIONS)
+        if self.method.name == "two-phase" and not self.method.phases:
+            raise ConfigError("method.phases: two-phase needs at least one phase")
+        for i, p in enumerate(self.method.phases):
+            _check_choice(f"method.phases[{i}].method", p.method, METHODS[:-1])
+            _positive(f"method.phases[{i}].epochs", p.epochs)
+        _positive("data.max_length", self.data.max_length, minimum=8)
+        if self.data.train_size is not None:
+            _positive("data.train_size", self.data.train_size, minimum=2)
+        if self.data.eval_size is not None:
+            _positive("data.eval_size", self.data.eval_size, minimum=2)
+        if not self.data.val_size > 0 and self.data.val_size != 0:
+            raise ConfigError(f"data.val_size: must be >= 0, got {self.data.val_size}")
+        _positive("train.epochs", self.train.epochs)
+        _positive("train.lr", self.train.lr)
+        _positive("train.batch_size", self.train.batch_size, minimum=1)
+        _positive("train.eval_batch_size", self.train.eval_batch_size, minimum=1)
+        _positive("train.grad_accum", self.train.grad_accum, minimum=1)
+        if not 0 <= self.train.warmup_ratio < 1:
+            raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {self.train.warmup_ratio}")
+        if not 0 <= self.model.dropout < 1:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
+        lora = self.method.lora
+        _positive("method.lora.r", lora.r, minimum=1)
+        _positive("method.lora.alpha", lora.alpha)
+        if not 0 <= lora.dropout < 1:
+            raise ConfigError(f"method.lora.dropout: must be in [0, 1), got {lora.dropout}")
+        if lora.top_layers is not None:
+            _positive("method.lora.top_layers", lora.top_layers, minimum=1)
+        if self.method.freeze_layers < 0:
+            raise ConfigError(f"method.freeze_layers: must be >= 0, got {self.method.freeze_layers}")
+        return self
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _positive(name: str, value: float, minimum: float | None = None) -> None:
+    if minimum is None:
+        if not value > 0:
+            raise ConfigError(f"{name}: must be > 0, got {value}")
+    elif value < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
+
+
+# ---------------------------------------------------------------- building from dicts and YAML
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Turn a YAML value into the field's declared type, or raise a ConfigError naming the field."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        if tp is int:
+            if number != int(number):
+                raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            return int(number)
+        return number
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict; unknown keys are errors, not silently ignored."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown setting {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment (or start from defaults) and apply ``key.sub=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    for item in overrides or []:
+        apply_override(data, item)
+    return from_dict(ExperimentConfig, data).validate()
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in a nested dict; the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def dump_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    return dataclasses.replace(cfg, **changes)

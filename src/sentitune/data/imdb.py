@@ -1,0 +1,178 @@
+"""The IMDb Large Movie Review Dataset (Maas et al. 2011) from its official archive.
+
+The archive is streamed: 50,000 small files are read straight from the gzip stream, never
+extracted. The official download also holds `train/unsup/` and `*.feat` files; they are skipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from sentitune.data.records import Example
+from sentitune.errors import DataError
+from sentitune.paths import cache_dir
+
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
+ARCHIVE_NAME = "aclImdb_v1.tar.gz"
+ENV_PATH = "SENTITUNE_IMDB"
+
+_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+
+
+def _parse_member(name: str) -> tuple[str, int, str, int] | None:
+    """'aclImdb/train/pos/123_9.txt' -> ('train', 1, '123', 9); None for files that are not reviews."""
+    m = _MEMBER.search(name.replace("\\", "/"))
+    if not m:
+        return None
+    split, polarity, rid, rating = m.groups()
+    return split, int(polarity == "pos"), rid, int(rating)
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
+
+
+def read_archive(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, list[Example]]:
+    """Stream reviews out of aclImdb_v1.tar.gz; errors name the archive and the member."""
+    out: dict[str, list[Example]] = {s: [] for s in splits}
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                parsed = _parse_member(member.name)
+                if parsed is None or not member.isfile() or parsed[0] not in out:
+                    continue
+                split, label, rid, rating = parsed
+                handle = tar.extractfile(member)
+                raw = handle.read() if handle is not None else b""
+                text = _decode(raw, f"{path}: member {member.name}")
+                out[split].append(_example(split, label, rid, rating, text))
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
+        raise DataError(f"{path}: corrupt or truncated archive ({type(e).__name__}: {e})") from None
+    _check_layout(out, str(path))
+    return out
+
+
+def read_folder(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, list[Example]]:
+    """Read an extracted `aclImdb/` folder (or the folder that contains it)."""
+    root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
+    out: dict[str, list[Example]] = {s: [] for s in splits}
+    for split in splits:
+        for polarity in ("neg", "pos"):
+            folder = root / split / polarity
+            if not folder.is_dir():
+                continue
+            for file in sorted(folder.glob("*.txt")):
+                parsed = _parse_member(f"aclImdb/{split}/{polarity}/{file.name}")
+                if parsed is None:
+                    continue
+                _, label, rid, rating = parsed
+                try:
+                    raw = file.read_bytes()
+                except OSError as e:
+                    raise DataError(f"{file}: cannot read ({e.strerror})") from None
+                out[split].append(_example(split, label, rid, rating, _decode(raw, str(file))))
+    _check_layout(out, str(root))
+    return out
+
+
+def _example(split: str, label: int, rid: str, rating: int, text: str) -> Example:
+    return Example(id=f"{split}/{'pos' if label else 'neg'}/{rid}_{rating}", text=text, label=label, rating=rating)
+
+
+def _check_layout(out: dict[str, list[Example]], where: str) -> None:
+    for split, examples in out.items():
+        labels = {e.label for e in examples}
+        if labels != {0, 1}:
+            missing = [p for p, v in (("neg", 0), ("pos", 1)) if v not in labels]
+            raise DataError(
+                f"{where}: unexpected layout: no reviews under aclImdb/{split}/{'|'.join(missing)}/ "
+                "(expected aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt)"
+            )
+        # Sort so the order never depends on how the archive was packed.
+        examples.sort(key=lambda e: e.id)
+
+
+def read_imdb(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, list[Example]]:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return read_folder(path, splits)
+    return read_archive(path, splits)
+
+
+# ------------------------------------------------------------------------ locating the archive
+
+
+def locate_imdb(
+    explicit: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    """Find IMDb: explicit path, else $SENTITUNE_IMDB, else the cache, else download it there."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder (from --data / data.path)")
+        return path
+    env = os.environ.get(ENV_PATH)
+    if env:
+        path = Path(env).expanduser()
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder (from ${ENV_PATH})")
+        return path
+    for candidate in (cache_dir("datasets") / ARCHIVE_NAME, cache_dir("datasets") / "aclImdb"):
+        if candidate.exists():
+            return candidate
+    if not download:
+        raise DataError(f"IMDb not found: pass --data PATH, set ${ENV_PATH}, or allow the download")
+    url = os.environ.get("SENTITUNE_IMDB_URL", IMDB_URL)
+    return download_file(url, cache_dir("datasets") / ARCHIVE_NAME, md5=IMDB_MD5, progress=progress)
+
+
+def download_file(
+    url: str, dest: Path, md5: str | None = None, progress: Callable[[int, int | None], None] | None = None
+) -> Path:
+    """Download to a temporary file beside `dest`, verify the MD5, then rename: never a half file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.md5()
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            total = resp.length
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                if progress:
+                    progress(len(chunk), total)
+        if md5 and digest.hexdigest() != md5:
+            raise DataError(f"{url}: checksum mismatch (md5 {digest.hexdigest()}, expected {md5}); not saved")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError) as e:
+        raise DataError(
+            f"{url}: download failed ({getattr(e, 'reason', e)}). Offline? Pass --data PATH to a local "
+            f"{ARCHIVE_NAME} or extracted aclImdb/ folder, or set ${ENV_PATH}"
+        ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def iter_reviews(path: Path) -> Iterator[Example]:
+    """All labelled reviews of both splits, for tools that do not care about the split."""
+    for examples in read_imdb(path).values():
+        yield from examples

@@ -1,0 +1,30 @@
+"""The record every source produces, so nothing downstream knows where a review came from."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str  # IMDb: "train/pos/123_9"; CSV: the id column or "file:line"
+    text: str
+    label: int  # 1 positive, 0 negative (or a class index for multi-class sources)
+    rating: int | None = None  # IMDb star rating from the file name
+    target: str | None = None  # target-dependent sentiment: the aspect term
+
+
+@dataclass
+class Splits:
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count, never silent
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for name in ("train", "validation", "test"):
+            counts = Counter(e.label for e in getattr(self, name))
+            out[name] = {"n": len(getattr(self, name)), **{f"label_{k}": v for k, v in sorted(counts.items())}}
+        return out

@@ -1,0 +1,73 @@
+"""From a DataConfig to Splits: pick the source, clean, check, carve validation, subsample."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sentitune.config import DataConfig
+from sentitune.data.imdb import locate_imdb, read_imdb
+from sentitune.data.records import Example, Splits
+from sentitune.data.splits import sample, split_off
+from sentitune.data.tabular import read_table
+from sentitune.data.text import clean_text
+from sentitune.errors import DataError
+
+
+def _read_hub(name: str) -> dict[str, list[Example]]:
+    """The Hugging Face `imdb` dataset; needs `datasets` and a reachable hub."""
+    try:
+        import datasets  # type: ignore[import-not-found]
+    except ImportError:
+        raise DataError(f"hf:{name}: install the 'hub' extra (pip install datasets)") from None
+    try:
+        ds = datasets.load_dataset(name)
+    except Exception as e:  # the hub raises many types for "offline"
+        raise DataError(f"hf:{name}: cannot load from the hub ({type(e).__name__}); use the archive") from None
+    return {
+        split: [Example(id=f"{split}/{i}", text=r["text"], label=int(r["label"])) for i, r in enumerate(ds[split])]
+        for split in ("train", "test")
+    }
+
+
+def read_source(cfg: DataConfig, progress: Callable[[int, int | None], None] | None = None) -> dict[str, list[Example]]:
+    if cfg.source == "imdb":
+        return read_imdb(locate_imdb(cfg.path, progress=progress))
+    if cfg.source.startswith("hf:"):
+        return _read_hub(cfg.source[3:])
+    train = read_table(Path(cfg.source), cfg.text_column, cfg.label_column, cfg.id_column)
+    test = read_table(Path(cfg.test_path), cfg.text_column, cfg.label_column, cfg.id_column) if cfg.test_path else []
+    return {"train": train, "test": test}
+
+
+def prepare(examples: list[Example], cfg: DataConfig, skipped: dict[str, int]) -> list[Example]:
+    """Clean text and enforce the empty/oversize rules: an error, or a counted skip, never silent."""
+    out = []
+    for e in examples:
+        text = clean_text(e.text) if cfg.clean_html else e.text
+        if len(text) > cfg.max_chars:
+            raise DataError(f"{e.id}: review is {len(text):,} characters, over data.max_chars={cfg.max_chars:,}")
+        if not text.strip():
+            if cfg.empty == "skip":
+                skipped["empty"] = skipped.get("empty", 0) + 1
+                continue
+            raise DataError(f"{e.id}: empty or whitespace-only review (use data.empty=skip to skip and count)")
+        out.append(e if text == e.text else Example(e.id, text, e.label, e.rating, e.target))
+    return out
+
+
+def load_splits(
+    cfg: DataConfig, seed: int, progress: Callable[[int, int | None], None] | None = None
+) -> Splits:
+    raw = read_source(cfg, progress)
+    skipped: dict[str, int] = {}
+    train = prepare(raw["train"], cfg, skipped)
+    test = prepare(raw.get("test", []), cfg, skipped)
+    # Validation is carved from the whole training split first, so it does not change with train_size.
+    pool, validation = split_off(train, cfg.val_size, seed)
+    return Splits(
+        train=sample(pool, cfg.train_size, seed),
+        validation=validation,
+        test=sample(test, cfg.eval_size, seed),
+        skipped=skipped,
+    )

@@ -1,0 +1,34 @@
+"""Seeded, stratified subsampling and the validation carve-out (from train, never from test)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from sklearn.model_selection import train_test_split
+
+from sentitune.data.records import Example
+
+
+def _stratify(examples: list[Example]) -> list[int] | None:
+    """Labels to stratify on, or None when a class is too small to split."""
+    counts = Counter(e.label for e in examples)
+    return [e.label for e in examples] if len(counts) > 1 and min(counts.values()) >= 2 else None
+
+
+def split_off(examples: list[Example], size: float | int, seed: int) -> tuple[list[Example], list[Example]]:
+    """Split `examples` into (rest, carved) with `size` a fraction (<1) or a count (>=1)."""
+    n = len(examples)
+    count = round(size * n) if size < 1 else int(size)
+    if count <= 0:
+        return list(examples), []
+    if count >= n:
+        return [], list(examples)
+    rest, carved = train_test_split(examples, test_size=count, random_state=seed, stratify=_stratify(examples))
+    return rest, carved
+
+
+def sample(examples: list[Example], size: int | None, seed: int) -> list[Example]:
+    """A stratified, seeded subsample of `size` examples (all of them when size is None or larger)."""
+    if size is None or size >= len(examples):
+        return list(examples)
+    return split_off(examples, size, seed)[1]

@@ -1,0 +1,82 @@
+"""CSV and JSONL files of text + label, with errors that name the file, line and field."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sentitune.data.records import Example
+from sentitune.errors import DataError
+
+_LABEL_WORDS = {"pos": 1, "positive": 1, "neg": 0, "negative": 0, "1": 1, "0": 0, "true": 1, "false": 0}
+
+
+def parse_label(value: Any, where: str) -> int:
+    """Accept 0/1, true/false and pos/neg/positive/negative; anything else is an error."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in _LABEL_WORDS:
+        return _LABEL_WORDS[value.strip().lower()]
+    raise DataError(f"{where}: label {value!r} is not one of 0, 1, pos, neg, positive, negative, true, false")
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) pairs from a .csv/.tsv or .jsonl/.json file."""
+    suffix = path.suffix.lower()
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+    with handle:
+        try:
+            if suffix in (".jsonl", ".json", ".ndjson"):
+                for line_no, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+                    if not isinstance(row, dict):
+                        raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+                    yield line_no, row
+            elif suffix in (".csv", ".tsv"):
+                reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+                for row in reader:
+                    yield reader.line_num, row
+            else:
+                raise DataError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text (byte offset {e.start} of a chunk)") from None
+        except csv.Error as e:
+            raise DataError(f"{path}: malformed CSV ({e})") from None
+
+
+def read_table(
+    path: Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str | None = None,
+) -> list[Example]:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    examples = []
+    for line_no, row in _rows(path):
+        where = f"{path}:{line_no}"
+        for column in (text_column, label_column) + ((id_column,) if id_column else ()):
+            if column not in row or row[column] is None:
+                raise DataError(f"{where}: missing field {column!r} (fields: {', '.join(map(str, row))})")
+        text = row[text_column]
+        if not isinstance(text, str):
+            raise DataError(f"{where}: field {text_column!r} is not text: {text!r}")
+        label = parse_label(row[label_column], f"{where}: field {label_column!r}")
+        rid = str(row[id_column]) if id_column else f"{path.name}:{line_no}"
+        examples.append(Example(id=rid, text=text, label=label))
+    if not examples:
+        raise DataError(f"{path}: no rows")
+    return examples

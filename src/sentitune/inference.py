@@ -1,0 +1,104 @@
+"""Using a saved run: re-evaluate it on a split, or classify new reviews."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sentitune.config import replace
+from sentitune.data.batching import encode
+from sentitune.data.records import Example
+from sentitune.data.sources import load_splits
+from sentitune.data.text import clean_text
+from sentitune.errors import DataError
+from sentitune.models.adapt import count_parameters
+from sentitune.runs import RunDir, load_model
+from sentitune.train import build_classifier, device, evaluate, pick_precision, score, seed_everything
+
+
+def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = None, eval_size: int | None = None,
+                 baseline: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Metrics of the saved model on `split` (and of the untrained classifier, as a baseline)."""
+    run = RunDir(run_dir)
+    cfg = run.config()
+    data_cfg = cfg.data
+    if data_path is not None:
+        data_cfg = replace(data_cfg, path=data_path)
+    if eval_size is not None:
+        data_cfg = replace(data_cfg, eval_size=eval_size)
+    splits = load_splits(data_cfg, cfg.train.seed)
+    model, tokenizer = load_model(run.model_dir)
+    model.to(device())
+    examples = getattr(splits, split)
+    data = encode(examples, tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
+    precision = pick_precision(cfg.train.precision, device())
+    result: dict[str, Any] = {"run": str(run_dir), "split": split}
+    result["model"], scores = evaluate(model, data, cfg, tokenizer.pad_token_id, precision, split, progress)
+    result["parameters"] = {"total": count_parameters(model)["total"]}
+    if baseline:
+        seed_everything(cfg.train.seed)
+        from sentitune.models.registry import resolve
+
+        untrained = build_classifier(cfg, resolve(cfg.model.spec), tokenizer.pad_token_id).to(device())
+        result["baseline"], _ = evaluate(untrained, data, cfg, tokenizer.pad_token_id, precision, "baseline", progress)
+    run.write_metrics(result, f"eval-{split}.json")
+    run.write_predictions(data.ids, data.labels, scores.tolist(), name=f"predictions-{split}.csv")
+    return result
+
+
+@dataclass
+class Prediction:
+    text: str
+    label: str
+    prob_positive: float
+
+
+def read_reviews(path: Path, text_column: str = "text") -> list[str]:
+    """One review per line (.txt) or a column of a CSV/JSONL file."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
+        from sentitune.data.tabular import _rows
+
+        texts = []
+        for line, row in _rows(path):
+            if text_column not in row:
+                raise DataError(f"{path}:{line}: missing field {text_column!r}")
+            texts.append(str(row[text_column]))
+        return texts
+    try:
+        return [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+
+
+def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32) -> list[Prediction]:
+    run = RunDir(run_dir)
+    cfg = run.config()
+    model, tokenizer = load_model(run.model_dir)
+    model.to(device())
+    cleaned = [clean_text(t) if cfg.data.clean_html else t for t in texts]
+    for i, t in enumerate(cleaned):
+        if not t.strip():
+            raise DataError(f"review {i + 1}: empty")
+    examples = [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
+    data = encode(examples, tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
+    scores, _ = score(model, data, batch_size, tokenizer.pad_token_id, pick_precision(cfg.train.precision, device()))
+    return [Prediction(t, "positive" if s > 0.5 else "negative", float(s)) for t, s in zip(texts, scores, strict=True)]
+
+
+def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:
+    from sentitune.atomic import write_atomic
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label", "prob_positive"])
+            for p in predictions:
+                w.writerow([p.text, p.label, f"{p.prob_positive:.6f}"])
+
+    write_atomic(path, write)
+
+

@@ -1,0 +1,144 @@
+"""What trains: probe, partial, full, LoRA — one function per method, the same on every architecture.
+
+Freezing is by structure, not by parameter-name lists: the transformer blocks are the ModuleList
+with `num_hidden_layers` entries; what sits outside them is either embedding (frozen with the
+prefix) or the final norm (trains with the top blocks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from sentitune.config import LoraSettings
+from sentitune.errors import ModelError
+from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.registry import default_lora_targets
+
+EMBEDDING_NAMES = {"embeddings", "wte", "wpe", "embed_tokens", "embed_positions", "drop", "relative_attention_bias"}
+
+
+def base_model(backbone: nn.Module) -> nn.Module:
+    """The plain transformer under a PEFT wrapper (or the backbone itself)."""
+    get = getattr(backbone, "get_base_model", None)
+    return get() if callable(get) else backbone
+
+
+def blocks_of(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
+    """(qualified name, ModuleList) of the transformer blocks."""
+    model = base_model(backbone)
+    config = model.config
+    n = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n and name:
+            return name, module
+    raise ModelError(f"{type(model).__name__}: cannot find its {n} transformer blocks")
+
+
+def _is_embedding(name: str) -> bool:
+    return any(part in EMBEDDING_NAMES for part in name.split("."))
+
+
+def _partition(backbone: nn.Module, first_trainable_block: int) -> tuple[list[nn.Parameter], list[nn.Module]]:
+    """Parameters of embeddings + blocks[:k] (the frozen prefix), and the prefix modules."""
+    model = base_model(backbone)
+    block_name, blocks = blocks_of(backbone)
+    prefix_params = []
+    for name, param in model.named_parameters():
+        if name.startswith(block_name + "."):
+            index = int(name[len(block_name) + 1 :].split(".")[0])
+            if index < first_trainable_block:
+                prefix_params.append(param)
+        elif _is_embedding(name):
+            prefix_params.append(param)
+    modules = [m for n, m in model.named_modules() if n.split(".")[-1] in EMBEDDING_NAMES]
+    modules += list(blocks[:first_trainable_block])
+    return prefix_params, modules
+
+
+def num_blocks(backbone: nn.Module) -> int:
+    return len(blocks_of(backbone)[1])
+
+
+def set_trainable(model: SentimentClassifier, method: str, freeze_layers: int = 10, lora_top: int | None = None) -> None:
+    """Set requires_grad for `method`; frozen leading modules run in eval mode (no dropout)."""
+    n = num_blocks(model.backbone)
+    for p in model.parameters():
+        p.requires_grad = False
+    for p in model.head.parameters():
+        p.requires_grad = True
+    model.frozen_modules = []
+    if method == "probe":
+        model.frozen_modules = [model.backbone]
+    elif method == "full":
+        for p in model.backbone.parameters():
+            p.requires_grad = True
+    elif method == "partial":
+        if freeze_layers > n:
+            raise ModelError(f"method.freeze_layers={freeze_layers} but the model has only {n} blocks")
+        prefix, modules = _partition(model.backbone, freeze_layers)
+        frozen = {id(p) for p in prefix}
+        for p in model.backbone.parameters():
+            p.requires_grad = id(p) not in frozen
+        model.frozen_modules = modules
+    elif method == "lora":
+        if not has_lora(model):
+            raise ModelError("method lora: adapters were not added (call add_lora first)")
+        for name, p in model.backbone.named_parameters():
+            p.requires_grad = "lora_" in name
+        if lora_top is not None:
+            _, modules = _partition(model.backbone, max(0, n - lora_top))
+            model.frozen_modules = modules
+    else:
+        raise ModelError(f"unknown method {method!r}")
+
+
+def has_lora(model: SentimentClassifier) -> bool:
+    return any("lora_" in name for name, _ in model.backbone.named_parameters())
+
+
+def linear_module_names(backbone: nn.Module) -> list[str]:
+    """Short names of the layers LoRA can adapt (Linear and GPT-2's Conv1D)."""
+    names = set()
+    for name, module in base_model(backbone).named_modules():
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
+            names.add(name.split(".")[-1])
+    return sorted(names)
+
+
+def add_lora(model: SentimentClassifier, settings: LoraSettings, model_type: str) -> Any:
+    """Wrap the backbone with PEFT LoRA adapters; the head stays ours and is saved beside them."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = settings.target_modules or default_lora_targets(model_type)
+    available = linear_module_names(model.backbone)
+    missing = [t for t in targets if t not in available]
+    if missing:
+        raise ModelError(
+            f"method.lora.target_modules: {', '.join(missing)} not in this {model_type} model; "
+            f"it has: {', '.join(available)}"
+        )
+    block_name, blocks = blocks_of(model.backbone)
+    layers = None
+    if settings.top_layers is not None:
+        if settings.top_layers > len(blocks):
+            raise ModelError(f"method.lora.top_layers={settings.top_layers} but the model has {len(blocks)} blocks")
+        layers = list(range(len(blocks) - settings.top_layers, len(blocks)))
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        layers_to_transform=layers,
+        layers_pattern=block_name.split(".")[-1] if layers else None,
+        fan_in_fan_out=model_type == "gpt2",  # GPT-2's Conv1D stores weights transposed
+    )
+    model.backbone = get_peft_model(model.backbone, config)
+    return config
+
+
+def count_parameters(model: nn.Module) -> dict[str, float]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable, "trainable_ratio": trainable / total if total else 0.0}

@@ -1,0 +1,60 @@
+"""Classifier = backbone + pooling + head, for encoders and decoders alike.
+
+Pooling works from the attention mask, so it is right whatever the padding side:
+`mean` averages real tokens only (never padding), `cls` takes the first token, `last` the last
+real token (what a left-to-right decoder has read the whole review by).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    if how == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = (mask.long() * positions).argmax(dim=1)  # index of the last 1, left or right padding
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown pooling {how!r}")
+
+
+class SentimentClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, hidden_size: int, pooling: str, num_logits: int, dropout: float) -> None:
+        super().__init__()
+        if num_logits not in (1, 2):
+            raise ValueError("num_logits must be 1 (sigmoid) or 2 (softmax)")
+        self.backbone = backbone
+        self.pooling = pooling
+        self.num_logits = num_logits
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, num_logits)
+        self.frozen_modules: list[nn.Module] = []  # kept in eval mode: no dropout, nothing to learn
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        backbone_trains = any(p.requires_grad for p in self.backbone.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and backbone_trains):
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)).to(self.head.weight.dtype))
+
+    def train(self, mode: bool = True) -> SentimentClassifier:
+        super().train(mode)
+        for module in self.frozen_modules:
+            module.eval()
+        return self
+
+    def positive_score(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probability of the positive class."""
+        logits = logits.float()
+        return torch.sigmoid(logits[:, 0]) if self.num_logits == 1 else torch.softmax(logits, -1)[:, 1]
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.num_logits == 1:
+            return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+        return nn.functional.cross_entropy(logits, labels.long())

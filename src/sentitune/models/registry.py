@@ -1,0 +1,105 @@
+"""Model specs: a hub id, a local folder or a packaged name -> tokenizer + backbone.
+
+This is the only module that knows where weights come from; everything else asks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sentitune.errors import ModelError
+from sentitune.models.packaged import PACKAGED
+
+# Model types whose backbone reads left to right: pool the last real token, not the first.
+DECODER_TYPES = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "qwen3", "phi", "phi3",
+                 "gemma", "gemma2", "opt", "bloom", "falcon", "smollm3", "olmo", "olmo2"}
+
+# Default LoRA targets per model type: the attention query/value projections (Hu et al. 2021).
+LORA_TARGETS = {
+    "gpt2": ["c_attn"],
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "mpnet": ["q", "v"],
+    "llama": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"],
+    "qwen2": ["q_proj", "v_proj"],
+    "gpt_neox": ["query_key_value"],
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    spec: str  # what the user wrote
+    source: str  # a local folder or a hub id: what from_pretrained receives
+    model_type: str
+    is_decoder: bool
+
+
+def resolve(spec: str) -> ResolvedModel:
+    """Resolve a spec; a hub id that cannot be reached raises one clear ModelError."""
+    from transformers import AutoConfig
+
+    if spec in PACKAGED:
+        source = str(PACKAGED[spec].build())
+    elif Path(spec).expanduser().is_dir():
+        source = str(Path(spec).expanduser().resolve())
+        if not (Path(source) / "config.json").exists():
+            raise ModelError(f"{source}: a model folder needs config.json")
+    else:
+        source = spec
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        offline = ", ".join(PACKAGED)
+        raise ModelError(
+            f"model {spec!r}: not a packaged name, a local folder, or a reachable hub id "
+            f"({type(e).__name__}). Offline alternatives: {offline} (see `sentitune models`)"
+        ) from None
+    return ResolvedModel(spec, source, config.model_type, is_decoder(config))
+
+
+def is_decoder(config: Any) -> bool:
+    archs = getattr(config, "architectures", None) or []
+    return config.model_type in DECODER_TYPES or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+
+
+def load_tokenizer(source: str) -> Any:
+    """The tokenizer, with a pad token set when it has none (GPT-2): EOS doubles as padding."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"{source}: tokenizer has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_backbone(source: str, **kwargs: Any) -> Any:
+    """The headless transformer (GPT2Model, LlamaModel, BertModel…), without an unused pooler."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(source)
+    if config.model_type in ("bert", "roberta", "mpnet", "xlm-roberta"):
+        kwargs.setdefault("add_pooling_layer", False)
+    if config.model_type == "gpt2" and getattr(config, "activation_function", None) == "gelu_new":
+        # Same function, a faster kernel (1.07-1.27x measured on CPU).
+        config.activation_function = "gelu_pytorch_tanh"
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "unexpected key: lm_head / pooler" reports are expected here
+    try:
+        return AutoModel.from_pretrained(source, config=config, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def default_lora_targets(model_type: str) -> list[str]:
+    if model_type not in LORA_TARGETS:
+        raise ModelError(f"no default LoRA targets for model type {model_type!r}: set method.lora.target_modules")
+    return list(LORA_TARGETS[model_type])

@@ -1,0 +1,417 @@
+"""The training recipe, top to bottom: data -> model -> baseline -> phases -> best -> test -> save.
+
+A run is a list of phases (one for a single method, two for the published "whole network, then
+head only" schedule). Position in training is (phase, micro-batch); batch order for each epoch is a
+pure function of the seed, so a resumed run replays exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sentitune.config import ConfigError, ExperimentConfig, PhaseConfig
+from sentitune.data.batching import Encoded, encode, iterate, length_grouped_batches, sorted_batches
+from sentitune.data.records import Splits
+from sentitune.data.sources import load_splits
+from sentitune.errors import DataError
+from sentitune.metrics import classification_metrics
+from sentitune.models.adapt import add_lora, count_parameters, set_trainable
+from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.registry import ResolvedModel, load_backbone, load_tokenizer, resolve
+from sentitune.runs import RunDir, save_model
+
+Report = Callable[[str], None]
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C after a checkpoint was saved; `--resume` continues."""
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None) -> None:
+    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_precision(requested: str, dev: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. "auto" uses bf16 only where the hardware has it:
+    on a CPU without bf16 instructions it is emulated and ~100x slower than fp32 (measured)."""
+    if requested == "fp32":
+        return None
+    if dev.type == "cuda":
+        if requested == "fp16":
+            return torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if requested == "fp16":
+        raise ConfigError("train.precision=fp16 is for GPUs: it is ~50x slower than fp32 on CPU; use bf16 or fp32")
+    if requested == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast(dev: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    return torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def build_classifier(cfg: ExperimentConfig, resolved: ResolvedModel, pad_token_id: int) -> SentimentClassifier:
+    backbone = load_backbone(resolved.source)
+    backbone.config.pad_token_id = pad_token_id
+    pooling = cfg.model.pooling if cfg.model.pooling != "auto" else ("last" if resolved.is_decoder else "mean")
+    torch.manual_seed(cfg.train.seed)  # the head's initial weights are part of the experiment
+    model = SentimentClassifier(backbone, backbone.config.hidden_size, pooling,
+                                1 if cfg.model.head == "sigmoid" else 2, cfg.model.dropout)
+    if any(p.method == "lora" for p in cfg.phases()):
+        add_lora(model, cfg.method.lora, resolved.model_type)
+    return model
+
+
+def saved_weights(cfg: ExperimentConfig) -> str:
+    """Which form of the backbone to save, from what the phases changed."""
+    methods = {p.method for p in cfg.phases()}
+    touches_base = bool(methods & {"partial", "full"})
+    if "lora" in methods:
+        return "merged" if cfg.method.lora.merge or touches_base else "adapter"
+    return "backbone" if touches_base else "base"
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@torch.inference_mode()
+def score(
+    model: SentimentClassifier,
+    data: Encoded,
+    batch_size: int,
+    pad_id: int,
+    precision: torch.dtype | None = None,
+    desc: str = "eval",
+    progress: bool = False,
+) -> tuple[np.ndarray, float]:
+    """Positive-class probabilities in `data` order, and the mean loss."""
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    scores = np.zeros(len(data), dtype=np.float64)
+    total_loss = 0.0
+    batches = sorted_batches([len(x) for x in data.input_ids], batch_size)
+    for batch in tqdm(iterate(data, batches, pad_id), total=len(batches), desc=desc, disable=not progress,
+                      leave=False, unit="batch"):
+        with autocast(dev, precision):
+            logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev))
+        labels = batch["labels"].to(dev)
+        total_loss += model.loss(logits, labels).item() * len(labels)
+        scores[batch["index"].numpy()] = model.positive_score(logits).cpu().numpy()
+    model.train(was_training)
+    return scores, total_loss / max(1, len(data))
+
+
+def evaluate(model: SentimentClassifier, data: Encoded, cfg: ExperimentConfig, pad_id: int,
+             precision: torch.dtype | None, desc: str, progress: bool) -> tuple[dict[str, Any], np.ndarray]:
+    scores, loss = score(model, data, cfg.train.eval_batch_size, pad_id, precision, desc, progress)
+    return classification_metrics(data.labels, scores, loss=loss), scores
+
+
+# ---------------------------------------------------------------------------- training state
+
+
+@dataclass
+class State:
+    """Everything needed to continue exactly where training stopped."""
+
+    phase: int = 0
+    micro: int = 0  # micro-batches done in this phase (always at an optimizer-step boundary)
+    step: int = 0  # optimizer steps done in this phase
+    best_loss: float = math.inf
+    best_params: dict[str, torch.Tensor] | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    baseline: dict[str, Any] | None = None
+    train_seconds: float = 0.0
+    train_tokens: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def tracked_names(model: SentimentClassifier, cfg: ExperimentConfig) -> list[str]:
+    """Parameters that any phase trains: the only ones a checkpoint needs to hold."""
+    names: set[str] = set()
+    for phase in cfg.phases():
+        apply_method(model, cfg, phase)
+        names |= {n for n, p in model.named_parameters() if p.requires_grad}
+    return sorted(names)
+
+
+def apply_method(model: SentimentClassifier, cfg: ExperimentConfig, phase: PhaseConfig) -> None:
+    set_trainable(model, phase.method, cfg.method.freeze_layers, cfg.method.lora.top_layers)
+
+
+def snapshot(model: SentimentClassifier, names: list[str]) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().clone() for n in names}
+
+
+def restore(model: SentimentClassifier, values: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, v in values.items():
+            params[n].copy_(v)
+
+
+def make_optimizer(model: SentimentClassifier, cfg: ExperimentConfig, lr: float) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def epoch_batches(data: Encoded, cfg: ExperimentConfig, phase: int, epoch: int) -> list[list[int]]:
+    lengths = [len(x) for x in data.input_ids]
+    return length_grouped_batches(lengths, cfg.train.batch_size, seed=cfg.train.seed * 1000 + phase * 101 + epoch)
+
+
+def micro_batches(data: Encoded, cfg: ExperimentConfig, phase: int, start: int, total: int,
+                  pad_id: int) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """(micro index, batch) from `start` to `total`, crossing epochs; each epoch reshuffled by seed."""
+    per_epoch = math.ceil(len(data) / cfg.train.batch_size)
+    micro = start
+    while micro < total:
+        epoch, offset = divmod(micro, per_epoch)
+        batches = epoch_batches(data, cfg, phase, epoch)
+        for batch in iterate(data, batches[offset:], pad_id):
+            if micro >= total:
+                return
+            yield micro, batch
+            micro += 1
+
+
+# ---------------------------------------------------------------------------- the recipe
+
+
+@dataclass
+class Prepared:
+    cfg: ExperimentConfig
+    splits: Splits
+    resolved: ResolvedModel
+    tokenizer: Any
+    model: SentimentClassifier
+    encoded: dict[str, Encoded]
+
+
+def prepare(cfg: ExperimentConfig, report: Report = lambda s: None) -> Prepared:
+    """Data, tokenizer and classifier for `cfg` (everything before the first optimizer step)."""
+    seed_everything(cfg.train.seed)
+    set_threads(cfg.train.threads)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    report(f"data: train {len(splits.train)}, validation {len(splits.validation)}, test {len(splits.test)}"
+           + (f"; skipped {splits.skipped}" if splits.skipped else ""))
+    resolved = resolve(cfg.model.spec)
+    tokenizer = load_tokenizer(resolved.source)
+    model = build_classifier(cfg, resolved, tokenizer.pad_token_id).to(device())
+    encoded = {
+        name: encode(getattr(splits, name), tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
+        for name in ("train", "validation", "test")
+    }
+    return Prepared(cfg, splits, resolved, tokenizer, model, encoded)
+
+
+def train(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    report: Report = lambda s: None,
+) -> dict[str, Any]:
+    """Run the experiment `cfg` into `run_dir`; returns the final metrics (also in metrics.json)."""
+    run = RunDir.create(Path(run_dir), cfg, resume=resume, overwrite=overwrite)
+    started = time.perf_counter()
+    p = prepare(cfg, report)
+    model, pad_id, dev = p.model, p.tokenizer.pad_token_id, device()
+    precision = pick_precision(cfg.train.precision, dev)
+    names = tracked_names(model, cfg)
+    if len(p.encoded["train"]) == 0:
+        raise DataError("no training examples after filtering")
+
+    state = State()
+    checkpoint = run.load_checkpoint() if resume else None
+    if checkpoint is not None:
+        state = checkpoint["state"]
+        restore(model, checkpoint["params"])
+        report(f"resuming: phase {state.phase + 1}, step {state.step}")
+    elif cfg.train.baseline and len(p.encoded["test"]):
+        state.baseline, _ = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "baseline", progress)
+        run.log({"event": "baseline", "split": "test", **state.baseline})
+
+    phases = cfg.phases()
+    try:
+        while state.phase < len(phases):
+            _train_phase(p, cfg, run, state, names, phases[state.phase], checkpoint, precision, progress, report)
+            checkpoint = None
+            state.phase, state.micro, state.step, state.bad_evals = state.phase + 1, 0, 0, 0
+            state.stopped_early = False
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; checkpoint saved in {run.checkpoint_path}. Continue with --resume") from None
+
+    if state.best_params is not None:
+        restore(model, state.best_params)
+    test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "test", progress)
+    run.log({"event": "final", "split": "test", **test_metrics})
+    apply_method(model, cfg, phases[-1])
+    params = count_parameters(model)
+    params["trainable"] = sum(int(dict(model.named_parameters())[n].numel()) for n in names)
+    params["trainable_ratio"] = params["trainable"] / params["total"]
+    metrics = {
+        "name": cfg.name,
+        "model": cfg.model.spec,
+        "method": cfg.method.name,
+        "test": test_metrics,
+        "baseline": state.baseline,
+        "validation": state.history,
+        "parameters": params,
+        "data": p.splits.summary() | {"skipped": p.splits.skipped},
+        "precision": str(precision).replace("torch.", "") if precision else "fp32",
+        "train_tokens": state.train_tokens,
+        "train_seconds": round(state.train_seconds, 2),
+        "train_tokens_per_second": round(state.train_tokens / state.train_seconds, 1) if state.train_seconds else None,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    run.write_predictions(p.encoded["test"].ids, p.encoded["test"].labels, test_scores.tolist())
+    save_model(model, p.tokenizer, cfg.model.spec, saved_weights(cfg), run.model_dir)
+    run.write_metrics(metrics)
+    run.clear_checkpoint()
+    return metrics
+
+
+def _train_phase(
+    p: Prepared,
+    cfg: ExperimentConfig,
+    run: RunDir,
+    state: State,
+    names: list[str],
+    phase: PhaseConfig,
+    checkpoint: dict[str, Any] | None,
+    precision: torch.dtype | None,
+    progress: bool,
+    report: Report,
+) -> None:
+    model, data, pad_id, dev = p.model, p.encoded["train"], p.tokenizer.pad_token_id, device()
+    apply_method(model, cfg, phase)
+    accum = cfg.train.grad_accum
+    per_epoch = math.ceil(len(data) / cfg.train.batch_size)
+    total_micro = max(1, round(phase.epochs * per_epoch))
+    total_steps = math.ceil(total_micro / accum)
+    optimizer = make_optimizer(model, cfg, phase.lr or cfg.train.lr)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(cfg.train.scheduler, optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["rng"])
+    if state.stopped_early:
+        return
+    params = dict(model.named_parameters())
+    trainable = [params[n] for n in names if params[n].requires_grad]
+
+    def save_checkpoint() -> None:
+        run.save_checkpoint({"state": state, "params": snapshot(model, names), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "rng": boundary_rng})
+
+    def validate() -> bool:
+        """Evaluate on validation, keep the best parameters; True when early stopping says stop."""
+        if not len(p.encoded["validation"]):
+            return False
+        metrics, _ = evaluate(model, p.encoded["validation"], cfg, pad_id, precision, "validation", progress)
+        record = {"event": "validation", "phase": state.phase + 1, "step": state.step,
+                  "epoch": round(state.micro / per_epoch, 3), **metrics}
+        state.history.append({k: record[k] for k in ("phase", "step", "epoch", "loss", "accuracy", "roc_auc")})
+        run.log(record)
+        report(f"phase {state.phase + 1} epoch {record['epoch']:.2f}: validation loss {metrics['loss']:.4f}, "
+               f"accuracy {metrics['accuracy']:.4f}")
+        if metrics["loss"] < state.best_loss:
+            state.best_loss, state.best_params, state.bad_evals = metrics["loss"], snapshot(model, names), 0
+        else:
+            state.bad_evals += 1
+        return cfg.train.patience is not None and state.bad_evals >= cfg.train.patience
+
+    model.train()
+    boundary_rng = torch.get_rng_state()
+    bar = tqdm(total=total_steps, initial=state.step, desc=f"phase {state.phase + 1}/{len(cfg.phases())} "
+               f"{phase.method}", disable=not progress, unit="step")
+    tick = time.perf_counter()
+    try:
+        for micro, batch in micro_batches(data, cfg, state.phase, state.micro, total_micro, pad_id):
+            with autocast(dev, precision):
+                logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev))
+            loss = model.loss(logits, batch["labels"].to(dev))
+            (loss / accum).backward()
+            state.train_tokens += int(batch["attention_mask"].sum())
+            done = micro + 1
+            if done % accum and done != total_micro:
+                continue
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.micro, state.step = done, state.step + 1
+            boundary_rng = torch.get_rng_state()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            now = time.perf_counter()
+            state.train_seconds, tick = state.train_seconds + now - tick, now
+            epoch_end = done % per_epoch == 0 or done == total_micro
+            every = cfg.train.eval_every
+            if epoch_end or (every and state.step % every == 0):
+                stop = validate()
+                tick = time.perf_counter()
+                if stop:
+                    state.stopped_early = True
+                    report(f"early stopping: no validation improvement in {cfg.train.patience} evaluations")
+                    save_checkpoint()
+                    return
+                save_checkpoint()
+            elif cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
+                save_checkpoint()
+                tick = time.perf_counter()
+    except KeyboardInterrupt:
+        optimizer.zero_grad(set_to_none=True)  # drop a half-accumulated step: resume redoes it
+        save_checkpoint()
+        raise
+    finally:
+        bar.close()
