@@ -33,8 +33,19 @@ def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _strict(value: Any) -> Any:
+    """NaN/inf become null: strict JSON readers reject the bare NaN that json.dumps writes."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text(path, json.dumps(_strict(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def append_line(path: Path, line: str) -> None:

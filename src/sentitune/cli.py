@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXAMPLES = """examples:
   sentitune train --config configs/minilm-lora-quickstart.yaml
@@ -28,7 +28,8 @@ EXAMPLES = """examples:
 TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--model", "model.spec", str, "hub id, local folder or packaged name (see `sentitune models`)"),
     ("--method", "method.name", str, "probe | partial | full | lora | two-phase"),
-    ("--data", "data.path", str, "IMDb archive or extracted aclImdb/ folder (default: $SENTITUNE_IMDB, cache, download)"),
+    ("--data", "data.path", str,
+     "IMDb archive or extracted aclImdb/ folder (default: $SENTITUNE_IMDB, cache, download)"),
     ("--source", "data.source", str, "imdb, hf:imdb, or a CSV/JSONL file of text,label"),
     ("--train-size", "data.train_size", int, "stratified subsample of the training pool"),
     ("--val-size", "data.val_size", float, "validation carved from train: fraction (<1) or count"),
@@ -42,8 +43,27 @@ TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error (the usage is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+ZERO_SHOT_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--model", "model.spec", str, "a causal LM: hub id, local folder or packaged name (smollm2-135m)"),
+    ("--data", "data.path", str, "IMDb archive or extracted aclImdb/ folder"),
+    ("--eval-size", "data.eval_size", int, "stratified subsample of the test split"),
+    ("--template", "zero_shot.template", str, "built-in or config-defined prompt template"),
+    ("--sweep", "zero_shot.sweep", str, "comma-separated templates compared on validation; the best goes to test"),
+    ("--shots", "zero_shot.shots", int, "few-shot: labelled demonstrations drawn from train"),
+    ("--review-tokens", "zero_shot.review_tokens", int, "tokens of the review kept inside the template"),
+    ("--decision", "zero_shot.decision", str, "predictions.csv threshold: raw | contextual | validation | label-free"),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sentitune",
         description="Fine-tune and benchmark pretrained transformers for sentiment classification.",
         epilog=EXAMPLES,
@@ -80,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="write a CSV instead of printing")
     p.add_argument("--json", action="store_true", help="print JSON lines")
 
+    z = sub.add_parser("zero-shot", help="zero-/few-shot sentiment with a causal LM (label-word likelihoods)")
+    z.add_argument("--config", help="experiment YAML with a zero_shot section; flags and --set override it")
+    for flag, key, typ, text in ZERO_SHOT_FLAGS:
+        z.add_argument(flag, dest=key, type=typ, help=f"{text} [{key}]")
+    z.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set zero_shot.review_tokens=128 (repeatable)")
+    z.add_argument("--out", help="run directory (default: runs/<name>)")
+    z.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    z.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     sub.add_parser("models", help="list the offline packaged models")
     return parser
 
@@ -87,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _train_config(args: argparse.Namespace) -> Any:
     from sentitune.config import load_config
 
-    overrides = [f"{key}={getattr(args, key)}" for _, key, _, _ in TRAIN_FLAGS if getattr(args, key) is not None]
+    # Strings are JSON-quoted: --model yes or --data "a #1.tar.gz" must not be read as YAML (bool, comment).
+    overrides = [f"{key}={json.dumps(value) if isinstance(value, str) else value}" for _, key, _, _ in TRAIN_FLAGS
+                 if (value := getattr(args, key)) is not None]
     return load_config(args.config, overrides + args.overrides)
 
 
@@ -101,6 +133,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     out = Path(args.out or Path("runs") / cfg.name)
+    if cfg.method.name == "zero-shot":
+        return _zero_shot(cfg, out, args.overwrite, not args.no_progress)
     metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                     report=lambda s: print(s, flush=True))
     rows = {"untrained (baseline)": metrics["baseline"]} if metrics["baseline"] else {}
@@ -111,7 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"parameters: {par['trainable']:,} trainable of {par['total']:,} ({100 * par['trainable_ratio']:.3f}%)")
     print(f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['test']['confusion_matrix']}")
     print(f"training: {metrics['train_tokens']:,} tokens in {metrics['train_seconds']:.0f} s "
-          f"({metrics['train_tokens_per_second']} tokens/s, {metrics['precision']}); wall {metrics['wall_seconds']:.0f} s")
+          f"({metrics['train_tokens_per_second']} tokens/s, {metrics['precision']}); "
+          f"wall {metrics['wall_seconds']:.0f} s")
     print(f"run directory: {out}")
     return 0
 
@@ -162,7 +197,36 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models}
+def _zero_shot(cfg: Any, out: Path, overwrite: bool, progress: bool) -> int:
+    from sentitune.metrics import format_table
+    from sentitune.zero_shot import run_zero_shot
+
+    result = run_zero_shot(cfg, out, overwrite=overwrite, progress=progress, report=lambda s: print(s, flush=True))
+    for name, info in result["label_words"].items():
+        print(f"label word {name}: {info['word']!r} -> tokens {info['tokens']}")
+    if "sweep" in result:
+        print(format_table(result["sweep"]["validation"], ("accuracy", "calibrated_accuracy", "roc_auc",
+                                                           "positive_rate")))
+        print(f"selected template: {result['sweep']['selected']} (by validation {result['sweep']['metric']})")
+    print(f"\ntest set, {result['test']['n']} reviews ({cfg.model.spec}, template {result['template']['name']}):")
+    print(format_table(result["rows"], ("accuracy", "precision", "recall", "f1", "roc_auc", "positive_rate",
+                                        "threshold")))
+    print(f"predictions ({result['decision']} threshold) and margins in {out}")
+    return 0
+
+
+def cmd_zero_shot(args: argparse.Namespace) -> int:
+    from sentitune.config import load_config
+
+    overrides = ["method.name=zero-shot"] + [
+        f"{key}={json.dumps(value) if isinstance(value, str) else value}"
+        for _, key, _, _ in ZERO_SHOT_FLAGS if (value := getattr(args, key)) is not None]
+    cfg = load_config(args.config, overrides + args.overrides)
+    return _zero_shot(cfg, Path(args.out or Path("runs") / cfg.name), args.overwrite, not args.no_progress)
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
+            "zero-shot": cmd_zero_shot}
 
 
 def main(argv: list[str] | None = None) -> int:

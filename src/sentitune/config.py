@@ -17,7 +17,7 @@ import yaml
 
 from sentitune.errors import SentituneError
 
-METHODS = ("probe", "partial", "full", "lora", "two-phase")
+METHODS = ("probe", "partial", "full", "lora", "two-phase", "zero-shot")
 POOLINGS = ("auto", "mean", "cls", "last")
 HEADS = ("softmax", "sigmoid")
 TRUNCATIONS = ("head", "tail", "head+tail")
@@ -32,7 +32,7 @@ class ConfigError(SentituneError, ValueError):
 class DataConfig:
     source: str = "imdb"  # "imdb" (archive/folder), "hf:imdb" (hub dataset) or a CSV/JSONL path
     path: str | None = None  # IMDb archive or extracted folder; None: $SENTITUNE_IMDB, cache, download
-    test_path: str | None = None  # for CSV/JSONL sources: a separate test file
+    test_path: str | None = None  # for CSV/JSONL sources: a separate test file; None: 20% of source held out
     text_column: str = "text"
     label_column: str = "label"
     id_column: str | None = None
@@ -103,12 +103,42 @@ class TrainConfig:
 
 
 @dataclass
+class PromptTemplate:
+    """A user-defined zero-shot prompt: `prompt` has one {text} slot; the label words continue it."""
+
+    name: str = "custom"
+    prompt: str = "Review: {text}\nSentiment:"
+    positive: str = " positive"  # the leading space matters: " positive" and "positive" are different tokens
+    negative: str = " negative"
+    chat: bool = False  # wrap the prompt in the tokenizer's chat template (instruct models)
+
+
+@dataclass
+class ZeroShotConfig:
+    """method.name=zero-shot: score label words with a causal LM (see docs/ZERO_SHOT.md)."""
+
+    template: str = "review-sentiment"  # a built-in name or the name of one of `templates`
+    templates: list[PromptTemplate] = field(default_factory=list)  # user-defined templates
+    review_tokens: int = 200  # the review is cut to this many tokens inside the template, never the prompt
+    truncation: str = "tail"  # which end of the review survives: head | tail | head+tail
+    shots: int = 0  # few-shot: k labelled demonstrations (balanced, seeded, from train) prepended
+    shot_tokens: int = 60  # each demonstration review cut to this many tokens
+    calibration_size: int = 200  # labelled validation reviews (threshold) and unlabelled train reviews (median)
+    content_free: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # contextual calibration
+    decision: str = "label-free"  # threshold used for predictions.csv: raw | contextual | validation | label-free
+    sweep: list[str] = field(default_factory=list)  # templates compared on validation; the best goes to test
+    sweep_metric: str = "roc_auc"  # roc_auc | accuracy | calibrated_accuracy
+    batch_size: int = 8
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "run"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
 
     def phases(self) -> list[PhaseConfig]:
         """Every run is a list of phases; a single method is one phase of `train.epochs`."""
@@ -127,20 +157,28 @@ class ExperimentConfig:
         if self.method.name == "two-phase" and not self.method.phases:
             raise ConfigError("method.phases: two-phase needs at least one phase")
         for i, p in enumerate(self.method.phases):
-            _check_choice(f"method.phases[{i}].method", p.method, METHODS[:-1])
+            _check_choice(f"method.phases[{i}].method", p.method, ("probe", "partial", "full", "lora"))
             _positive(f"method.phases[{i}].epochs", p.epochs)
         _positive("data.max_length", self.data.max_length, minimum=8)
         if self.data.train_size is not None:
             _positive("data.train_size", self.data.train_size, minimum=2)
         if self.data.eval_size is not None:
             _positive("data.eval_size", self.data.eval_size, minimum=2)
-        if not self.data.val_size > 0 and self.data.val_size != 0:
+        if not self.data.val_size >= 0:
             raise ConfigError(f"data.val_size: must be >= 0, got {self.data.val_size}")
+        if self.data.val_size >= 1 and self.data.val_size != int(self.data.val_size):
+            raise ConfigError(f"data.val_size: a fraction (< 1) or a whole count (>= 1), got {self.data.val_size}")
+        if self.data.head_tokens is not None and self.data.head_tokens < 0:
+            raise ConfigError(f"data.head_tokens: must be >= 0, got {self.data.head_tokens}")
+        _positive("data.max_chars", self.data.max_chars, minimum=1)
         _positive("train.epochs", self.train.epochs)
         _positive("train.lr", self.train.lr)
         _positive("train.batch_size", self.train.batch_size, minimum=1)
         _positive("train.eval_batch_size", self.train.eval_batch_size, minimum=1)
         _positive("train.grad_accum", self.train.grad_accum, minimum=1)
+        for name, minimum in (("patience", 1), ("eval_every", 0), ("checkpoint_every", 0), ("threads", 0)):
+            if getattr(self.train, name) is not None:  # 0 (like None) means "off" / "all cores"
+                _positive(f"train.{name}", getattr(self.train, name), minimum=minimum)
         if not 0 <= self.train.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {self.train.warmup_ratio}")
         if not 0 <= self.model.dropout < 1:
@@ -152,6 +190,16 @@ class ExperimentConfig:
             raise ConfigError(f"method.lora.dropout: must be in [0, 1), got {lora.dropout}")
         if lora.top_layers is not None:
             _positive("method.lora.top_layers", lora.top_layers, minimum=1)
+        zs = self.zero_shot
+        _check_choice("zero_shot.truncation", zs.truncation, TRUNCATIONS)
+        _check_choice("zero_shot.decision", zs.decision, ("raw", "contextual", "validation", "label-free"))
+        _check_choice("zero_shot.sweep_metric", zs.sweep_metric, ("roc_auc", "accuracy", "calibrated_accuracy"))
+        _positive("zero_shot.review_tokens", zs.review_tokens, minimum=1)
+        _positive("zero_shot.shot_tokens", zs.shot_tokens, minimum=1)
+        _positive("zero_shot.calibration_size", zs.calibration_size, minimum=2)
+        _positive("zero_shot.batch_size", zs.batch_size, minimum=1)
+        if zs.shots < 0:
+            raise ConfigError(f"zero_shot.shots: must be >= 0, got {zs.shots}")
         if self.method.freeze_layers < 0:
             raise ConfigError(f"method.freeze_layers: must be >= 0, got {self.method.freeze_layers}")
         return self
@@ -251,9 +299,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+        except yaml.YAMLError as e:  # one line: the file, the line, the problem (str(e) spans several)
+            mark = getattr(e, "problem_mark", None)
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({problem})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
     for item in overrides or []:

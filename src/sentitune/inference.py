@@ -32,6 +32,8 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     model, tokenizer = load_model(run.model_dir)
     model.to(device())
     examples = getattr(splits, split)
+    if not examples:
+        raise DataError(f"{run_dir}: the {split} split is empty for this run's data settings (data.val_size?)")
     data = encode(examples, tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
     precision = pick_precision(cfg.train.precision, device())
     result: dict[str, Any] = {"run": str(run_dir), "split": split}
@@ -64,7 +66,7 @@ def read_reviews(path: Path, text_column: str = "text") -> list[str]:
 
         texts = []
         for line, row in _rows(path):
-            if text_column not in row:
+            if row.get(text_column) is None:  # absent, or a short CSV row: never classify the text "None"
                 raise DataError(f"{path}:{line}: missing field {text_column!r}")
             texts.append(str(row[text_column]))
         return texts

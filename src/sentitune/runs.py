@@ -49,13 +49,19 @@ class RunDir:
                 diff = _first_difference(to_dict(saved), to_dict(cfg))
                 raise RunError(f"{run.path}: was started with another config ({diff}); resume with the same one")
             return run
+        run.check_free(overwrite)
         if run.path.exists() and any(run.path.iterdir()):
-            if not overwrite:
-                raise RunError(f"{run.path}: run directory exists and is not empty (use --overwrite or --resume)")
             shutil.rmtree(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
         write_text(config_file, dump_yaml(cfg))
         return run
+
+    def check_free(self, overwrite: bool = False) -> None:
+        """Refuse to start a new run over an existing one unless told to (checked before any work)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path}: exists and is not a directory")
+        if self.path.exists() and any(self.path.iterdir()) and not overwrite:
+            raise RunError(f"{self.path}: run directory exists and is not empty (use --overwrite or --resume)")
 
     def config(self) -> ExperimentConfig:
         if not (self.path / "config.yaml").exists():
@@ -145,6 +151,8 @@ def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: s
         save_file({k: v.detach().float().contiguous() for k, v in model.head.state_dict().items()},
                   str(tmp / "head.safetensors"))
         tokenizer.save_pretrained(tmp)
+        if Path(spec).expanduser().is_dir():  # a relative folder would not resolve from another cwd
+            spec = str(Path(spec).expanduser().resolve())
         meta = {
             "base": spec,
             "weights": "backbone" if weights == "merged" else weights,

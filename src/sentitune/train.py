@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from sentitune.data.records import Splits
 from sentitune.data.sources import load_splits
 from sentitune.errors import DataError
 from sentitune.metrics import classification_metrics
-from sentitune.models.adapt import add_lora, count_parameters, set_trainable
+from sentitune.models.adapt import add_lora, set_trainable
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.registry import ResolvedModel, load_backbone, load_tokenizer, resolve
 from sentitune.runs import RunDir, save_model
@@ -82,6 +84,23 @@ def cpu_has_bf16() -> bool:
 
 def autocast(dev: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
     return torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends: an optimizer step and the counters that describe it must
+    change together, or a checkpoint would pair new weights with an old step (resume would redo it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------- building
@@ -159,6 +178,7 @@ class State:
     best_params: dict[str, torch.Tensor] | None = None
     bad_evals: int = 0
     stopped_early: bool = False
+    pending_validation: bool = False  # a step finished whose validation has not (resume runs it first)
     baseline: dict[str, Any] | None = None
     train_seconds: float = 0.0
     train_tokens: int = 0
@@ -176,6 +196,21 @@ def tracked_names(model: SentimentClassifier, cfg: ExperimentConfig) -> list[str
 
 def apply_method(model: SentimentClassifier, cfg: ExperimentConfig, phase: PhaseConfig) -> None:
     set_trainable(model, phase.method, cfg.method.freeze_layers, cfg.method.lora.top_layers)
+
+
+def parameter_report(model: SentimentClassifier, cfg: ExperimentConfig, names: list[str]) -> dict[str, Any]:
+    """Total / trainable / ratio for the run (trainable: what any phase trains), and per phase."""
+    params = dict(model.named_parameters())
+    total = sum(p.numel() for p in params.values())
+    trainable = sum(params[n].numel() for n in names)
+    per_phase = []
+    for phase in cfg.phases():
+        apply_method(model, cfg, phase)
+        n = sum(p.numel() for p in params.values() if p.requires_grad)
+        per_phase.append({"method": phase.method, "trainable": n, "trainable_ratio": n / total})
+    lora = sum(p.numel() for name, p in params.items() if "lora_" in name)
+    return {"total": total, "trainable": trainable, "trainable_ratio": trainable / total, "lora": lora,
+            "phases": per_phase}
 
 
 def snapshot(model: SentimentClassifier, names: list[str]) -> dict[str, torch.Tensor]:
@@ -236,10 +271,10 @@ def prepare(cfg: ExperimentConfig, report: Report = lambda s: None) -> Prepared:
     """Data, tokenizer and classifier for `cfg` (everything before the first optimizer step)."""
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
+    resolved = resolve(cfg.model.spec)  # fail fast on a bad spec, before reading data
     splits = load_splits(cfg.data, cfg.train.seed)
     report(f"data: train {len(splits.train)}, validation {len(splits.validation)}, test {len(splits.test)}"
            + (f"; skipped {splits.skipped}" if splits.skipped else ""))
-    resolved = resolve(cfg.model.spec)
     tokenizer = load_tokenizer(resolved.source)
     model = build_classifier(cfg, resolved, tokenizer.pad_token_id).to(device())
     encoded = {
@@ -258,14 +293,24 @@ def train(
     report: Report = lambda s: None,
 ) -> dict[str, Any]:
     """Run the experiment `cfg` into `run_dir`; returns the final metrics (also in metrics.json)."""
-    run = RunDir.create(Path(run_dir), cfg, resume=resume, overwrite=overwrite)
     started = time.perf_counter()
+    if resume:
+        run = RunDir.create(Path(run_dir), cfg, resume=True)
+    else:
+        RunDir(Path(run_dir)).check_free(overwrite)
     p = prepare(cfg, report)
     model, pad_id, dev = p.model, p.tokenizer.pad_token_id, device()
     precision = pick_precision(cfg.train.precision, dev)
     names = tracked_names(model, cfg)
     if len(p.encoded["train"]) == 0:
         raise DataError("no training examples after filtering")
+    from transformers import SchedulerType
+
+    if cfg.train.scheduler not in {s.value for s in SchedulerType}:
+        raise ConfigError(f"train.scheduler: {cfg.train.scheduler!r} is not one of "
+                          f"{', '.join(s.value for s in SchedulerType)}")
+    if not resume:  # written only once every check has passed: a failed start leaves nothing behind
+        run = RunDir.create(Path(run_dir), cfg, overwrite=overwrite)
 
     state = State()
     checkpoint = run.load_checkpoint() if resume else None
@@ -277,24 +322,29 @@ def train(
         state.baseline, _ = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "baseline", progress)
         run.log({"event": "baseline", "split": "test", **state.baseline})
 
+    params = parameter_report(model, cfg, names)
+    report(f"parameters: total {params['total']:,}, trainable {params['trainable']:,} "
+           f"({100 * params['trainable_ratio']:.4f}%)")
     phases = cfg.phases()
     try:
         while state.phase < len(phases):
             _train_phase(p, cfg, run, state, names, phases[state.phase], checkpoint, precision, progress, report)
             checkpoint = None
+            # The next phase starts from the best weights so far, as the final model does.
+            if state.best_params is not None:
+                restore(model, state.best_params)
             state.phase, state.micro, state.step, state.bad_evals = state.phase + 1, 0, 0, 0
             state.stopped_early = False
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; checkpoint saved in {run.checkpoint_path}. Continue with --resume") from None
+        where = (f"checkpoint saved in {run.checkpoint_path}" if run.checkpoint_path.exists()
+                 else "no checkpoint yet (a resumed run starts over)")
+        raise Interrupted(f"interrupted; {where}. Continue with --resume") from None
 
     if state.best_params is not None:
         restore(model, state.best_params)
     test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "test", progress)
     run.log({"event": "final", "split": "test", **test_metrics})
     apply_method(model, cfg, phases[-1])
-    params = count_parameters(model)
-    params["trainable"] = sum(int(dict(model.named_parameters())[n].numel()) for n in names)
-    params["trainable_ratio"] = params["trainable"] / params["total"]
     metrics = {
         "name": cfg.name,
         "model": cfg.model.spec,
@@ -338,12 +388,14 @@ def _train_phase(
     optimizer = make_optimizer(model, cfg, phase.lr or cfg.train.lr)
     from transformers import get_scheduler
 
-    scheduler = get_scheduler(cfg.train.scheduler, optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    warmup = int(cfg.train.warmup_ratio * total_steps)
+    scheduler = get_scheduler(cfg.train.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         torch.set_rng_state(checkpoint["rng"])
+        if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
     if state.stopped_early:
         return
     params = dict(model.named_parameters())
@@ -351,61 +403,80 @@ def _train_phase(
 
     def save_checkpoint() -> None:
         run.save_checkpoint({"state": state, "params": snapshot(model, names), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "rng": boundary_rng})
+                             "scheduler": scheduler.state_dict(), "rng": boundary_rng, "cuda_rng": boundary_cuda_rng})
 
     def validate() -> bool:
         """Evaluate on validation, keep the best parameters; True when early stopping says stop."""
         if not len(p.encoded["validation"]):
+            state.pending_validation = False
             return False
         metrics, _ = evaluate(model, p.encoded["validation"], cfg, pad_id, precision, "validation", progress)
         record = {"event": "validation", "phase": state.phase + 1, "step": state.step,
                   "epoch": round(state.micro / per_epoch, 3), **metrics}
-        state.history.append({k: record[k] for k in ("phase", "step", "epoch", "loss", "accuracy", "roc_auc")})
-        run.log(record)
+        with deferred_interrupt():  # the record, the best weights and the flag change together
+            state.history.append({k: record[k] for k in ("phase", "step", "epoch", "loss", "accuracy", "roc_auc")})
+            run.log(record)
+            if metrics["loss"] < state.best_loss:
+                state.best_loss, state.best_params, state.bad_evals = metrics["loss"], snapshot(model, names), 0
+            else:
+                state.bad_evals += 1
+            state.pending_validation = False
         report(f"phase {state.phase + 1} epoch {record['epoch']:.2f}: validation loss {metrics['loss']:.4f}, "
                f"accuracy {metrics['accuracy']:.4f}")
-        if metrics["loss"] < state.best_loss:
-            state.best_loss, state.best_params, state.bad_evals = metrics["loss"], snapshot(model, names), 0
-        else:
-            state.bad_evals += 1
         return cfg.train.patience is not None and state.bad_evals >= cfg.train.patience
+
+    def after_validation(stop: bool) -> bool:
+        """Checkpoint after a validation; True when training this phase ends here (early stop)."""
+        if stop:
+            state.stopped_early = True
+            report(f"early stopping: no validation improvement in {cfg.train.patience} evaluations")
+        save_checkpoint()
+        return stop
 
     model.train()
     boundary_rng = torch.get_rng_state()
+    boundary_cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     bar = tqdm(total=total_steps, initial=state.step, desc=f"phase {state.phase + 1}/{len(cfg.phases())} "
                f"{phase.method}", disable=not progress, unit="step")
     tick = time.perf_counter()
+    pending_tokens = 0  # tokens of a step still accumulating: counted only once the step is taken
     try:
+        if state.pending_validation:  # interrupted during a validation: run it before going on
+            if after_validation(validate()):
+                return
+            tick = time.perf_counter()
         for micro, batch in micro_batches(data, cfg, state.phase, state.micro, total_micro, pad_id):
             with autocast(dev, precision):
                 logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev))
             loss = model.loss(logits, batch["labels"].to(dev))
             (loss / accum).backward()
-            state.train_tokens += int(batch["attention_mask"].sum())
+            pending_tokens += int(batch["attention_mask"].sum())
             done = micro + 1
             if done % accum and done != total_micro:
                 continue
             torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.micro, state.step = done, state.step + 1
-            boundary_rng = torch.get_rng_state()
+            every = cfg.train.eval_every
+            with deferred_interrupt():
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                # An epoch ends inside this step when a boundary lies in (previous micro, done]: with
+                # gradient accumulation the step need not end exactly on it.
+                epoch_end = done // per_epoch > state.micro // per_epoch or done == total_micro
+                state.micro, state.step = done, state.step + 1
+                state.train_tokens, pending_tokens = state.train_tokens + pending_tokens, 0
+                boundary_rng = torch.get_rng_state()
+                boundary_cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+                now = time.perf_counter()
+                state.train_seconds, tick = state.train_seconds + now - tick, now
+                state.pending_validation = bool(epoch_end or (every and state.step % every == 0))
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            now = time.perf_counter()
-            state.train_seconds, tick = state.train_seconds + now - tick, now
-            epoch_end = done % per_epoch == 0 or done == total_micro
-            every = cfg.train.eval_every
-            if epoch_end or (every and state.step % every == 0):
-                stop = validate()
+            if state.pending_validation:
+                stop = after_validation(validate())
                 tick = time.perf_counter()
                 if stop:
-                    state.stopped_early = True
-                    report(f"early stopping: no validation improvement in {cfg.train.patience} evaluations")
-                    save_checkpoint()
                     return
-                save_checkpoint()
             elif cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
                 save_checkpoint()
                 tick = time.perf_counter()

@@ -50,7 +50,9 @@ def read_archive(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dic
     """Stream reviews out of aclImdb_v1.tar.gz; errors name the archive and the member."""
     out: dict[str, list[Example]] = {s: [] for s in splits}
     try:
-        with tarfile.open(path, mode="r|*") as tar:
+        # "r:*", not the "r|*" stream mode: only the gzip reader notices an archive that ends early
+        # (a cut download); the stream mode can take a cut at a member boundary for the end.
+        with tarfile.open(path, mode="r:*") as tar:
             for member in tar:
                 parsed = _parse_member(member.name)
                 if parsed is None or not member.isfile() or parsed[0] not in out:
@@ -61,7 +63,8 @@ def read_archive(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dic
                 text = _decode(raw, f"{path}: member {member.name}")
                 out[split].append(_example(split, label, rid, rating, text))
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        raise DataError(f"{path}: corrupt or truncated archive ({type(e).__name__}: {e})") from None
+        detail = " ".join(str(e).split())  # tarfile lists every method it tried, one per line
+        raise DataError(f"{path}: corrupt or truncated archive ({type(e).__name__}: {detail})") from None
     _check_layout(out, str(path))
     return out
 
@@ -152,7 +155,8 @@ def download_file(
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            total = resp.length
+            size = resp.headers.get("Content-Length")  # file:// responses have no .length
+            total = int(size) if size and size.isdigit() else None
             while chunk := resp.read(1 << 20):
                 out.write(chunk)
                 digest.update(chunk)
@@ -161,6 +165,8 @@ def download_file(
         if md5 and digest.hexdigest() != md5:
             raise DataError(f"{url}: checksum mismatch (md5 {digest.hexdigest()}, expected {md5}); not saved")
         os.replace(tmp, dest)
+    except ValueError as e:  # a malformed URL in $SENTITUNE_IMDB_URL
+        raise DataError(f"{url}: not a usable URL ({e}); check $SENTITUNE_IMDB_URL") from None
     except (urllib.error.URLError, OSError) as e:
         raise DataError(
             f"{url}: download failed ({getattr(e, 'reason', e)}). Offline? Pass --data PATH to a local "

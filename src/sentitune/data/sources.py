@@ -13,6 +13,8 @@ from sentitune.data.tabular import read_table
 from sentitune.data.text import clean_text
 from sentitune.errors import DataError
 
+TABLE_TEST_FRACTION = 0.2  # test share held out of a CSV/JSONL source given without data.test_path
+
 
 def _read_hub(name: str) -> dict[str, list[Example]]:
     """The Hugging Face `imdb` dataset; needs `datasets` and a reachable hub."""
@@ -63,6 +65,9 @@ def load_splits(
     skipped: dict[str, int] = {}
     train = prepare(raw["train"], cfg, skipped)
     test = prepare(raw.get("test", []), cfg, skipped)
+    if not test:
+        # A single CSV/JSONL file: hold out a stratified, seeded test split rather than fail at the end.
+        train, test = split_off(train, TABLE_TEST_FRACTION, seed)
     # Validation is carved from the whole training split first, so it does not change with train_size.
     pool, validation = split_off(train, cfg.val_size, seed)
     return Splits(

@@ -9,10 +9,15 @@ from sklearn.model_selection import train_test_split
 from sentitune.data.records import Example
 
 
-def _stratify(examples: list[Example]) -> list[int] | None:
-    """Labels to stratify on, or None when a class is too small to split."""
+def _stratify(examples: list[Example], count: int) -> list[int] | None:
+    """Labels to stratify on, or None when a class (or either side of the split) is too small for it.
+
+    sklearn refuses a stratified split with fewer examples on a side than there are classes; a
+    plain seeded split is the best that can be done there (e.g. val_size=1).
+    """
     counts = Counter(e.label for e in examples)
-    return [e.label for e in examples] if len(counts) > 1 and min(counts.values()) >= 2 else None
+    sides_fit = min(count, len(examples) - count) >= len(counts)
+    return [e.label for e in examples] if len(counts) > 1 and min(counts.values()) >= 2 and sides_fit else None
 
 
 def split_off(examples: list[Example], size: float | int, seed: int) -> tuple[list[Example], list[Example]]:
@@ -23,7 +28,7 @@ def split_off(examples: list[Example], size: float | int, seed: int) -> tuple[li
         return list(examples), []
     if count >= n:
         return [], list(examples)
-    rest, carved = train_test_split(examples, test_size=count, random_state=seed, stratify=_stratify(examples))
+    rest, carved = train_test_split(examples, test_size=count, random_state=seed, stratify=_stratify(examples, count))
     return rest, carved
 
 

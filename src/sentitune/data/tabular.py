@@ -29,7 +29,8 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) pairs from a .csv/.tsv or .jsonl/.json file."""
     suffix = path.suffix.lower()
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        # utf-8-sig: spreadsheet exports start with a byte-order mark that would rename the first column.
+        handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as e:
         raise DataError(f"{path}: cannot open ({e.strerror})") from None
     with handle:
@@ -46,15 +47,28 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                         raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
                     yield line_no, row
             elif suffix in (".csv", ".tsv"):
+                # No 128 KiB cap per field: data.max_chars is the limit, with a message naming the review.
+                csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
                 reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
                 for row in reader:
                     yield reader.line_num, row
             else:
                 raise DataError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text (byte offset {e.start} of a chunk)") from None
+        except UnicodeDecodeError:
+            raise DataError(_not_utf8(path)) from None
         except csv.Error as e:
             raise DataError(f"{path}: malformed CSV ({e})") from None
+
+
+def _not_utf8(path: Path) -> str:
+    """Where the first invalid byte is: the decoder's own offset counts from the start of a chunk."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        return f"{path}:{line}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})"
+    return f"{path}: not UTF-8 text"
 
 
 def read_table(

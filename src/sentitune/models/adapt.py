@@ -61,7 +61,9 @@ def num_blocks(backbone: nn.Module) -> int:
     return len(blocks_of(backbone)[1])
 
 
-def set_trainable(model: SentimentClassifier, method: str, freeze_layers: int = 10, lora_top: int | None = None) -> None:
+def set_trainable(
+    model: SentimentClassifier, method: str, freeze_layers: int = 10, lora_top: int | None = None
+) -> None:
     """Set requires_grad for `method`; frozen leading modules run in eval mode (no dropout)."""
     n = num_blocks(model.backbone)
     for p in model.parameters():

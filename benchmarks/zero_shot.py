@@ -1,0 +1,211 @@
+"""Zero-/few-shot benchmark: raw vs calibrated vs few-shot margins of a causal LM on IMDb test.
+
+    nice -n 10 .venv/bin/python benchmarks/zero_shot.py            # SmolLM2-135M, 2,000 test reviews
+
+Stages run in order and every finished chunk of margins is cached (--cache), so an interrupted
+run resumes where it stopped; after each stage the results (JSON + a markdown block between the
+markers in docs/ZERO_SHOT.md) are rewritten, marked partial until the last stage finishes.
+Stages: (1) zero-shot on the calibration slice and on test, (2) few-shot, (3) a prompt sweep on
+the calibration slice (validation, from train).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- zero-shot-results:start -->", "<!-- zero-shot-results:end -->"
+COLUMNS = ("accuracy", "precision", "recall", "f1", "roc_auc", "positive_rate", "threshold")
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "aclImdb_v1.tar.gz"))
+    p.add_argument("--eval-size", type=int, default=2000)
+    p.add_argument("--calibration-size", type=int, default=200)
+    p.add_argument("--review-tokens", type=int, default=200)
+    p.add_argument("--truncation", default="tail")
+    p.add_argument("--template", default="review-sentiment")
+    p.add_argument("--shots", type=int, default=4)
+    p.add_argument("--shot-tokens", type=int, default=60)
+    p.add_argument("--sweep", default="published,review-sentiment-cap,movie-was,question,chat")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--chunk", type=int, default=200, help="reviews scored between cache saves")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "results" / "zero_shot_margins.json")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "zero_shot.json")
+    p.add_argument("--docs", type=Path, default=ROOT / "docs" / "ZERO_SHOT.md")
+    return p.parse_args()
+
+
+class Cache:
+    """Margins by (stage key) and review id, saved atomically after every chunk."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"settings": settings, "margins": {}, "offsets": {}}
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("settings") == settings:
+                self.data = old
+
+    def save(self) -> None:
+        from sentitune.atomic import write_json
+
+        write_json(self.path, self.data)
+
+
+def score(cache: Cache, key: str, scorer: Any, encoder: Any, examples: list[Any], chunk: int) -> np.ndarray:
+    done: dict[str, float] = cache.data["margins"].setdefault(key, {})
+    todo = [e for e in examples if e.id not in done]
+    for i in range(0, len(todo), chunk):
+        part = todo[i:i + chunk]
+        for e, m in zip(part, scorer.margins(encoder, [e.text for e in part], key), strict=True):
+            done[e.id] = float(m)
+        cache.save()
+        print(f"  {key}: {len(done)}/{len(examples)} ({scorer.tokens / max(scorer.seconds, 1e-9):.0f} tokens/s)",
+              file=sys.stderr, flush=True)
+    return np.array([done[e.id] for e in examples])
+
+
+def markdown(result: dict[str, Any], command: str) -> str:
+    lines = [START, "", f"Produced by `{command}`" + (" — **partial: still running**" if result["partial"] else "")
+             + f" ({result['wall_seconds']:.0f} s, {result['tokens_per_second']} tokens/s on this machine).", ""]
+    s = result["settings"]
+    lines += [f"Model `{s['model']}`, {result['n_test']} stratified test reviews (seed {s['seed']}), reviews cut to "
+              f"their last {s['review_tokens']} tokens inside the template; calibration slice: {s['calibration_size']} "
+              f"validation reviews carved from train. Template `{s['template']}`; few-shot: {s['shots']} "
+              f"demonstrations cut to {s['shot_tokens']} tokens.", ""]
+    lines += ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, row in result["rows"].items():
+        lines.append(f"| {name} (n={row['n']}) | " + " | ".join(f"{row[c]:.3f}" for c in COLUMNS) + " |")
+    if result.get("label_words"):
+        words = "; ".join(f"{k}: {v['word']!r} -> {v['tokens']}" for k, v in result["label_words"].items())
+        lines += ["", f"Label words and their tokens: {words}."]
+    if result.get("sweep"):
+        lines += ["", f"Prompt sweep on the {s['calibration_size']} calibration reviews (validation; "
+                  "calibrated = median-margin threshold):", "",
+                  "| template | prompt | label words | accuracy | calibrated accuracy | roc_auc | positive_rate |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, row in result["sweep"].items():
+            prompt = row["prompt"].replace("\n", "\\n").replace("|", "\\|")
+            lines.append(f"| {name} | `{prompt}` | {row['words']!r} | {row['accuracy']:.3f} | "
+                         f"{row['calibrated_accuracy']:.3f} | {row['roc_auc']:.3f} | {row['positive_rate']:.3f} |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_outputs(args: argparse.Namespace, result: dict[str, Any], command: str) -> None:
+    from sentitune.atomic import write_json, write_text
+
+    write_json(args.json, result)
+    block = markdown(result, command)
+    text = args.docs.read_text() if args.docs.exists() else f"# Zero-shot sentiment\n\n{START}\n{END}\n"
+    if START in text and END in text:
+        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text += "\n" + block + "\n"
+    write_text(args.docs, text)
+
+
+def main() -> int:
+    args = parse()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    import torch
+
+    from sentitune.config import DataConfig
+    from sentitune.data.sources import load_splits
+    from sentitune.data.splits import sample
+    from sentitune.metrics import classification_metrics
+    from sentitune.zero_shot import (
+        BUILTIN_TEMPLATES,
+        CausalScorer,
+        PromptEncoder,
+        calibrated_rows,
+        contextual_offset,
+        draw_demonstrations,
+        fit_threshold,
+        get_template,
+        label_free_threshold,
+        load_causal_lm,
+    )
+
+    command = "nice -n 10 .venv/bin/python benchmarks/zero_shot.py" + "".join(f" {a}" for a in sys.argv[1:])
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    settings = {k: v for k, v in vars(args).items() if k not in ("cache", "json", "docs", "chunk", "threads",
+                                                                 "batch_size", "data")}
+    cache = Cache(args.cache, settings)
+    started = time.perf_counter()
+    splits = load_splits(DataConfig(path=args.data, eval_size=args.eval_size), args.seed)
+    test, calib = splits.test, sample(splits.validation, args.calibration_size, args.seed)
+    y_test, y_cal = [e.label for e in test], [e.label for e in calib]
+    model, tokenizer = load_causal_lm(args.model)
+    scorer = CausalScorer(model, tokenizer.pad_token_id, args.batch_size)
+    template = get_template(args.template)
+    result: dict[str, Any] = {"settings": settings, "n_test": len(test), "rows": {}, "partial": True,
+                              "label_words": None, "sweep": {}, "prompts": {}}
+
+    def offset(key: str, encoder: PromptEncoder) -> float:
+        if key not in cache.data["offsets"]:
+            cache.data["offsets"][key] = contextual_offset(scorer, encoder, ["N/A", "", "[MASK]"])
+            cache.save()
+        return cache.data["offsets"][key]
+
+    def finish(partial: bool) -> None:
+        result["partial"] = partial
+        result["wall_seconds"] = time.perf_counter() - started
+        result["tokens_per_second"] = round(scorer.tokens / scorer.seconds) if scorer.seconds else None
+        write_outputs(args, result, command)
+
+    zero = PromptEncoder(tokenizer, template, args.review_tokens, args.truncation)
+    result["label_words"] = zero.describe_label_words()
+    encoders = {"zero-shot": zero}
+    if args.shots:
+        demos = draw_demonstrations(splits.train, args.shots, args.seed)
+        encoders[f"{args.shots}-shot"] = PromptEncoder(tokenizer, template, args.review_tokens, args.truncation,
+                                                       demos, args.shot_tokens)
+    thresholds = {}
+    for name, encoder in encoders.items():
+        cal = score(cache, f"{name}/calibration", scorer, encoder, calib, args.chunk)
+        thresholds[name] = {"raw": 0.0, "contextual": offset(name, encoder), "validation": fit_threshold(y_cal, cal),
+                            "label-free": label_free_threshold(cal)}
+        result["prompts"][name] = (tokenizer.decode(encoder.prefix_ids) + encoder.lead + "<review>"
+                                   + tokenizer.decode(encoder.suffix_ids))
+    # Zero- and few-shot advance through test together, so a partial result compares them on the same reviews.
+    for n in range(args.chunk, len(test) + args.chunk, args.chunk):
+        for name, encoder in encoders.items():
+            margins = score(cache, f"{name}/test", scorer, encoder, test[:n], args.chunk)
+            rows = calibrated_rows(y_test[:n], margins, thresholds[name])
+            result["rows"].update({f"{name} {k}": v for k, v in rows.items()})
+        finish(partial=True)
+    for name in [n for n in args.sweep.split(",") if n] + [args.template]:
+        t = BUILTIN_TEMPLATES[name]
+        encoder = PromptEncoder(tokenizer, t, args.review_tokens, args.truncation)
+        key = "zero-shot/calibration" if name == args.template else f"sweep {name}/calibration"
+        m = score(cache, key, scorer, encoder, calib, args.chunk)
+        raw = classification_metrics(y_cal, m.tolist(), 0.0)
+        median = classification_metrics(y_cal, m.tolist(), label_free_threshold(m))
+        result["sweep"][name] = {"prompt": t.prompt, "words": f"{t.positive}/{t.negative}", "accuracy": raw["accuracy"],
+                                 "calibrated_accuracy": median["accuracy"], "roc_auc": raw["roc_auc"],
+                                 "positive_rate": raw["positive_rate"]}
+        finish(partial=True)
+    finish(partial=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Frozen-prefix feature cache: compute embeddings + the first N blocks once, train the rest from disk.
+
+When the embeddings and the first N blocks are frozen (probe, partial, LoRA on the top layers only),
+their output for a review never changes, yet the usual pipeline recomputes it on every step of every
+epoch. Here it is computed once (eval mode, no grad), stored as bf16 in one memory-mapped file, and
+the top blocks run from it.
+
+The split is architecture-agnostic: the block ModuleList is temporarily swapped for a slice of
+itself, block N-1's output is captured with a forward hook, and for the top part a pre-hook on block
+N replaces its input with the cached states. The model still builds its own attention masks and
+position embeddings, so GPT-2, Llama, BERT, MPNet and DistilBERT all work unchanged.
+
+What changes: frozen layers run in eval mode (no dropout) — as they do in sentitune without the
+cache — and the cached states are rounded to bf16, so results differ slightly from recomputing the
+prefix in fp32 each step. `train.feature_cache` turns it on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sentitune.data.batching import Encoded, iterate, sorted_batches
+from sentitune.models.adapt import base_model, blocks_of
+from sentitune.paths import cache_dir
+
+
+@contextlib.contextmanager
+def _blocks_slice(backbone: nn.Module, start: int, stop: int) -> Iterator[nn.ModuleList]:
+    """Temporarily make the model see only blocks[start:stop]."""
+    model = base_model(backbone)
+    name, blocks = blocks_of(backbone)
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    attr = name.rsplit(".", 1)[-1]
+    setattr(parent, attr, nn.ModuleList(list(blocks)[start:stop]))
+    try:
+        yield blocks
+    finally:
+        setattr(parent, attr, blocks)
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the prefix output is captured."""
+
+
+def _hidden_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def prefix_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+    """Hidden states after embeddings + blocks[:n] (n = all blocks: the backbone's final output).
+
+    Captured as the input of block n, and the forward stops there: the top is never computed.
+    """
+    _, blocks = blocks_of(backbone)
+    if n >= len(blocks):
+        return backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    captured: list[torch.Tensor] = []
+
+    def grab(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        captured.append(_hidden_arg(args, kwargs))
+        raise _Stop
+
+    hook = blocks[n].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        backbone(input_ids=input_ids, attention_mask=mask)
+    except _Stop:
+        pass
+    finally:
+        hook.remove()
+    return captured[0]
+
+
+def top_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor,
+                n: int) -> torch.Tensor:
+    """The backbone's last_hidden_state computed from `hidden`, the output of blocks[:n]."""
+    _, blocks = blocks_of(backbone)
+    if n >= len(blocks):
+        return hidden
+
+    def swap(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict]:
+        if args:
+            return (hidden.to(args[0].dtype), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden.to(kwargs["hidden_states"].dtype)}
+
+    hook = blocks[n].register_forward_pre_hook(swap, with_kwargs=True)
+    try:
+        with _blocks_slice(backbone, n, len(blocks)):
+            return backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    finally:
+        hook.remove()
+
+
+# ---------------------------------------------------------------------------- the on-disk cache
+
+
+def model_fingerprint(source: str) -> str:
+    """What identifies the frozen weights: the source plus its files' names, sizes and mtimes."""
+    path = Path(source)
+    parts = [source]
+    if path.is_dir():
+        for f in sorted(path.iterdir()):
+            if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".gguf", ".txt", ".model"):
+                st = f.stat()
+                parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def cache_key(fingerprint: str, n: int, data: Encoded) -> str:
+    """Token ids fix tokenizer, cleaning, truncation side and max length; with weights and N, the output."""
+    h = hashlib.sha256(f"{fingerprint}|{n}|{len(data)}".encode())
+    for ids in data.input_ids:
+        h.update(np.asarray(ids, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:24]
+
+
+class FeatureCache:
+    """Per-review hidden states in one bf16 memory-mapped file, with row offsets."""
+
+    def __init__(self, folder: Path) -> None:
+        meta = json.loads((folder / "meta.json").read_text())
+        self.offsets = np.load(folder / "offsets.npy")
+        self.hidden_size = int(meta["hidden_size"])
+        shape = (int(self.offsets[-1]), self.hidden_size)
+        self._raw = np.memmap(folder / "hidden.bin", dtype=np.uint16, mode="r", shape=shape)
+        self.folder = folder
+
+    def batch(self, indices: list[int], width: int) -> torch.Tensor:
+        """Right-padded [batch, width, hidden] float32 states for reviews `indices`."""
+        out = torch.zeros((len(indices), width, self.hidden_size), dtype=torch.float32)
+        for row, i in enumerate(indices):
+            a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+            chunk = torch.from_numpy(np.array(self._raw[a:b])).view(torch.bfloat16)
+            out[row, : b - a] = chunk.float()
+        return out
+
+
+@torch.inference_mode()
+def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerprint: str, batch_size: int = 32,
+                progress: bool = False, root: Path | None = None) -> FeatureCache:
+    """Compute (or reuse) the cache for `data`; written in a temp folder and renamed into place."""
+    root = root or cache_dir("features")
+    folder = root / cache_key(fingerprint, n, data)
+    if (folder / "meta.json").exists():
+        return FeatureCache(folder)
+    offsets = np.zeros(len(data) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(x) for x in data.input_ids])
+    hidden_size = base_model(backbone).config.hidden_size
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    try:
+        out = np.memmap(tmp / "hidden.bin", dtype=np.uint16, mode="w+", shape=(int(offsets[-1]), hidden_size))
+        was_training = backbone.training
+        backbone.eval()
+        dev = next(backbone.parameters()).device
+        batches = sorted_batches([len(x) for x in data.input_ids], batch_size)
+        for batch in tqdm(iterate(data, batches, pad_id), total=len(batches), desc="feature cache",
+                          disable=not progress, leave=False, unit="batch"):
+            states = prefix_forward(backbone, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), n)
+            states = states.to(torch.bfloat16).cpu()
+            for row, i in enumerate(batch["index"].tolist()):
+                a, b = int(offsets[i]), int(offsets[i + 1])
+                out[a:b] = states[row, : b - a].view(torch.uint16).numpy()
+        backbone.train(was_training)
+        out.flush()
+        del out
+        np.save(tmp / "offsets.npy", offsets)
+        (tmp / "meta.json").write_text(json.dumps({"hidden_size": hidden_size, "n": n, "reviews": len(data),
+                                                   "tokens": int(offsets[-1]), "fingerprint": fingerprint}))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # built concurrently by another run: keep theirs
+            if not (folder / "meta.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return FeatureCache(folder)

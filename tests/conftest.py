@@ -1,0 +1,76 @@
+"""Shared fixtures: the real IMDb archive from ../shared, and small stratified slices of it.
+
+Slices are written in the official archive layout (tar.gz and extracted folder), so tests go
+through the same readers as users. Review text stays in temporary folders, never in the repo.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from sentitune.data.imdb import read_imdb
+from sentitune.data.records import Example
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE = Path(os.environ.get("SENTITUNE_TEST_IMDB", ROOT.parent / "shared" / "data" / "aclImdb_v1.tar.gz"))
+
+
+@pytest.fixture(scope="session")
+def imdb_archive() -> Path:
+    if not ARCHIVE.exists():
+        pytest.fail(f"{ARCHIVE}: the IMDb archive tests read is missing (set SENTITUNE_TEST_IMDB)")
+    return ARCHIVE
+
+
+@pytest.fixture(scope="session")
+def imdb_full(imdb_archive: Path) -> dict[str, list[Example]]:
+    """All 50,000 labelled reviews (read once per session, ~6 s)."""
+    return read_imdb(imdb_archive)
+
+
+def take(examples: list[Example], per_class: int, shortest: bool = False) -> list[Example]:
+    """A deterministic, balanced slice: `per_class` reviews of each label (optionally the shortest)."""
+    out = []
+    for label in (0, 1):
+        pool = [e for e in examples if e.label == label]
+        if shortest:
+            pool = sorted(pool, key=lambda e: len(e.text))
+        out += pool[:per_class]
+    return out
+
+
+def write_archive(path: Path, splits: dict[str, list[Example]], extra: dict[str, bytes] | None = None) -> Path:
+    """Write examples as an official-layout aclImdb tar.gz (plus optional extra members)."""
+    with tarfile.open(path, "w:gz") as tar:
+        members = {f"aclImdb/{e.id}.txt": e.text.encode() for exs in splits.values() for e in exs}
+        members.update(extra or {})
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_folder(root: Path, splits: dict[str, list[Example]]) -> Path:
+    for exs in splits.values():
+        for e in exs:
+            f = root / "aclImdb" / f"{e.id}.txt"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(e.text, encoding="utf-8")
+    return root / "aclImdb"
+
+
+@pytest.fixture(scope="session")
+def imdb_slice(imdb_full: dict[str, list[Example]]) -> dict[str, list[Example]]:
+    """60 train + 30 test reviews per class, the shortest ones (fast to tokenize and train on)."""
+    return {"train": take(imdb_full["train"], 60, shortest=True), "test": take(imdb_full["test"], 30, shortest=True)}
+
+
+@pytest.fixture(scope="session")
+def imdb_slice_archive(tmp_path_factory: pytest.TempPathFactory, imdb_slice: dict[str, list[Example]]) -> Path:
+    return write_archive(tmp_path_factory.mktemp("imdb") / "aclImdb_v1.tar.gz", imdb_slice)

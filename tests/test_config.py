@@ -1,0 +1,150 @@
+"""The experiment config: YAML round-trip, typed key=value overrides, errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sentitune.cli import main
+from sentitune.config import ConfigError, ExperimentConfig, PhaseConfig, dump_yaml, load_config, to_dict
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_validate() -> None:
+    cfg = load_config()
+    assert cfg == ExperimentConfig()
+    assert [p.method for p in cfg.phases()] == ["lora"]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load_and_round_trip(path: Path, tmp_path: Path) -> None:
+    cfg = load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    assert cfg.name == raw["name"]
+    assert cfg.model.spec == raw["model"]["spec"]
+    out = tmp_path / "config.yaml"
+    out.write_text(dump_yaml(cfg))
+    assert to_dict(load_config(out)) == to_dict(cfg)
+
+
+def test_round_trip_keeps_every_non_default_value(tmp_path: Path) -> None:
+    cfg = load_config(overrides=[
+        "name=rt", "method.name=two-phase", "method.phases=[{method: full, epochs: 0.5, lr: 1e-5}, {method: probe}]",
+        "method.lora.target_modules=[query, value]", "data.train_size=null", "data.head_tokens=32",
+        "data.truncation=head+tail", "train.lr=3.0e-5", "train.patience=2", "model.head=sigmoid",
+    ])
+    out = tmp_path / "c.yaml"
+    out.write_text(dump_yaml(cfg))
+    again = load_config(out)
+    assert again == cfg
+    assert again.method.phases == [PhaseConfig("full", 0.5, 1e-5), PhaseConfig("probe", 1.0, None)]
+    # A phase without its own lr inherits train.lr; with one, keeps it.
+    assert [p.lr for p in again.phases()] == [1e-5, 3e-5]
+
+
+def test_overrides_are_typed_by_field() -> None:
+    cfg = load_config(overrides=[
+        "data.train_size=100",  # int
+        "data.val_size=0.25",  # float
+        "train.epochs=2",  # int literal into a float field
+        "train.lr=5e-4",  # YAML 1.1 reads this as a string; the float field still parses it
+        "data.clean_html=false",  # bool
+        "method.lora.target_modules=query,value",  # comma list into list[str]
+        "model.spec=123",  # a number into a str field stays the text
+        "data.eval_size=null",  # None into an optional field
+    ])
+    assert cfg.data.train_size == 100 and isinstance(cfg.data.train_size, int)
+    assert cfg.data.val_size == 0.25
+    assert cfg.train.epochs == 2.0 and isinstance(cfg.train.epochs, float)
+    assert cfg.train.lr == 5e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.data.clean_html is False
+    assert cfg.method.lora.target_modules == ["query", "value"]
+    assert cfg.model.spec == "123"
+    assert cfg.data.eval_size is None
+
+
+def test_overrides_beat_the_yaml_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("name: file\ntrain:\n  batch_size: 8\n  seed: 1\n")
+    cfg = load_config(f, ["train.seed=7"])
+    assert (cfg.name, cfg.train.batch_size, cfg.train.seed) == ("file", 8, 7)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("train.batch_size=abc", "train.batch_size"),
+        ("train.batch_size=2.5", "train.batch_size"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.lr=-1", "train.lr"),
+        ("train.lr=.nan", "train.lr"),
+        ("data.clean_html=maybe", "data.clean_html"),
+        ("data.truncation=middle", "data.truncation"),
+        ("data.val_size=-0.1", "data.val_size"),
+        ("data.val_size=2.5", "data.val_size"),
+        ("data.head_tokens=-3", "data.head_tokens"),
+        ("data.max_length=4", "data.max_length"),
+        ("method.name=adapter", "method.name"),
+        ("method.lora.r=0", "method.lora.r"),
+        ("method.lora.dropout=1.5", "method.lora.dropout"),
+        ("method.lora.target_modules={a: 1}", "method.lora.target_modules"),
+        ("model.pooling=max", "model.pooling"),
+        ("train.warmup_ratio=1", "train.warmup_ratio"),
+        ("train.patience=0", "train.patience"),
+        ("data.nonsense=1", "data.nonsense"),
+        ("data=5", "data"),
+    ],
+)
+def test_validation_errors_name_the_field(override: str, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    message = str(info.value)
+    assert field in message
+    assert "\n" not in message
+
+
+def test_two_phase_needs_phases() -> None:
+    with pytest.raises(ConfigError, match="method.phases"):
+        load_config(overrides=["method.name=two-phase"])
+    with pytest.raises(ConfigError, match=r"method.phases\[0\].method"):
+        load_config(overrides=["method.name=two-phase", "method.phases=[{method: two-phase}]"])
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: run\n  bad: indent\ntrain: {}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:2: not valid YAML \(mapping values are not allowed here\)$"):
+        load_config(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="list.yaml: top level must be a mapping"):
+        load_config(listing)
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(overrides=["train.lr"])
+
+
+def test_cli_flags_set_config_fields_without_yaml_surprises(capsys: pytest.CaptureFixture[str]) -> None:
+    """--print-config shows the resolved config; string flags are taken literally (no YAML bool / comment)."""
+    code = main(["train", "--config", str(CONFIGS / "minilm-lora-quickstart.yaml"), "--model", "yes",
+                 "--data", "/tmp/a #1.tar.gz", "--train-size", "64", "--lr", "0.001",
+                 "--set", "method.lora.r=4", "--print-config"])
+    assert code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["spec"] == "yes"
+    assert cfg["data"]["path"] == "/tmp/a #1.tar.gz"
+    assert cfg["data"]["train_size"] == 64
+    assert cfg["train"]["lr"] == 0.001
+    assert cfg["method"]["lora"]["r"] == 4
+    assert cfg["name"] == "minilm-lora-quickstart"
+
+
+def test_cli_config_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--set", "train.batch_size=zero", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sentitune: error: train.batch_size")
+    assert err.count("\n") == 1 and "Traceback" not in err

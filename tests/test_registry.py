@@ -1,0 +1,81 @@
+"""Model specs: packaged names, local folders, and one clear error for an unreachable hub id."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sentitune.cli import main
+from sentitune.errors import ModelError
+from sentitune.models.packaged import PACKAGED
+from sentitune.models.registry import load_backbone, load_tokenizer, resolve
+
+
+def test_packaged_minilm_resolves_to_a_model_folder() -> None:
+    r = resolve("minilm")
+    folder = Path(r.source)
+    assert folder.is_dir() and (folder / "config.json").is_file()
+    assert (r.spec, r.model_type, r.is_decoder) == ("minilm", "bert", False)
+    tok = load_tokenizer(r.source)
+    assert tok.pad_token_id == 0 and tok("a fine film")["input_ids"][0] == tok.cls_token_id
+
+
+def test_local_folder_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "my-minilm"
+    shutil.copytree(resolve("minilm").source, copy, copy_function=os.symlink)  # a folder of its own, no 90 MB copy
+    monkeypatch.chdir(tmp_path)
+    r = resolve("my-minilm")  # relative to the working directory
+    assert r.source == str(copy.resolve()) and r.model_type == "bert"
+    backbone = load_backbone(r.source)
+    assert backbone.config.hidden_size == 384 and backbone.config.num_hidden_layers == 6
+
+
+def test_folder_without_config_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="a model folder needs config.json"):
+        resolve(str(tmp_path))
+
+
+def test_unreachable_hub_id_lists_the_offline_models() -> None:
+    with pytest.raises(ModelError) as info:
+        resolve("some-org/does-not-exist")
+    message = str(info.value)
+    assert "'some-org/does-not-exist'" in message and "\n" not in message
+    for name in PACKAGED:
+        assert name in message
+
+
+def test_cli_unreachable_model_exits_2_without_traceback(
+    tmp_path: Path, imdb_slice_archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "--model", "some-org/does-not-exist", "--data", str(imdb_slice_archive),
+                 "--max-length", "64", "--out", str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.startswith("sentitune: error: model 'some-org/does-not-exist'")
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert all(name in captured.err for name in PACKAGED)
+    assert not (out / "metrics.json").exists()
+
+
+def test_gpt2_tokenizer_gets_a_pad_token() -> None:
+    r = resolve("gpt2-tiny-random")
+    assert r.model_type == "gpt2" and r.is_decoder
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(r.source).pad_token is None  # the real GPT-2 tokenizer has none
+    tok = load_tokenizer(r.source)
+    assert tok.pad_token == tok.eos_token == "<|endoftext|>"
+    assert tok.pad_token_id == 50256 and tok.padding_side == "right"
+    batch = tok(["short", "a longer review text"], padding=True)
+    assert batch["input_ids"][0][-1] == 50256 and batch["attention_mask"][0][-1] == 0
+
+
+def test_models_command_lists_packaged(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in PACKAGED:
+        assert name in out
