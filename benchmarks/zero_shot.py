@@ -54,10 +54,11 @@ class Cache:
     def __init__(self, path: Path, settings: dict[str, Any]) -> None:
         self.path = path
         self.data: dict[str, Any] = {"settings": settings, "margins": {}, "offsets": {}}
-        if path.exists():
+        if path.exists():  # margins are per review id, so another --eval-size reuses the overlap
             old = json.loads(path.read_text())
-            if old.get("settings") == settings:
-                self.data = old
+            same = {k: v for k, v in old.get("settings", {}).items() if k != "eval_size"}
+            if same == {k: v for k, v in settings.items() if k != "eval_size"}:
+                self.data = {**old, "settings": settings}
 
     def save(self) -> None:
         from sentitune.atomic import write_json

@@ -372,3 +372,62 @@ def test_early_stopping_restores_the_best_weights(imdb_slice_archive: Path, tmp_
     assert any("early stopping" in m for m in messages)
     assert all(torch.equal(rec.final[n], at_validation[1][n]) for n in rec.final)
     assert not all(torch.equal(rec.final[n], at_validation[3][n]) for n in rec.final)
+
+
+# ---------------------------------------------------------------------------- method configs
+
+METHOD_CONFIGS = sorted(p for family in ("gpt2", "bert", "smollm2", "minilm", "mpnet")
+                        for p in (Path(__file__).resolve().parents[1] / "configs").glob(f"{family}-*.yaml"))
+
+
+@pytest.mark.parametrize("path", METHOD_CONFIGS, ids=lambda p: p.stem)
+def test_method_configs_load_and_fit_their_model(path: Path) -> None:
+    """Every shipped experiment is a valid config; offline ones fit the packaged model's depth."""
+    from transformers import AutoConfig
+
+    from sentitune.models.packaged import PACKAGED
+
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+    if cfg.model.spec in PACKAGED:
+        n = AutoConfig.from_pretrained(resolve(cfg.model.spec).source).num_hidden_layers
+        if any(p.method == "partial" for p in cfg.phases()):
+            assert cfg.method.freeze_layers < n
+        assert (cfg.method.lora.top_layers or 0) <= n
+
+
+# ---------------------------------------------------------------------------- other architectures
+
+
+def _tiny(family: str) -> tuple[torch.nn.Module, str, tuple[str, ...]]:
+    """(random 2-block backbone, model type, names frozen by partial with freeze_layers=1)."""
+    from transformers import DistilBertConfig, DistilBertModel, MPNetConfig, MPNetModel
+
+    torch.manual_seed(0)
+    if family == "distilbert":
+        config = DistilBertConfig(vocab_size=300, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
+        return DistilBertModel(config), "distilbert", ("embeddings.", "transformer.layer.0.")
+    if family == "mpnet":
+        config = MPNetConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64)
+        return (MPNetModel(config, add_pooling_layer=False), "mpnet",
+                ("embeddings.", "encoder.layer.0.", "encoder.relative_attention_bias."))
+    return tiny_llama()[0], "llama", ("embed_tokens.", "layers.0.")
+
+
+@pytest.mark.parametrize("family", ["distilbert", "mpnet", "llama"])
+def test_partial_and_lora_select_the_right_parameters(family: str) -> None:
+    """The structural rules hold beyond GPT-2 and BERT: DistilBERT, MPNet and Llama layouts."""
+    from sentitune.config import LoraSettings
+    from sentitune.models.adapt import add_lora, set_trainable
+
+    backbone, model_type, frozen = _tiny(family)
+    model = SentimentClassifier(backbone, backbone.config.hidden_size, "mean", 2, 0.0)
+    set_trainable(model, "partial", freeze_layers=1)
+    for name, p in model.backbone.named_parameters():
+        assert p.requires_grad != name.startswith(frozen), name
+    add_lora(model, LoraSettings(r=2, top_layers=1), model_type)
+    set_trainable(model, "lora", lora_top=1)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
+    assert all((".1." in n) for n in trainable if "lora_" in n)  # top block only

@@ -22,6 +22,7 @@ from sentitune.zero_shot import (
     contextual_offset,
     draw_demonstrations,
     fit_threshold,
+    get_template,
     label_free_threshold,
     load_causal_lm,
     run_zero_shot,
@@ -130,6 +131,11 @@ def test_chat_template_wraps_the_prompt_for_instruct_models() -> None:
     assert "<|im_start|>user\n" in text and text.endswith("Answer with one word.<|im_end|>\n<|im_start|>assistant\n")
     with pytest.raises(ConfigError):
         PromptEncoder(tok, PromptTemplate("bad", "no slot here"), 20)
+    custom = load_config(Path(__file__).parents[1] / "configs" / "zero-shot-sweep.yaml").zero_shot.templates
+    user = PromptEncoder(tok, get_template("chat-short", custom), 20)
+    assert tok.decode(user.encode("Loved it.")).endswith("negative?\n\nLoved it.<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(ConfigError, match="unknown template"):
+        get_template("nope", custom)
 
 
 def test_smollm2_ranks_clear_reviews() -> None:

@@ -50,8 +50,11 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 # No 128 KiB cap per field: data.max_chars is the limit, with a message naming the review.
                 csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
                 reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+                _ = reader.fieldnames  # read the header, so line_num is where the first row starts
+                start = reader.line_num + 1
                 for row in reader:
-                    yield reader.line_num, row
+                    yield start, row  # the row's first line: a quoted review may run over several
+                    start = reader.line_num + 1
             else:
                 raise DataError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
         except UnicodeDecodeError:

@@ -1,0 +1,82 @@
+"""Run the fault-injection suites and print the counts quoted in docs/RELIABILITY.md.
+
+    .venv/bin/python benchmarks/reliability.py            # all three suites (~3-4 min on 2 CPU cores)
+    .venv/bin/python benchmarks/reliability.py --only faults
+
+Counts come from pytest's JUnit XML, one test case per bad input / kill / reproduced run, so the
+table can only claim what a passing test checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = {
+    "faults": "tests/test_faults.py",
+    "kills": "tests/test_kill_resume.py",
+    "properties": "tests/test_properties.py",
+}
+
+
+def run_suite(path: str) -> tuple[list[tuple[str, bool]], float]:
+    """(test id, passed) for every case of one test file, and the wall time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "junit.xml"
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path, f"--junitxml={xml}"],
+                       cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        if not xml.exists():
+            raise SystemExit(f"reliability: pytest wrote no report for {path}")
+        cases = []
+        for case in ET.parse(xml).getroot().iter("testcase"):
+            failed = any(child.tag in ("failure", "error", "skipped") for child in case)
+            cases.append((case.get("name", ""), not failed))
+    return cases, seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(SUITES), action="append", help="run only these suites")
+    args = parser.parse_args()
+    rows: list[tuple[str, int, int, str]] = []
+    ok = True
+    for name in args.only or list(SUITES):
+        cases, seconds = run_suite(SUITES[name])
+        ok &= all(passed for _, passed in cases)
+        timing = f"{seconds:.0f} s"
+        if name == "faults":
+            bad = [(c, p) for c, p in cases if c.startswith(("test_bad_input", "test_bad_run_directory"))]
+            skip = [(c, p) for c, p in cases if c.startswith("test_empty_reviews_skipped")]
+            rows.append(("bad inputs tried (exit 2, one-line error, no output left)", sum(p for _, p in bad),
+                         len(bad), timing))
+            rows.append(("empty reviews skipped with a count (data.empty=skip)", sum(p for _, p in skip),
+                         len(skip), ""))
+        elif name == "kills":
+            kills = [(c, p) for c, p in cases if "sigkill" in c or "sigint" in c]
+            # A chained case kills the run, resumes, kills the resumed run again: two kills.
+            n_kills = sum(2 if "twice" in c else 1 for c, _ in kills)
+            survived = sum((2 if "twice" in c else 1) for c, p in kills if p)
+            rows.append(("kills survived (SIGKILL / SIGINT, then --resume)", survived, n_kills, timing))
+            rows.append(("runs reproduced bit-for-bit (metrics, predictions, weights)", sum(p for _, p in cases),
+                         len(cases), ""))
+        else:
+            rows.append(("property tests passed (hypothesis, 25 examples each)", sum(p for _, p in cases),
+                         len(cases), timing))
+    width = max(len(r[0]) for r in rows)
+    print(f"| {'check':{width}} | passed | tried | suite time |")
+    print(f"|{'-' * (width + 2)}|--------|-------|------------|")
+    for label, passed, tried, timing in rows:
+        print(f"| {label:{width}} | {passed:6d} | {tried:5d} | {timing:>10} |")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
