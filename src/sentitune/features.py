@@ -12,7 +12,8 @@ position embeddings, so GPT-2, Llama, BERT, MPNet and DistilBERT all work unchan
 
 What changes: frozen layers run in eval mode (no dropout) — as they do in sentitune without the
 cache — and the cached states are rounded to bf16, so results differ slightly from recomputing the
-prefix in fp32 each step. `train.feature_cache` turns it on.
+prefix in fp32 each step. `train.feature_cache` turns it on. Keys hash the prefix weights and every
+token id, so runs that share a frozen prefix (partial-10 and LoRA-top-2 of one model) share the cache.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +60,15 @@ def _hidden_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def prefix_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+def prefix_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, n: int,
+                   **kwargs: Any) -> torch.Tensor:
     """Hidden states after embeddings + blocks[:n] (n = all blocks: the backbone's final output).
 
     Captured as the input of block n, and the forward stops there: the top is never computed.
     """
     _, blocks = blocks_of(backbone)
     if n >= len(blocks):
-        return backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return backbone(input_ids=input_ids, attention_mask=mask, **kwargs).last_hidden_state
     captured: list[torch.Tensor] = []
 
     def grab(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -75,7 +77,7 @@ def prefix_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Ten
 
     hook = blocks[n].register_forward_pre_hook(grab, with_kwargs=True)
     try:
-        backbone(input_ids=input_ids, attention_mask=mask)
+        backbone(input_ids=input_ids, attention_mask=mask, **kwargs)
     except _Stop:
         pass
     finally:
@@ -84,7 +86,7 @@ def prefix_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Ten
 
 
 def top_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor,
-                n: int) -> torch.Tensor:
+                n: int, **kwargs: Any) -> torch.Tensor:
     """The backbone's last_hidden_state computed from `hidden`, the output of blocks[:n]."""
     _, blocks = blocks_of(backbone)
     if n >= len(blocks):
@@ -98,7 +100,7 @@ def top_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor
     hook = blocks[n].register_forward_pre_hook(swap, with_kwargs=True)
     try:
         with _blocks_slice(backbone, n, len(blocks)):
-            return backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            return backbone(input_ids=input_ids, attention_mask=mask, **kwargs).last_hidden_state
     finally:
         hook.remove()
 
@@ -106,16 +108,19 @@ def top_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor
 # ---------------------------------------------------------------------------- the on-disk cache
 
 
-def model_fingerprint(source: str) -> str:
-    """What identifies the frozen weights: the source plus its files' names, sizes and mtimes."""
-    path = Path(source)
-    parts = [source]
-    if path.is_dir():
-        for f in sorted(path.iterdir()):
-            if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".gguf", ".txt", ".model"):
-                st = f.stat()
-                parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+def prefix_fingerprint(backbone: nn.Module, n: int) -> str:
+    """A hash of the frozen prefix's weights (embeddings + blocks[:n], everything when n = all blocks).
+
+    Values, not file names: a two-phase run whose first phase changed the prefix gets a new key.
+    """
+    from sentitune.models.adapt import _partition, num_blocks
+
+    model = base_model(backbone)
+    params = list(model.parameters()) if n >= num_blocks(backbone) else _partition(backbone, n)[0]
+    h = hashlib.blake2b(f"{type(model).__name__}|{n}".encode(), digest_size=16)
+    for param in params:
+        h.update(param.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def cache_key(fingerprint: str, n: int, data: Encoded) -> str:
@@ -149,10 +154,12 @@ class FeatureCache:
 
 
 @torch.inference_mode()
-def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerprint: str, batch_size: int = 32,
-                progress: bool = False, root: Path | None = None) -> FeatureCache:
+def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerprint: str | None = None,
+                batch_size: int = 32, progress: bool = False, root: Path | None = None,
+                backbone_kwargs: Callable[[torch.Tensor], dict[str, Any]] | None = None) -> FeatureCache:
     """Compute (or reuse) the cache for `data`; written in a temp folder and renamed into place."""
     root = root or cache_dir("features")
+    fingerprint = fingerprint or prefix_fingerprint(backbone, n)
     folder = root / cache_key(fingerprint, n, data)
     if (folder / "meta.json").exists():
         return FeatureCache(folder)
@@ -168,7 +175,9 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
         batches = sorted_batches([len(x) for x in data.input_ids], batch_size)
         for batch in tqdm(iterate(data, batches, pad_id), total=len(batches), desc="feature cache",
                           disable=not progress, leave=False, unit="batch"):
-            states = prefix_forward(backbone, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), n)
+            mask = batch["attention_mask"].to(dev)
+            extra = backbone_kwargs(mask) if backbone_kwargs else {}
+            states = prefix_forward(backbone, batch["input_ids"].to(dev), mask, n, **extra)
             states = states.to(torch.bfloat16).cpu()
             for row, i in enumerate(batch["index"].tolist()):
                 a, b = int(offsets[i]), int(offsets[i + 1])

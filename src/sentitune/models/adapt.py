@@ -7,14 +7,16 @@ prefix) or the final norm (trains with the top blocks).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from sentitune.config import LoraSettings
 from sentitune.errors import ModelError
-from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.registry import default_lora_targets
+
+if TYPE_CHECKING:
+    from sentitune.models.classifier import SentimentClassifier
 
 EMBEDDING_NAMES = {"embeddings", "wte", "wpe", "embed_tokens", "embed_positions", "drop", "relative_attention_bias"}
 

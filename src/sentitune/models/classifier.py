@@ -14,6 +14,7 @@ import inspect
 import torch
 from torch import nn
 
+from sentitune.features import top_forward
 from sentitune.models.registry import is_decoder
 
 
@@ -47,13 +48,23 @@ class SentimentClassifier(nn.Module):
         self.mask_positions = (config is not None and is_decoder(config)
                                and "position_ids" in inspect.signature(base.forward).parameters)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def backbone_kwargs(self, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decoders number positions from the mask, so left and right padding give the same result."""
+        if not self.mask_positions:
+            return {}
+        return {"position_ids": (attention_mask.long().cumsum(1) - 1).clamp(min=0)}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                prefix: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits; with `prefix` = (n, states of embeddings + blocks[:n]) only the top blocks run."""
         backbone_trains = any(p.requires_grad for p in self.backbone.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and backbone_trains):
-            kwargs = {}
-            if self.mask_positions:
-                kwargs["position_ids"] = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+            kwargs = self.backbone_kwargs(attention_mask)
+            if prefix is not None:
+                n, states = prefix
+                hidden = top_forward(self.backbone, input_ids, attention_mask, states, n, **kwargs)
+            else:
+                hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)).to(self.head.weight.dtype))
 
     def train(self, mode: bool = True) -> SentimentClassifier:
