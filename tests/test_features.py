@@ -9,7 +9,7 @@ import torch
 from conftest import take
 
 from sentitune.data.batching import collate, encode
-from sentitune.features import build_cache, model_fingerprint, prefix_forward, top_forward
+from sentitune.features import build_cache, prefix_forward, top_forward
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
 
 
@@ -43,19 +43,25 @@ def test_prefix_then_top_equals_full_forward(model: tuple, encoded: object, n: i
 
 
 def test_cache_is_built_once_reused_and_keyed(model: tuple, encoded: object, tmp_path: Path) -> None:
-    source, tokenizer, backbone = model
-    fingerprint = model_fingerprint(source)
+    _, tokenizer, backbone = model
     pad = tokenizer.pad_token_id
-    cache = build_cache(backbone, encoded, 1, pad, fingerprint, batch_size=4, root=tmp_path)
+    cache = build_cache(backbone, encoded, 1, pad, batch_size=4, root=tmp_path)
     assert len(list(tmp_path.iterdir())) == 1 and not list(tmp_path.glob(".*")), "one folder, no temp left"
     mtime = (cache.folder / "hidden.bin").stat().st_mtime_ns
-    again = build_cache(backbone, encoded, 1, pad, fingerprint, batch_size=4, root=tmp_path)
+    again = build_cache(backbone, encoded, 1, pad, batch_size=4, root=tmp_path)
     assert again.folder == cache.folder and (again.folder / "hidden.bin").stat().st_mtime_ns == mtime
-    other_n = build_cache(backbone, encoded, 2 if backbone.config.num_hidden_layers > 2 else 0, pad, fingerprint,
+    other_n = build_cache(backbone, encoded, 2 if backbone.config.num_hidden_layers > 2 else 0, pad,
                           batch_size=4, root=tmp_path)
     assert other_n.folder != cache.folder
     shorter = encode([], tokenizer, 48)
-    assert build_cache(backbone, shorter, 1, pad, fingerprint, root=tmp_path).folder != cache.folder
+    assert build_cache(backbone, shorter, 1, pad, root=tmp_path).folder != cache.folder
+    with torch.no_grad():  # changed prefix weights: a new key, never stale states
+        backbone.get_input_embeddings().weight[0, 0] += 1.0
+    try:
+        assert build_cache(backbone, encoded, 1, pad, batch_size=4, root=tmp_path).folder != cache.folder
+    finally:
+        with torch.no_grad():
+            backbone.get_input_embeddings().weight[0, 0] -= 1.0
 
     # The stored states are the prefix output rounded to bf16, each review unpadded, in data order.
     indices = [3, 0, 5]
@@ -67,3 +73,39 @@ def test_cache_is_built_once_reused_and_keyed(model: tuple, encoded: object, tmp
     # Within one bf16 rounding step (batch composition differs from the build, so fp32 noise can flip one).
     torch.testing.assert_close(got[real], expected[real], rtol=2**-7, atol=1e-3)
     assert (got[~real] == 0).all()
+
+
+@pytest.mark.parametrize(("spec", "method", "sets"), [
+    ("gpt2-tiny-random", "partial", ["method.freeze_layers=1"]),
+    ("gpt2-tiny-random", "lora", ["method.lora.top_layers=1"]),
+    ("minilm", "probe", []),
+])
+def test_training_from_the_cache_matches_recomputing_the_prefix(
+    spec: str, method: str, sets: list[str], imdb_slice_archive: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Same seed, same batches: only the bf16 rounding of the cached states differs."""
+    from sentitune.config import load_config
+    from sentitune.train import train
+
+    monkeypatch.setenv("SENTITUNE_CACHE", str(tmp_path / "cache"))
+    base = [f"model.spec={spec}", f"method.name={method}", f"data.path={imdb_slice_archive}", "data.max_length=48",
+            "data.train_size=40", "data.val_size=16", "data.eval_size=24", "train.epochs=2", "train.batch_size=8",
+            "train.lr=0.001", "model.dropout=0", "method.lora.dropout=0", *sets]
+    plain = train(load_config(None, base), tmp_path / "plain")
+    cached = train(load_config(None, [*base, "train.feature_cache=true"]), tmp_path / "cached")
+    assert cached["feature_cache"] and not plain["feature_cache"]
+    assert len(cached["epoch_seconds"]) == 2
+    import csv
+
+    def probs(run: str) -> list[float]:
+        with (tmp_path / run / "predictions.csv").open() as f:
+            return [float(r["prob_positive"]) for r in csv.DictReader(f)]
+
+    assert probs("plain") != probs("plain")[:1] * len(probs("plain")), "the model must have learned something"
+    assert max(abs(a - b) for a, b in zip(probs("plain"), probs("cached"), strict=True)) < 0.02
+    assert cached["baseline"]["loss"] == pytest.approx(plain["baseline"]["loss"], abs=1e-3)
+    folders = sorted(p.name for p in (tmp_path / "cache" / "features").iterdir())
+    # A second run with the same frozen prefix reuses the cache instead of writing a new one.
+    train(load_config(None, [*base, "train.feature_cache=true", "train.lr=0.002"]), tmp_path / "again")
+    assert sorted(p.name for p in (tmp_path / "cache" / "features").iterdir()) == folders

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set method.lora.r=16 (repeatable)")
     t.add_argument("--out", help="run directory (default: runs/<name>)")
+    t.add_argument("--feature-cache", action="store_true",
+                   help="compute the frozen prefix (probe, partial, top-layer LoRA) once and train from disk "
+                        "[train.feature_cache]")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -120,6 +123,8 @@ def _train_config(args: argparse.Namespace) -> Any:
     # Strings are JSON-quoted: --model yes or --data "a #1.tar.gz" must not be read as YAML (bool, comment).
     overrides = [f"{key}={json.dumps(value) if isinstance(value, str) else value}" for _, key, _, _ in TRAIN_FLAGS
                  if (value := getattr(args, key)) is not None]
+    if getattr(args, "feature_cache", False):
+        overrides.append("train.feature_cache=true")
     return load_config(args.config, overrides + args.overrides)
 
 

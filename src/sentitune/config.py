@@ -100,6 +100,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp16 (GPU only) | fp32
     threads: int | None = None  # torch threads; None: all cores
     baseline: bool = True  # evaluate the untrained classifier on test before training
+    feature_cache: bool = False  # frozen prefix computed once, stored on disk (docs/PERFORMANCE.md)
 
 
 @dataclass

@@ -27,8 +27,9 @@ from sentitune.data.batching import Encoded, encode, iterate, length_grouped_bat
 from sentitune.data.records import Splits
 from sentitune.data.sources import load_splits
 from sentitune.errors import DataError
+from sentitune.features import FeatureCache, build_cache, prefix_fingerprint
 from sentitune.metrics import classification_metrics
-from sentitune.models.adapt import add_lora, set_trainable
+from sentitune.models.adapt import add_lora, frozen_prefix_depth, set_trainable
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.registry import ResolvedModel, load_backbone, load_tokenizer, resolve
 from sentitune.runs import RunDir, save_model
@@ -127,6 +128,44 @@ def saved_weights(cfg: ExperimentConfig) -> str:
     return "backbone" if touches_base else "base"
 
 
+# ---------------------------------------------------------------------------- frozen-prefix features
+
+
+@dataclass
+class Features:
+    """Cached states of the frozen prefix (embeddings + blocks[:n]) for one split."""
+
+    n: int
+    cache: FeatureCache
+    build_seconds: float  # ~0 when the cache already existed
+
+
+def prefix_of(features: Features | None, batch: dict[str, torch.Tensor], dev: torch.device
+              ) -> tuple[int, torch.Tensor] | None:
+    if features is None:
+        return None
+    states = features.cache.batch(batch["index"].tolist(), batch["input_ids"].shape[1])
+    return features.n, states.to(dev)
+
+
+def phase_features(p: Prepared, cfg: ExperimentConfig, phase: PhaseConfig, progress: bool
+                   ) -> dict[str, Features] | None:
+    """With train.feature_cache, the frozen prefix's states for every split (built once, reused)."""
+    model = p.model
+    n = frozen_prefix_depth(model, phase.method, cfg.method.freeze_layers, cfg.method.lora.top_layers)
+    if not cfg.train.feature_cache or n == 0:
+        return None
+    fingerprint = prefix_fingerprint(model.backbone, n)
+    out = {}
+    for split, data in p.encoded.items():
+        if len(data):
+            started = time.perf_counter()
+            cache = build_cache(model.backbone, data, n, p.tokenizer.pad_token_id, fingerprint,
+                                cfg.train.eval_batch_size, progress, backbone_kwargs=model.backbone_kwargs)
+            out[split] = Features(n, cache, time.perf_counter() - started)
+    return out
+
+
 # ---------------------------------------------------------------------------- evaluation
 
 
@@ -139,8 +178,9 @@ def score(
     precision: torch.dtype | None = None,
     desc: str = "eval",
     progress: bool = False,
+    features: Features | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Positive-class probabilities in `data` order, and the mean loss."""
+    """Positive-class probabilities in `data` order, and the mean loss (from cached prefix states if given)."""
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -150,7 +190,7 @@ def score(
     for batch in tqdm(iterate(data, batches, pad_id), total=len(batches), desc=desc, disable=not progress,
                       leave=False, unit="batch"):
         with autocast(dev, precision):
-            logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev))
+            logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), prefix_of(features, batch, dev))
         labels = batch["labels"].to(dev)
         total_loss += model.loss(logits, labels).item() * len(labels)
         scores[batch["index"].numpy()] = model.positive_score(logits).cpu().numpy()
@@ -159,8 +199,9 @@ def score(
 
 
 def evaluate(model: SentimentClassifier, data: Encoded, cfg: ExperimentConfig, pad_id: int,
-             precision: torch.dtype | None, desc: str, progress: bool) -> tuple[dict[str, Any], np.ndarray]:
-    scores, loss = score(model, data, cfg.train.eval_batch_size, pad_id, precision, desc, progress)
+             precision: torch.dtype | None, desc: str, progress: bool,
+             features: Features | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    scores, loss = score(model, data, cfg.train.eval_batch_size, pad_id, precision, desc, progress, features)
     return classification_metrics(data.labels, scores, loss=loss), scores
 
 
@@ -183,6 +224,8 @@ class State:
     train_seconds: float = 0.0
     train_tokens: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)  # training time of each epoch (cache build included)
+    epoch_mark: float = 0.0  # train_seconds when the current epoch began
 
 
 def tracked_names(model: SentimentClassifier, cfg: ExperimentConfig) -> list[str]:
@@ -318,17 +361,23 @@ def train(
         state = checkpoint["state"]
         restore(model, checkpoint["params"])
         report(f"resuming: phase {state.phase + 1}, step {state.step}")
-    elif cfg.train.baseline and len(p.encoded["test"]):
-        state.baseline, _ = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "baseline", progress)
+    phases = cfg.phases()
+    apply_method(model, cfg, phases[state.phase])
+    features = phase_features(p, cfg, phases[state.phase], progress)
+    if checkpoint is None and cfg.train.baseline and len(p.encoded["test"]):
+        state.baseline, _ = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "baseline", progress,
+                                     features and features["test"])
         run.log({"event": "baseline", "split": "test", **state.baseline})
 
     params = parameter_report(model, cfg, names)
     report(f"parameters: total {params['total']:,}, trainable {params['trainable']:,} "
            f"({100 * params['trainable_ratio']:.4f}%)")
-    phases = cfg.phases()
     try:
         while state.phase < len(phases):
-            _train_phase(p, cfg, run, state, names, phases[state.phase], checkpoint, precision, progress, report)
+            if state.phase > 0:  # phase 1's states were built before the baseline
+                features = phase_features(p, cfg, phases[state.phase], progress)
+            _train_phase(p, cfg, run, state, names, phases[state.phase], checkpoint, precision, progress, report,
+                         features)
             checkpoint = None
             # The next phase starts from the best weights so far, as the final model does.
             if state.best_params is not None:
@@ -342,7 +391,10 @@ def train(
 
     if state.best_params is not None:
         restore(model, state.best_params)
-    test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "test", progress)
+    test_started = time.perf_counter()
+    test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "test", progress,
+                                         features and features["test"])
+    test_seconds = time.perf_counter() - test_started + (features["test"].build_seconds if features else 0.0)
     run.log({"event": "final", "split": "test", **test_metrics})
     apply_method(model, cfg, phases[-1])
     metrics = {
@@ -358,6 +410,9 @@ def train(
         "train_tokens": state.train_tokens,
         "train_seconds": round(state.train_seconds, 2),
         "train_tokens_per_second": round(state.train_tokens / state.train_seconds, 1) if state.train_seconds else None,
+        "epoch_seconds": [round(x, 2) for x in state.epoch_seconds],
+        "test_seconds": round(test_seconds, 2),
+        "feature_cache": bool(features),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     run.write_predictions(p.encoded["test"].ids, p.encoded["test"].labels, test_scores.tolist())
@@ -378,9 +433,13 @@ def _train_phase(
     precision: torch.dtype | None,
     progress: bool,
     report: Report,
+    features: dict[str, Features] | None = None,
 ) -> None:
     model, data, pad_id, dev = p.model, p.encoded["train"], p.tokenizer.pad_token_id, device()
     apply_method(model, cfg, phase)
+    features = features or {}
+    if "train" in features and state.micro == 0:  # computing the cache is part of the first epoch's cost
+        state.train_seconds += features["train"].build_seconds
     accum = cfg.train.grad_accum
     per_epoch = math.ceil(len(data) / cfg.train.batch_size)
     total_micro = max(1, round(phase.epochs * per_epoch))
@@ -410,7 +469,8 @@ def _train_phase(
         if not len(p.encoded["validation"]):
             state.pending_validation = False
             return False
-        metrics, _ = evaluate(model, p.encoded["validation"], cfg, pad_id, precision, "validation", progress)
+        metrics, _ = evaluate(model, p.encoded["validation"], cfg, pad_id, precision, "validation", progress,
+                              features.get("validation"))
         record = {"event": "validation", "phase": state.phase + 1, "step": state.step,
                   "epoch": round(state.micro / per_epoch, 3), **metrics}
         with deferred_interrupt():  # the record, the best weights and the flag change together
@@ -447,7 +507,8 @@ def _train_phase(
             tick = time.perf_counter()
         for micro, batch in micro_batches(data, cfg, state.phase, state.micro, total_micro, pad_id):
             with autocast(dev, precision):
-                logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev))
+                logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
+                               prefix_of(features.get("train"), batch, dev))
             loss = model.loss(logits, batch["labels"].to(dev))
             (loss / accum).backward()
             pending_tokens += int(batch["attention_mask"].sum())
@@ -470,6 +531,9 @@ def _train_phase(
                 now = time.perf_counter()
                 state.train_seconds, tick = state.train_seconds + now - tick, now
                 state.pending_validation = bool(epoch_end or (every and state.step % every == 0))
+                if epoch_end:
+                    state.epoch_seconds.append(state.train_seconds - state.epoch_mark)
+                    state.epoch_mark = state.train_seconds
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if state.pending_validation:

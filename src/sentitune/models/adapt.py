@@ -146,3 +146,16 @@ def count_parameters(model: nn.Module) -> dict[str, float]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable, "trainable_ratio": trainable / total if total else 0.0}
+
+
+def frozen_prefix_depth(model: SentimentClassifier, method: str, freeze_layers: int, lora_top: int | None) -> int:
+    """How many leading blocks (with the embeddings) `method` leaves frozen: what a feature cache can hold."""
+    n = num_blocks(model.backbone)
+    if method == "probe":
+        return n
+    if method == "partial":
+        return freeze_layers
+    if method == "lora" and lora_top is not None:
+        return n - lora_top
+    return 0
+
