@@ -120,16 +120,24 @@ def run_baseline(args: argparse.Namespace, model: str) -> dict[str, Any]:
     train_ds, eval_ds = dataset(splits.train), dataset(splits.test)
     net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
     net.config.pad_token_id = tokenizer.pad_token_id
-    if args.method == "partial":
+    model_type = net.config.model_type
+    if args.method in ("partial", "probe"):
+        # The usual recipe: requires_grad=False on embeddings and the first N blocks, nothing else.
+        frozen = args.freeze if args.method == "partial" else net.config.num_hidden_layers
         for name, p in net.named_parameters():
-            frozen_block = name.startswith("transformer.h.") and int(name.split(".")[2]) < args.freeze
-            if name.startswith(("transformer.wte", "transformer.wpe")) or frozen_block:
+            parts = name.split(".")
+            block = next((int(parts[i + 1]) for i, x in enumerate(parts[:-1])
+                          if x in ("h", "layer", "layers") and parts[i + 1].isdigit()), None)
+            if "embed" in name or parts[-2] in ("wte", "wpe") or (block is not None and block < frozen):
                 p.requires_grad = False
     elif args.method == "lora":
         from peft import LoraConfig, get_peft_model
 
+        from sentitune.models.registry import default_lora_targets
+
         net = get_peft_model(net, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1,
-                                             target_modules=["c_attn"], fan_in_fan_out=True))
+                                             target_modules=default_lora_targets(model_type),
+                                             fan_in_fan_out=model_type == "gpt2"))
 
     epochs: list[float] = []
 
@@ -186,9 +194,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--out", type=Path, help="write the results as JSON")
+    parser.add_argument("--write", metavar="NAME", help="put the table into docs/PERFORMANCE.md under NAME")
     parser.add_argument("--arm", choices=["baseline", "sentitune"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    model = args.model or gpt2_124m_random()
+    from sentitune.models.registry import resolve
+
+    model = resolve(args.model).source if args.model else gpt2_124m_random()  # both arms read the same folder
 
     if args.arm:  # child process: run one arm, print JSON
         result = run_baseline(args, model) if args.arm == "baseline" else run_sentitune(args, model)
@@ -206,13 +217,31 @@ def main() -> None:
         results[arm] = json.loads(lines[-1][7:])
     flops = model_flops_per_token(model, args.method, args.freeze)
     peaks = {"fp32": matmul_peak("float32"), "bf16": matmul_peak("bfloat16")}
-    report = {"command": "python " + " ".join(sys.argv), "model": model, "method": args.method,
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    report = {"command": command, "model": args.model or "gpt2-124m-random", "method": args.method,
               "flops_per_token": flops, "matmul_peak_gflops": peaks, "arms": results}
-    print(format_report(report))
+    table = format_report(report)
+    print(table)
     if args.out:
         from sentitune.atomic import write_json
 
         write_json(args.out, report)
+    if args.write:
+        write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, f"```\n{report['command']}\n```\n\n{table}\n")
+
+
+def write_block(doc: Path, name: str, body: str) -> None:
+    """Replace the text between <!-- NAME:start --> and <!-- NAME:end --> (appended if missing)."""
+    from sentitune.atomic import write_text
+
+    text = doc.read_text() if doc.exists() else ""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body}{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + f"\n\n{block}\n"
+    write_text(doc, text)
 
 
 def format_report(r: dict[str, Any]) -> str:
