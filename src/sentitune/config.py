@@ -87,7 +87,7 @@ class TrainConfig:
     epochs: float = 1.0
     lr: float = 5e-4
     batch_size: int = 16
-    eval_batch_size: int = 64
+    eval_batch_size: int = 16  # small: length-sorted batches then pad little (64 lost the bucketing gain)
     grad_accum: int = 1
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
