@@ -62,10 +62,10 @@ def read_reviews(path: Path, text_column: str = "text") -> list[str]:
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
-        from sentitune.data.tabular import _rows
+        from sentitune.data.tabular import iter_rows
 
         texts = []
-        for line, row in _rows(path):
+        for line, row in iter_rows(path):
             if row.get(text_column) is None:  # absent, or a short CSV row: never classify the text "None"
                 raise DataError(f"{path}:{line}: missing field {text_column!r}")
             texts.append(str(row[text_column]))

@@ -363,7 +363,7 @@ def train(
         report(f"resuming: phase {state.phase + 1}, step {state.step}")
     phases = cfg.phases()
     apply_method(model, cfg, phases[state.phase])
-    features = phase_features(p, cfg, phases[state.phase], progress)
+    features, features_phase = phase_features(p, cfg, phases[state.phase], progress), state.phase
     if checkpoint is None and cfg.train.baseline and len(p.encoded["test"]):
         state.baseline, _ = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "baseline", progress,
                                      features and features["test"])
@@ -374,8 +374,8 @@ def train(
            f"({100 * params['trainable_ratio']:.4f}%)")
     try:
         while state.phase < len(phases):
-            if state.phase > 0:  # phase 1's states were built before the baseline
-                features = phase_features(p, cfg, phases[state.phase], progress)
+            if state.phase != features_phase:  # the first phase's states were built before the baseline
+                features, features_phase = phase_features(p, cfg, phases[state.phase], progress), state.phase
             _train_phase(p, cfg, run, state, names, phases[state.phase], checkpoint, precision, progress, report,
                          features)
             checkpoint = None

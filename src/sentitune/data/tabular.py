@@ -25,7 +25,7 @@ def parse_label(value: Any, where: str) -> int:
     raise DataError(f"{where}: label {value!r} is not one of 0, 1, pos, neg, positive, negative, true, false")
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) pairs from a .csv/.tsv or .jsonl/.json file."""
     suffix = path.suffix.lower()
     try:
@@ -83,7 +83,7 @@ def read_table(
     if not path.exists():
         raise DataError(f"{path}: no such file")
     examples = []
-    for line_no, row in _rows(path):
+    for line_no, row in iter_rows(path):
         where = f"{path}:{line_no}"
         for column in (text_column, label_column) + ((id_column,) if id_column else ()):
             if column not in row or row[column] is None:
