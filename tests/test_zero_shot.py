@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -13,6 +14,8 @@ import torch
 from sentitune import zero_shot
 from sentitune.cli import main
 from sentitune.config import ConfigError, PromptTemplate, load_config
+from sentitune.data.sources import load_splits
+from sentitune.inference import evaluate_run, predict_texts
 from sentitune.models.registry import load_tokenizer, resolve
 from sentitune.zero_shot import (
     BUILTIN_TEMPLATES,
@@ -163,6 +166,16 @@ def test_run_and_cli_write_a_complete_run(tiny: tuple, imdb_slice_archive: Path,
     lines = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
     assert lines[0] == "id,label,prob_positive,pred" and len(lines) == 61
     assert (tmp_path / "run" / "margins-0-shot.csv").exists()
+    # The saved run predicts and re-evaluates like any run: same prompt (with its demonstrations), same threshold.
+    again = evaluate_run(tmp_path / "run", "test")
+    assert again["model"]["accuracy"] == result["test"]["accuracy"]
+    assert again["model"]["roc_auc"] == pytest.approx(result["test"]["roc_auc"], abs=1e-9)
+    with (tmp_path / "run" / "predictions.csv").open() as f:
+        saved_probs = {r["id"]: float(r["prob_positive"]) for r in csv.DictReader(f)}
+    test = load_splits(cfg.data, cfg.train.seed).test[:5]
+    for e, pred in zip(test, predict_texts(tmp_path / "run", [e.text for e in test]), strict=True):
+        assert pred.prob_positive == pytest.approx(saved_probs[e.id], abs=1e-5)
+        assert pred.label == ("positive" if saved_probs[e.id] > 0.5 else "negative")
     code = main(["zero-shot", "--model", "gpt2-tiny-random", "--data", str(imdb_slice_archive), "--eval-size", "10",
                  "--set", "zero_shot.calibration_size=6", "--set", "data.val_size=10", "--review-tokens", "16",
                  "--out", str(tmp_path / "cli"), "--no-progress"])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentitune import zero_shot
 from sentitune.config import replace
 from sentitune.data.batching import encode
 from sentitune.data.records import Example
@@ -29,11 +30,13 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     if eval_size is not None:
         data_cfg = replace(data_cfg, eval_size=eval_size)
     splits = load_splits(data_cfg, cfg.train.seed)
-    model, tokenizer = load_model(run.model_dir)
-    model.to(device())
     examples = getattr(splits, split)
     if not examples:
         raise DataError(f"{run_dir}: the {split} split is empty for this run's data settings (data.val_size?)")
+    if zero_shot.is_zero_shot_run(run_dir):
+        return _evaluate_zero_shot(run, examples, split, progress)
+    model, tokenizer = load_model(run.model_dir)
+    model.to(device())
     data = encode(examples, tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
     precision = pick_precision(cfg.train.precision, device())
     result: dict[str, Any] = {"run": str(run_dir), "split": split}
@@ -47,6 +50,20 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
         result["baseline"], _ = evaluate(untrained, data, cfg, tokenizer.pad_token_id, precision, "baseline", progress)
     run.write_metrics(result, f"eval-{split}.json")
     run.write_predictions(data.ids, data.labels, scores.tolist(), name=f"predictions-{split}.csv")
+    return result
+
+
+def _evaluate_zero_shot(run: RunDir, examples: list[Example], split: str, progress: bool) -> dict[str, Any]:
+    """A zero-shot run has no trained weights: re-score the split with its saved prompt and threshold."""
+    from sentitune.metrics import classification_metrics
+
+    margins, threshold = zero_shot.saved_margins(run.path, [e.text for e in examples], progress=progress)
+    labels = [e.label for e in examples]
+    result: dict[str, Any] = {"run": str(run.path), "split": split}
+    result["model"] = {**classification_metrics(labels, margins.tolist(), threshold=threshold), "threshold": threshold}
+    run.write_metrics(result, f"eval-{split}.json")
+    run.write_predictions([e.id for e in examples], labels, zero_shot.probabilities(margins, threshold),
+                          name=f"predictions-{split}.csv")
     return result
 
 
@@ -79,12 +96,16 @@ def read_reviews(path: Path, text_column: str = "text") -> list[str]:
 def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32) -> list[Prediction]:
     run = RunDir(run_dir)
     cfg = run.config()
-    model, tokenizer = load_model(run.model_dir)
-    model.to(device())
     cleaned = [clean_text(t) if cfg.data.clean_html else t for t in texts]
     for i, t in enumerate(cleaned):
         if not t.strip():
             raise DataError(f"review {i + 1}: empty")
+    if zero_shot.is_zero_shot_run(run_dir):
+        margins, threshold = zero_shot.saved_margins(run.path, cleaned)
+        probs = zero_shot.probabilities(margins, threshold)
+        return [Prediction(t, "positive" if p > 0.5 else "negative", p) for t, p in zip(texts, probs, strict=True)]
+    model, tokenizer = load_model(run.model_dir)
+    model.to(device())
     examples = [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
     data = encode(examples, tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
     scores, _ = score(model, data, batch_size, tokenizer.pad_token_id, pick_precision(cfg.train.precision, device()))

@@ -421,8 +421,8 @@ def run_zero_shot(cfg: ExperimentConfig, out: Path | None = None, overwrite: boo
 
     encoder = PromptEncoder(tokenizer, template, zs.review_tokens, zs.truncation)
     results = [evaluate_prompt(scorer, encoder, splits.test, labelled, zs.content_free)]
+    demos = draw_demonstrations(splits.train, zs.shots, seed)  # [] when shots == 0
     if zs.shots:
-        demos = draw_demonstrations(splits.train, zs.shots, seed)
         few = PromptEncoder(tokenizer, template, zs.review_tokens, zs.truncation, demos, zs.shot_tokens)
         results.append(evaluate_prompt(scorer, few, splits.test, labelled, zs.content_free, zs.shots))
 
@@ -438,16 +438,64 @@ def run_zero_shot(cfg: ExperimentConfig, out: Path | None = None, overwrite: boo
     result["tokens_per_second"] = round(scorer.tokens / scorer.seconds) if scorer.seconds else None
     result["wall_seconds"] = time.perf_counter() - started
     if run is not None:
+        save_predictor(run.path, cfg.model.spec, template, zs.review_tokens, zs.truncation, demos, zs.shot_tokens,
+                       primary.thresholds[zs.decision], result["decision"])
         for r in results:
             suffix = "" if r is primary else f"-{r.shots}-shot"
             t = r.thresholds[zs.decision]
-            # sigmoid(margin - t): the two label words' normalised probability after the threshold shift.
-            probs = [1.0 / (1.0 + math.exp(-(m - t))) for m in r.margins]
+            probs = probabilities(r.margins, t)
             run.write_predictions([e.id for e in splits.test], [e.label for e in splits.test], probs,
                                   name=f"predictions{suffix}.csv")
             _write_margins(run.path / f"margins{suffix}.csv", splits.test, r.margins)
         run.write_metrics(result)
     return result
+
+
+# ---------------------------------------------------------------------------- using a saved run
+
+PREDICTOR = "zero_shot.json"
+
+
+def save_predictor(run_dir: Path, spec: str, template: PromptTemplate, review_tokens: int, truncation: str,
+                   demonstrations: Sequence[Demonstration], shot_tokens: int, threshold: float, decision: str) -> None:
+    """Everything `predict` needs to score new reviews exactly as the run scored test.
+
+    The demonstrations are stored as text, so a few-shot prompt does not depend on re-reading train.
+    """
+    from sentitune.atomic import write_json
+
+    write_json(run_dir / PREDICTOR, {
+        "model": spec, "template": to_dict(template), "review_tokens": review_tokens, "truncation": truncation,
+        "shot_tokens": shot_tokens, "demonstrations": [{"text": d.text, "label": d.label} for d in demonstrations],
+        "threshold": threshold, "decision": decision})
+
+
+def is_zero_shot_run(run_dir: Path) -> bool:
+    return (Path(run_dir) / PREDICTOR).exists()
+
+
+def saved_margins(run_dir: Path, texts: Sequence[str], batch_size: int = 8,
+                  progress: bool = False) -> tuple[np.ndarray, float]:
+    """Margins of `texts` under a saved zero-shot run's prompt, and the run's decision threshold."""
+    import json
+
+    path = Path(run_dir) / PREDICTOR
+    try:
+        saved = json.loads(path.read_text())
+        template = PromptTemplate(**saved["template"])
+        demos = [Demonstration(d["text"], int(d["label"])) for d in saved["demonstrations"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{path}: not a readable zero-shot predictor ({e})") from e
+    model, tokenizer = load_causal_lm(saved["model"])
+    encoder = PromptEncoder(tokenizer, template, saved["review_tokens"], saved["truncation"], demos,
+                            saved["shot_tokens"])
+    scorer = CausalScorer(model, tokenizer.pad_token_id, batch_size, progress)
+    return scorer.margins(encoder, texts, "zero-shot"), float(saved["threshold"])
+
+
+def probabilities(margins: np.ndarray, threshold: float) -> list[float]:
+    """sigmoid(margin - threshold): the two label words' normalised probability after the threshold shift."""
+    return [1.0 / (1.0 + math.exp(-(m - threshold))) for m in margins]
 
 
 def _write_margins(path: Path, examples: Sequence[Example], margins: np.ndarray) -> None:
