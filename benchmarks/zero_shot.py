@@ -6,7 +6,8 @@ Stages run in order and every finished chunk of margins is cached (--cache, keye
 template, review length and review id), so an interrupted run resumes where it stopped; after each
 chunk the results (JSON + a markdown block between the markers in docs/ZERO_SHOT.md) are rewritten,
 marked partial until the last stage finishes. Stages: (1) the sweep: every `template@review_tokens`
-entry scored on the calibration slice (validation, carved from train); (2) with --template auto,
+entry scored on the calibration slice (validation, carved from train; `a+b@N` is a prompt ensemble,
+built from its members' cached margins); (2) with --template auto,
 the entry with the best validation ROC AUC is chosen (test is never looked at to choose); (3) that
 prompt zero-shot and k-shot on the test reviews, each with its raw and three calibrated decisions.
 """
@@ -40,8 +41,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--shots", type=int, default=4)
     p.add_argument("--shot-tokens", type=int, default=60)
     p.add_argument("--few-shot-size", type=int, default=500, help="few-shot scores the first N test reviews")
-    p.add_argument("--sweep", default="review-sentiment@200,published,review-sentiment,chat",
-                   help="template[@review_tokens] entries scored on the calibration slice")
+    p.add_argument("--sweep", default="review-sentiment@200,published,review-sentiment,chat,review-sentiment+chat",
+                   help="template[@review_tokens] entries scored on the calibration slice; a+b: an ensemble")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--chunk", type=int, default=200, help="reviews scored between cache saves")
     p.add_argument("--seed", type=int, default=42)
@@ -142,16 +143,18 @@ def main() -> int:
     from sentitune.data.splits import sample
     from sentitune.metrics import classification_metrics
     from sentitune.zero_shot import (
-        BUILTIN_TEMPLATES,
         CausalScorer,
         PromptEncoder,
         calibrated_rows,
+        combine_margins,
         contextual_offset,
+        describe_prompts,
         draw_demonstrations,
         fit_threshold,
-        get_template,
+        get_templates,
         label_free_threshold,
         load_causal_lm,
+        member_scales,
     )
 
     niceness = os.nice(0)
@@ -174,8 +177,18 @@ def main() -> int:
 
     def entry(spec: str) -> tuple[str, int]:
         name, _, tokens = spec.partition("@")
-        get_template(name)  # unknown names fail here, before any scoring
+        get_templates(name)  # unknown names fail here, before any scoring
         return name, int(tokens) if tokens else args.review_tokens
+
+    def encoders_for(name: str, tokens: int, demos: list[Any] | None = None) -> list[PromptEncoder]:
+        return [PromptEncoder(tokenizer, t, tokens, args.truncation, demos or [], args.shot_tokens)
+                for t in get_templates(name)]
+
+    def member_margins(kind: str, encoders: list[PromptEncoder], tokens: int, split: str,
+                       examples: list[Any]) -> list[np.ndarray]:
+        """Each member's margins, cached under its own name: an ensemble reuses what its members scored."""
+        return [score(cache, f"{kind} {e.template.name}@{tokens}/{split}", scorer, e, examples, args.chunk)
+                for e in encoders]
 
     def offset(key: str, encoder: PromptEncoder) -> float:
         if key not in cache.data["offsets"]:
@@ -192,15 +205,17 @@ def main() -> int:
     # (1) The sweep, on the calibration slice only.
     sweep = [entry(x) for x in args.sweep.split(",") if x]
     for name, tokens in sweep:
-        t = BUILTIN_TEMPLATES[name]
-        encoder = PromptEncoder(tokenizer, t, tokens, args.truncation)
-        m = score(cache, f"zero-shot {name}@{tokens}/calibration", scorer, encoder, calib, args.chunk)
+        encoders = encoders_for(name, tokens)
+        parts = member_margins("zero-shot", encoders, tokens, "calibration", calib)
+        m = combine_margins(parts, member_scales(parts))
         raw = classification_metrics(y_cal, m.tolist(), 0.0)
         median = classification_metrics(y_cal, m.tolist(), label_free_threshold(m))
+        ts = [e.template for e in encoders]
         result["sweep"][f"{name}@{tokens}"] = {
-            "prompt": t.prompt, "words": f"{t.positive}/{t.negative}", "chat": t.chat, "review_tokens": tokens,
-            "accuracy": raw["accuracy"], "calibrated_accuracy": median["accuracy"], "roc_auc": raw["roc_auc"],
-            "positive_rate": raw["positive_rate"]}
+            "prompt": ts[0].prompt if len(ts) == 1 else "ensemble (mean of spread-normalised margins)",
+            "words": "; ".join(f"{t.positive}/{t.negative}" for t in ts), "chat": ts[0].chat and len(ts) == 1,
+            "review_tokens": tokens, "accuracy": raw["accuracy"], "calibrated_accuracy": median["accuracy"],
+            "roc_auc": raw["roc_auc"], "positive_rate": raw["positive_rate"]}
         finish(partial=True)
     # (2) The choice, by validation ROC AUC (the threshold does not move it).
     if args.template == "auto":
@@ -210,30 +225,37 @@ def main() -> int:
     else:
         name, tokens = entry(args.template)
     result["selected"] = f"{name}@{tokens}"
-    template = get_template(name)
     # (3) Test: zero-shot and k-shot with that prompt, thresholds fitted on the calibration slice.
-    zero = PromptEncoder(tokenizer, template, tokens, args.truncation)
-    result["label_words"] = zero.describe_label_words()
-    encoders = {"zero-shot": zero}
+    kinds = {"zero-shot": encoders_for(name, tokens)}
     if args.shots:
         demos = draw_demonstrations(splits.train, args.shots, args.seed)
-        encoders[f"{args.shots}-shot"] = PromptEncoder(tokenizer, template, tokens, args.truncation,
-                                                       demos, args.shot_tokens)
-    thresholds = {}
-    for kind, encoder in encoders.items():
-        key = f"{kind} {name}@{tokens}"
-        cal = score(cache, f"{key}/calibration", scorer, encoder, calib, args.chunk)
-        thresholds[kind] = {"raw": 0.0, "contextual": offset(key, encoder), "validation": fit_threshold(y_cal, cal),
-                            "label-free": label_free_threshold(cal)}
-        result["prompts"][kind] = (tokenizer.decode(encoder.prefix_ids) + encoder.lead + "<review>"
-                                   + tokenizer.decode(encoder.suffix_ids))
+        kinds[f"{args.shots}-shot"] = encoders_for(name, tokens, demos)
+    thresholds, scales = {}, {}
+    for kind, encoders in kinds.items():
+        parts = member_margins(kind, encoders, tokens, "calibration", calib)
+        scales[kind] = member_scales(parts)
+        cal = combine_margins(parts, scales[kind])
+        offsets = [offset(f"{kind} {e.template.name}@{tokens}", e) for e in encoders]
+        thresholds[kind] = {"raw": 0.0, "contextual": float(np.mean(np.array(offsets) / np.array(scales[kind]))),
+                            "validation": fit_threshold(y_cal, cal), "label-free": label_free_threshold(cal)}
+        words, result["prompts"][kind] = describe_prompts(encoders)
+        result["label_words"] = result["label_words"] or words
+        result["scales"] = scales
+    members = kinds["zero-shot"] if len(kinds["zero-shot"]) > 1 else []
     # Zero- and few-shot advance through test together, so a partial result compares them on the same reviews.
     for n in range(args.chunk, len(test) + args.chunk, args.chunk):
-        for kind, encoder in encoders.items():
+        for kind, encoders in kinds.items():
             m = n if kind == "zero-shot" else min(n, args.few_shot_size)
-            margins = score(cache, f"{kind} {name}@{tokens}/test", scorer, encoder, test[:m], args.chunk)
+            margins = combine_margins(member_margins(kind, encoders, tokens, "test", test[:m]), scales[kind])
             rows = calibrated_rows(y_test[:m], margins, thresholds[kind])
             result["rows"].update({f"{kind} {k}": v for k, v in rows.items()})
+        # An ensemble's members alone on the same reviews (their margins are already cached): what it adds.
+        for e in members:
+            key = f"zero-shot {e.template.name}@{tokens}"
+            cal = score(cache, f"{key}/calibration", scorer, e, calib, args.chunk)
+            alone = score(cache, f"{key}/test", scorer, e, test[:n], args.chunk)
+            rows = calibrated_rows(y_test[:n], alone, {"raw": 0.0, "label-free": label_free_threshold(cal)})
+            result["rows"].update({f"member {e.template.name} {k}": v for k, v in rows.items()})
         finish(partial=True)
     finish(partial=False)
     return 0

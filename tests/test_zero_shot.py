@@ -22,12 +22,15 @@ from sentitune.zero_shot import (
     CausalScorer,
     Demonstration,
     PromptEncoder,
+    combine_margins,
     contextual_offset,
     draw_demonstrations,
     fit_threshold,
     get_template,
+    get_templates,
     label_free_threshold,
     load_causal_lm,
+    member_scales,
     run_zero_shot,
 )
 
@@ -184,3 +187,33 @@ def test_run_and_cli_write_a_complete_run(tiny: tuple, imdb_slice_archive: Path,
     assert main(["train", "--model", "gpt2-tiny-random", "--method", "zero-shot", "--data", str(imdb_slice_archive),
                  "--eval-size", "10", "--val-size", "10", "--set", "zero_shot.calibration_size=6",
                  "--out", str(tmp_path / "train"), "--no-progress"]) == 0
+
+
+def test_ensemble_margin_is_the_mean_of_spread_normalised_members() -> None:
+    a, b = np.array([1.0, -2.0, 3.0, 0.5]), np.array([10.0, 30.0, -20.0, 0.0])
+    assert member_scales([a]) == [1.0] and np.array_equal(combine_margins([a], [1.0]), a)  # one member: unchanged
+    scales = member_scales([a, b])
+    assert scales == pytest.approx([a.std(), b.std()])
+    assert combine_margins([a, b], scales) == pytest.approx((a / a.std() + b / b.std()) / 2)
+    # A member whose margins are 100x larger does not outvote the other: scaling it changes nothing.
+    assert combine_margins([a, 100 * b], member_scales([a, 100 * b])) == pytest.approx(combine_margins([a, b], scales))
+    with pytest.raises(ConfigError, match="empty member"):
+        get_templates("published+")
+    assert [t.name for t in get_templates("published+movie-was")] == ["published", "movie-was"]
+
+
+def test_ensemble_run_saves_a_predictor_that_reproduces_its_predictions(tiny: tuple, imdb_slice_archive: Path,
+                                                                          tmp_path: Path) -> None:
+    cfg = load_config(None, ["method.name=zero-shot", "model.spec=gpt2-tiny-random", f"data.path={imdb_slice_archive}",
+                             "data.val_size=20", "data.eval_size=12", "zero_shot.review_tokens=24",
+                             "zero_shot.calibration_size=10", "zero_shot.template=published+movie-was"])
+    result = run_zero_shot(cfg, tmp_path / "run")
+    assert result["template"]["name"] == "published+movie-was" and len(result["template"]["members"]) == 2
+    assert {"published positive", "movie-was negative"} <= set(result["label_words"])
+    saved = json.loads((tmp_path / "run" / "zero_shot.json").read_text())
+    assert len(saved["scales"]) == 2 and all(s > 0 for s in saved["scales"])
+    with (tmp_path / "run" / "predictions.csv").open() as f:
+        saved_probs = {r["id"]: float(r["prob_positive"]) for r in csv.DictReader(f)}
+    test = load_splits(cfg.data, cfg.train.seed).test
+    preds = predict_texts(tmp_path / "run", [e.text for e in test])
+    assert [p.prob_positive for p in preds] == pytest.approx([saved_probs[e.id] for e in test], abs=1e-5)

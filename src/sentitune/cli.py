@@ -54,7 +54,7 @@ ZERO_SHOT_FLAGS: list[tuple[str, str, type, str]] = [
     ("--model", "model.spec", str, "a causal LM: hub id, local folder or packaged name (smollm2-135m)"),
     ("--data", "data.path", str, "IMDb archive or extracted aclImdb/ folder"),
     ("--eval-size", "data.eval_size", int, "stratified subsample of the test split"),
-    ("--template", "zero_shot.template", str, "built-in or config-defined prompt template"),
+    ("--template", "zero_shot.template", str, "built-in or config-defined prompt template; a+b: an ensemble"),
     ("--sweep", "zero_shot.sweep", str, "comma-separated templates compared on validation; the best goes to test"),
     ("--shots", "zero_shot.shots", int, "few-shot: labelled demonstrations drawn from train"),
     ("--review-tokens", "zero_shot.review_tokens", int, "tokens of the review kept inside the template"),

@@ -118,7 +118,7 @@ class PromptTemplate:
 class ZeroShotConfig:
     """method.name=zero-shot: score label words with a causal LM (see docs/ZERO_SHOT.md)."""
 
-    template: str = "review-sentiment"  # a built-in name or the name of one of `templates`
+    template: str = "review-sentiment"  # a built-in name, one of `templates`, or names joined by + (an ensemble)
     templates: list[PromptTemplate] = field(default_factory=list)  # user-defined templates
     review_tokens: int = 200  # the review is cut to this many tokens inside the template, never the prompt
     truncation: str = "tail"  # which end of the review survives: head | tail | head+tail

@@ -35,6 +35,7 @@ from sentitune.errors import ModelError
 Report = Callable[[str], None]
 
 TEXT_SLOT = "{text}"
+ENSEMBLE_SEP = "+"  # zero_shot.template: "review-sentiment+chat" averages the two prompts' margins
 _SENTINEL = "\u2063SENTITUNE_TEXT\u2063"  # stands in for the review while a chat template renders
 
 # Built-in templates. "published" is the prompt of the GPT-2 experiment the issue cites.
@@ -62,6 +63,33 @@ def get_template(name: str, custom: Sequence[PromptTemplate] = ()) -> PromptTemp
         return BUILTIN_TEMPLATES[name]
     known = ", ".join([*BUILTIN_TEMPLATES, *(t.name for t in custom)])
     raise ConfigError(f"zero_shot.template: unknown template {name!r} (known: {known})")
+
+
+def get_templates(spec: str, custom: Sequence[PromptTemplate] = ()) -> list[PromptTemplate]:
+    """`a+b` names a prompt ensemble (see `combine_margins`); a plain name is a one-member list."""
+    names = [n.strip() for n in spec.split(ENSEMBLE_SEP)]
+    if not all(names):
+        raise ConfigError(f"zero_shot.template: {spec!r} has an empty member (write e.g. review-sentiment+chat)")
+    return [get_template(n, custom) for n in names]
+
+
+def member_scales(calibration_margins: Sequence[np.ndarray]) -> list[float]:
+    """Each member's spread (standard deviation) on the unlabelled calibration reviews; 1 for one member."""
+    if len(calibration_margins) == 1:
+        return [1.0]
+    return [float(np.std(m)) or 1.0 for m in calibration_margins]
+
+
+def combine_margins(margins: Sequence[np.ndarray], scales: Sequence[float]) -> np.ndarray:
+    """An ensemble's score: the mean of its members' margins, each divided by its spread.
+
+    Prompts disagree on different reviews, so averaging them ranks reviews better than either alone
+    (docs/ZERO_SHOT.md has the measurement); dividing by the spread keeps a prompt with larger
+    margins from outvoting the others. The scales need no labels. One member: its margin, unchanged.
+    """
+    if len(margins) == 1:
+        return np.asarray(margins[0], dtype=float)
+    return np.mean([np.asarray(m, dtype=float) / s for m, s in zip(margins, scales, strict=True)], axis=0)
 
 
 # ---------------------------------------------------------------------------- prompts -> token ids
@@ -305,12 +333,13 @@ def draw_demonstrations(pool: Sequence[Example], k: int, seed: int) -> list[Demo
 # ---------------------------------------------------------------------------- evaluation
 
 
-def calibration_thresholds(scorer: CausalScorer, encoder: PromptEncoder, content_free: Sequence[str],
-                           labels: Sequence[int], margins: np.ndarray) -> dict[str, float]:
-    """The four decision thresholds on the margin: raw (0) and the three calibrations."""
+def calibration_thresholds(scorer: CausalScorer, encoders: Sequence[PromptEncoder], scales: Sequence[float],
+                           content_free: Sequence[str], labels: Sequence[int], margins: np.ndarray) -> dict[str, float]:
+    """The four decision thresholds on the (combined) margin: raw (0) and the three calibrations."""
+    offsets = [contextual_offset(scorer, e, content_free) for e in encoders]
     return {
         "raw": 0.0,
-        "contextual": contextual_offset(scorer, encoder, content_free),
+        "contextual": float(np.mean([o / s for o, s in zip(offsets, scales, strict=True)])),
         "validation": fit_threshold(labels, margins),
         "label-free": label_free_threshold(margins),  # the labels are not read
     }
@@ -334,36 +363,57 @@ class PromptResult:
     thresholds: dict[str, float]
     rows: dict[str, dict[str, Any]]
     margins: np.ndarray
+    scales: list[float]  # per ensemble member; [1.0] for a single prompt
     prompt_example: str  # the prompt around a placeholder review, for the record
 
 
-def evaluate_prompt(scorer: CausalScorer, encoder: PromptEncoder, test: Sequence[Example],
+def describe_prompts(encoders: Sequence[PromptEncoder]) -> tuple[dict[str, dict[str, Any]], str]:
+    """Label-word tokenization (keys prefixed by the member's name in an ensemble) and the prompt text."""
+    words: dict[str, dict[str, Any]] = {}
+    examples = []
+    for e in encoders:
+        lead = "" if len(encoders) == 1 else f"{e.template.name} "
+        words.update({lead + k: v for k, v in e.describe_label_words().items()})
+        tok = e.tokenizer
+        examples.append(tok.decode(e.prefix_ids) + e.lead + "<review>" + tok.decode(e.suffix_ids))
+    return words, "\n----\n".join(examples)
+
+
+def evaluate_prompt(scorer: CausalScorer, encoders: Sequence[PromptEncoder], test: Sequence[Example],
                     calibration: Sequence[Example], content_free: Sequence[str], shots: int = 0) -> PromptResult:
     """Score test once and derive the raw and the three calibrated decisions from the one margin."""
-    tag = f"{encoder.template.name}, {shots}-shot"
-    val = scorer.margins(encoder, [e.text for e in calibration], f"calibration ({tag})")
-    margins = scorer.margins(encoder, [e.text for e in test], f"test ({tag})")
-    thresholds = calibration_thresholds(scorer, encoder, content_free, [e.label for e in calibration], val)
-    tok = encoder.tokenizer
-    example = tok.decode(encoder.prefix_ids) + encoder.lead + "<review>" + tok.decode(encoder.suffix_ids)
-    return PromptResult(encoder.template.name, shots, encoder.describe_label_words(), thresholds,
-                        calibrated_rows([e.label for e in test], margins, thresholds), margins, example)
+    name = ENSEMBLE_SEP.join(e.template.name for e in encoders)
+    tag = f"{name}, {shots}-shot"
+    val_parts = [scorer.margins(e, [x.text for x in calibration], f"calibration ({tag})") for e in encoders]
+    scales = member_scales(val_parts)
+    val = combine_margins(val_parts, scales)
+    margins = combine_margins([scorer.margins(e, [x.text for x in test], f"test ({tag})") for e in encoders], scales)
+    thresholds = calibration_thresholds(scorer, encoders, scales, content_free, [x.label for x in calibration], val)
+    words, example = describe_prompts(encoders)
+    return PromptResult(name, shots, words, thresholds, calibrated_rows([x.label for x in test], margins, thresholds),
+                        margins, scales, example)
 
 
 def sweep_templates(scorer: CausalScorer, tokenizer: Any, names: Sequence[str], custom: Sequence[PromptTemplate],
                     validation: Sequence[Example], review_tokens: int, truncation: str) -> dict[str, dict[str, Any]]:
-    """Each template on the labelled validation slice: raw accuracy, ROC AUC and median-calibrated accuracy."""
+    """Each template (or `a+b` ensemble) on the labelled validation slice: raw accuracy, ROC AUC and
+    median-calibrated accuracy. An ensemble reuses its members' margins when they are in the sweep too."""
     from sentitune.metrics import classification_metrics
 
     labels = [e.label for e in validation]
+    scored: dict[str, np.ndarray] = {}
     table = {}
     for name in names:
-        encoder = PromptEncoder(tokenizer, get_template(name, custom), review_tokens, truncation)
-        m = scorer.margins(encoder, [e.text for e in validation], f"sweep {name}")
+        encoders = [PromptEncoder(tokenizer, t, review_tokens, truncation) for t in get_templates(name, custom)]
+        for e in encoders:
+            if e.template.name not in scored:
+                scored[e.template.name] = scorer.margins(e, [x.text for x in validation], f"sweep {e.template.name}")
+        parts = [scored[e.template.name] for e in encoders]
+        m = combine_margins(parts, member_scales(parts))
         raw = classification_metrics(labels, m.tolist(), 0.0)
         median = classification_metrics(labels, m.tolist(), label_free_threshold(m))
         table[name] = {"accuracy": raw["accuracy"], "roc_auc": raw["roc_auc"], "positive_rate": raw["positive_rate"],
-                       "calibrated_accuracy": median["accuracy"], "label_words": encoder.describe_label_words()}
+                       "calibrated_accuracy": median["accuracy"], "label_words": describe_prompts(encoders)[0]}
     return table
 
 
@@ -417,16 +467,17 @@ def run_zero_shot(cfg: ExperimentConfig, out: Path | None = None, overwrite: boo
         name = max(table, key=lambda n: table[n][zs.sweep_metric])
         result["sweep"] = {"metric": zs.sweep_metric, "selected": name, "validation": table}
         say(f"sweep on {len(labelled)} validation reviews: selected {name!r} by {zs.sweep_metric}")
-    template = get_template(name, zs.templates)
+    templates = get_templates(name, zs.templates)
 
-    encoder = PromptEncoder(tokenizer, template, zs.review_tokens, zs.truncation)
-    results = [evaluate_prompt(scorer, encoder, splits.test, labelled, zs.content_free)]
+    encoders = [PromptEncoder(tokenizer, t, zs.review_tokens, zs.truncation) for t in templates]
+    results = [evaluate_prompt(scorer, encoders, splits.test, labelled, zs.content_free)]
     demos = draw_demonstrations(splits.train, zs.shots, seed)  # [] when shots == 0
     if zs.shots:
-        few = PromptEncoder(tokenizer, template, zs.review_tokens, zs.truncation, demos, zs.shot_tokens)
+        few = [PromptEncoder(tokenizer, t, zs.review_tokens, zs.truncation, demos, zs.shot_tokens) for t in templates]
         results.append(evaluate_prompt(scorer, few, splits.test, labelled, zs.content_free, zs.shots))
 
-    result["template"] = to_dict(template)
+    result["template"] = (to_dict(templates[0]) if len(templates) == 1
+                          else {"name": name, "members": [to_dict(t) for t in templates]})
     result["label_words"] = results[0].label_words
     result["prompts"] = {f"{r.shots}-shot": r.prompt_example for r in results}
     result["thresholds"] = {f"{r.shots}-shot": r.thresholds for r in results}
@@ -438,8 +489,8 @@ def run_zero_shot(cfg: ExperimentConfig, out: Path | None = None, overwrite: boo
     result["tokens_per_second"] = round(scorer.tokens / scorer.seconds) if scorer.seconds else None
     result["wall_seconds"] = time.perf_counter() - started
     if run is not None:
-        save_predictor(run.path, cfg.model.spec, template, zs.review_tokens, zs.truncation, demos, zs.shot_tokens,
-                       primary.thresholds[zs.decision], result["decision"])
+        save_predictor(run.path, cfg.model.spec, templates, primary.scales, zs.review_tokens, zs.truncation, demos,
+                       zs.shot_tokens, primary.thresholds[zs.decision], result["decision"])
         for r in results:
             suffix = "" if r is primary else f"-{r.shots}-shot"
             t = r.thresholds[zs.decision]
@@ -456,8 +507,9 @@ def run_zero_shot(cfg: ExperimentConfig, out: Path | None = None, overwrite: boo
 PREDICTOR = "zero_shot.json"
 
 
-def save_predictor(run_dir: Path, spec: str, template: PromptTemplate, review_tokens: int, truncation: str,
-                   demonstrations: Sequence[Demonstration], shot_tokens: int, threshold: float, decision: str) -> None:
+def save_predictor(run_dir: Path, spec: str, templates: Sequence[PromptTemplate], scales: Sequence[float],
+                   review_tokens: int, truncation: str, demonstrations: Sequence[Demonstration], shot_tokens: int,
+                   threshold: float, decision: str) -> None:
     """Everything `predict` needs to score new reviews exactly as the run scored test.
 
     The demonstrations are stored as text, so a few-shot prompt does not depend on re-reading train.
@@ -465,7 +517,8 @@ def save_predictor(run_dir: Path, spec: str, template: PromptTemplate, review_to
     from sentitune.atomic import write_json
 
     write_json(run_dir / PREDICTOR, {
-        "model": spec, "template": to_dict(template), "review_tokens": review_tokens, "truncation": truncation,
+        "model": spec, "templates": [to_dict(t) for t in templates], "scales": list(scales),
+        "review_tokens": review_tokens, "truncation": truncation,
         "shot_tokens": shot_tokens, "demonstrations": [{"text": d.text, "label": d.label} for d in demonstrations],
         "threshold": threshold, "decision": decision})
 
@@ -482,15 +535,17 @@ def saved_margins(run_dir: Path, texts: Sequence[str], batch_size: int = 8,
     path = Path(run_dir) / PREDICTOR
     try:
         saved = json.loads(path.read_text())
-        template = PromptTemplate(**saved["template"])
+        templates = [PromptTemplate(**t) for t in saved["templates"]]
+        scales = [float(x) for x in saved["scales"]]
         demos = [Demonstration(d["text"], int(d["label"])) for d in saved["demonstrations"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelError(f"{path}: not a readable zero-shot predictor ({e})") from e
     model, tokenizer = load_causal_lm(saved["model"])
-    encoder = PromptEncoder(tokenizer, template, saved["review_tokens"], saved["truncation"], demos,
-                            saved["shot_tokens"])
+    encoders = [PromptEncoder(tokenizer, t, saved["review_tokens"], saved["truncation"], demos, saved["shot_tokens"])
+                for t in templates]
     scorer = CausalScorer(model, tokenizer.pad_token_id, batch_size, progress)
-    return scorer.margins(encoder, texts, "zero-shot"), float(saved["threshold"])
+    margins = combine_margins([scorer.margins(e, texts, f"zero-shot ({e.template.name})") for e in encoders], scales)
+    return margins, float(saved["threshold"])
 
 
 def probabilities(margins: np.ndarray, threshold: float) -> list[float]:
