@@ -488,3 +488,27 @@ def test_empty_reviews_skipped_with_count(source: str, tmp_path: Path, capsys: p
     assert metrics["data"]["skipped"] == {"empty": 3}
     n = sum(metrics["data"][s]["n"] for s in ("train", "validation", "test"))
     assert n == (len(archive_members()) + 3 if source == "archive" else 12) - 3
+
+
+def test_resume_after_a_kill_before_the_config_was_written(tmp_path: Path) -> None:
+    """A kill between creating the run directory and renaming config.yaml into it leaves only our
+    temporary file: --resume (or a plain new run) starts the run; real content is still refused."""
+    from sentitune.config import load_config, to_dict
+    from sentitune.errors import RunError
+    from sentitune.runs import RunDir
+
+    cfg = load_config(None, ["model.spec=gpt2-tiny-random", "train.seed=3"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".config.yaml.k1ll3d.tmp").write_text("name: half-writ")
+    RunDir.create(run, cfg, resume=True)
+    assert to_dict(load_config(run / "config.yaml")) == to_dict(cfg)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+    (run / "config.yaml").unlink()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="nothing to resume"):
+        RunDir.create(run, cfg, resume=True)
+    with pytest.raises(RunError, match="not empty"):
+        RunDir.create(run, cfg)
+    with pytest.raises(RunError, match="nothing to resume"):  # a mistyped --resume path is not a new run
+        RunDir.create(tmp_path / "typo", cfg, resume=True)

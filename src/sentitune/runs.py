@@ -41,6 +41,8 @@ class RunDir:
     def create(cls, path: Path, cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> RunDir:
         run = cls(path)
         config_file = run.path / "config.yaml"
+        if resume and run.path.is_dir() and not config_file.exists() and not run.has_content():
+            resume = False  # killed before its config was written: nothing ran yet, so start it
         if resume:
             if not config_file.exists():
                 raise RunError(f"{run.path}: nothing to resume (no config.yaml)")
@@ -50,17 +52,23 @@ class RunDir:
                 raise RunError(f"{run.path}: was started with another config ({diff}); resume with the same one")
             return run
         run.check_free(overwrite)
-        if run.path.exists() and any(run.path.iterdir()):
+        if run.path.exists() and any(run.path.iterdir()):  # --overwrite, or only leftover temporary files
             shutil.rmtree(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
         write_text(config_file, dump_yaml(cfg))
         return run
 
+    def has_content(self) -> bool:
+        """Anything but the temporary files a killed atomic write leaves (`.NAME.XXXX.tmp`)."""
+        if not self.path.is_dir():
+            return False
+        return any(not (f.name.startswith(".") and f.name.endswith(".tmp")) for f in self.path.iterdir())
+
     def check_free(self, overwrite: bool = False) -> None:
         """Refuse to start a new run over an existing one unless told to (checked before any work)."""
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path}: exists and is not a directory")
-        if self.path.exists() and any(self.path.iterdir()) and not overwrite:
+        if self.has_content() and not overwrite:
             raise RunError(f"{self.path}: run directory exists and is not empty (use --overwrite or --resume)")
 
     def config(self) -> ExperimentConfig:
