@@ -113,10 +113,10 @@ def prefix_fingerprint(backbone: nn.Module, n: int) -> str:
 
     Values, not file names: a two-phase run whose first phase changed the prefix gets a new key.
     """
-    from sentitune.models.adapt import _partition, num_blocks
+    from sentitune.models.adapt import frozen_prefix, num_blocks
 
     model = base_model(backbone)
-    params = list(model.parameters()) if n >= num_blocks(backbone) else _partition(backbone, n)[0]
+    params = list(model.parameters()) if n >= num_blocks(backbone) else frozen_prefix(backbone, n)[0]
     h = hashlib.blake2b(f"{type(model).__name__}|{n}".encode(), digest_size=16)
     for param in params:
         h.update(param.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

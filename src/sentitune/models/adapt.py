@@ -42,7 +42,7 @@ def _is_embedding(name: str) -> bool:
     return any(part in EMBEDDING_NAMES for part in name.split("."))
 
 
-def _partition(backbone: nn.Module, first_trainable_block: int) -> tuple[list[nn.Parameter], list[nn.Module]]:
+def frozen_prefix(backbone: nn.Module, first_trainable_block: int) -> tuple[list[nn.Parameter], list[nn.Module]]:
     """Parameters of embeddings + blocks[:k] (the frozen prefix), and the prefix modules."""
     model = base_model(backbone)
     block_name, blocks = blocks_of(backbone)
@@ -81,7 +81,7 @@ def set_trainable(
     elif method == "partial":
         if freeze_layers > n:
             raise ModelError(f"method.freeze_layers={freeze_layers} but the model has only {n} blocks")
-        prefix, modules = _partition(model.backbone, freeze_layers)
+        prefix, modules = frozen_prefix(model.backbone, freeze_layers)
         frozen = {id(p) for p in prefix}
         for p in model.backbone.parameters():
             p.requires_grad = id(p) not in frozen
@@ -92,7 +92,7 @@ def set_trainable(
         for name, p in model.backbone.named_parameters():
             p.requires_grad = "lora_" in name
         if lora_top is not None:
-            _, modules = _partition(model.backbone, max(0, n - lora_top))
+            _, modules = frozen_prefix(model.backbone, max(0, n - lora_top))
             model.frozen_modules = modules
     else:
         raise ModelError(f"unknown method {method!r}")
