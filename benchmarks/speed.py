@@ -316,8 +316,10 @@ def format_report(r: dict[str, Any]) -> str:
             ratio = rb[k] / rs[k]  # speed-up for times
         ratios[k] = ratio
         rows.append(f"| {k} | {rb[k]:.2f} | {rs[k]:.2f} | {ratio:.2f}x |")
+    # The speed targets are set for a GPT-2-size model at 512 tokens; other models report parity only.
+    gpt2_size = r["model"] in ("gpt2-124m-random", "gpt2")
     checks = [(f"{k} >= {t}x", ratios[k] >= t, f"{ratios[k]:.2f}x") for k, t in TARGETS.get(r["method"], {}).items()
-              if ratios[k] == ratios[k]]
+              if gpt2_size and ratios[k] == ratios[k]]
     if r["model"] != "gpt2-124m-random":  # random weights: accuracy means nothing
         # Noise: two standard errors of the difference of two accuracies, each on n test reviews.
         gap, n = rs["test accuracy"] - rb["test accuracy"], b["eval_reviews"]
