@@ -40,8 +40,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--template", default="auto", help="a built-in template[@tokens], or auto: the sweep's best")
     p.add_argument("--shots", type=int, default=4)
     p.add_argument("--shot-tokens", type=int, default=60)
-    p.add_argument("--few-shot-size", type=int, default=500, help="few-shot scores the first N test reviews")
-    p.add_argument("--sweep", default="review-sentiment@200,published,review-sentiment,chat,review-sentiment+chat",
+    p.add_argument("--few-shot-size", type=int, default=200, help="few-shot scores the first N test reviews")
+    p.add_argument("--sweep", default="review-sentiment@200,published,review-sentiment,chat,published+review-sentiment,"
+                   "published+chat,review-sentiment+chat,published+review-sentiment+chat",
                    help="template[@review_tokens] entries scored on the calibration slice; a+b: an ensemble")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--chunk", type=int, default=200, help="reviews scored between cache saves")
