@@ -19,7 +19,6 @@ import json
 import math
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -178,18 +177,14 @@ def run_sentitune(args: argparse.Namespace, model: str) -> dict[str, Any]:
 
     cfg = experiment(args, model)
     run_dir = Path(tempfile.mkdtemp()) / "run"
-    if not args.warm_cache:
-        # A cold feature cache: the first epoch and the test pass pay for computing the frozen prefix,
-        # as in a first run. (The user's cache would otherwise hold it from an earlier benchmark.)
-        import sentitune.features
-
-        cold = Path(tempfile.mkdtemp(prefix="sentitune-features-"))
-        sentitune.features.cache_dir = lambda *parts: cold
-    try:
-        metrics = train(cfg, run_dir)
-    finally:
+    with tempfile.TemporaryDirectory(prefix="sentitune-features-") as cold:
         if not args.warm_cache:
-            shutil.rmtree(cold, ignore_errors=True)
+            # A cold feature cache: the first epoch and the test pass pay for computing the frozen prefix,
+            # as in a first run. (The user's cache would otherwise hold it from an earlier benchmark.)
+            import sentitune.features
+
+            sentitune.features.cache_dir = lambda *parts: Path(cold)
+        metrics = train(cfg, run_dir)
     return {"epoch_seconds": metrics["epoch_seconds"], "eval_seconds": metrics["test_seconds"],
             "eval_reviews": metrics["test"]["n"], "train_tokens_per_epoch": metrics["train_tokens"] / args.epochs,
             "accuracy": metrics["test"]["accuracy"], "threads": torch.get_num_threads(),

@@ -139,23 +139,23 @@ def main() -> int:
     hf_logging.disable_progress_bar()
     import torch
 
-    from sentitune.config import DataConfig
+    from sentitune.config import DataConfig, ZeroShotConfig
     from sentitune.data.sources import load_splits
     from sentitune.data.splits import sample
-    from sentitune.metrics import classification_metrics
     from sentitune.zero_shot import (
         CausalScorer,
         PromptEncoder,
         calibrated_rows,
+        calibration_thresholds,
         combine_margins,
         contextual_offset,
         describe_prompts,
         draw_demonstrations,
-        fit_threshold,
         get_templates,
         label_free_threshold,
         load_causal_lm,
         member_scales,
+        sweep_row,
     )
 
     niceness = os.nice(0)
@@ -193,7 +193,7 @@ def main() -> int:
 
     def offset(key: str, encoder: PromptEncoder) -> float:
         if key not in cache.data["offsets"]:
-            cache.data["offsets"][key] = contextual_offset(scorer, encoder, ["N/A", "", "[MASK]"])
+            cache.data["offsets"][key] = contextual_offset(scorer, encoder, ZeroShotConfig().content_free)
             cache.save()
         return cache.data["offsets"][key]
 
@@ -208,15 +208,11 @@ def main() -> int:
     for name, tokens in sweep:
         encoders = encoders_for(name, tokens)
         parts = member_margins("zero-shot", encoders, tokens, "calibration", calib)
-        m = combine_margins(parts, member_scales(parts))
-        raw = classification_metrics(y_cal, m.tolist(), 0.0)
-        median = classification_metrics(y_cal, m.tolist(), label_free_threshold(m))
         ts = [e.template for e in encoders]
         result["sweep"][f"{name}@{tokens}"] = {
             "prompt": ts[0].prompt if len(ts) == 1 else "ensemble (mean of spread-normalised margins)",
             "words": "; ".join(f"{t.positive}/{t.negative}" for t in ts), "chat": ts[0].chat and len(ts) == 1,
-            "review_tokens": tokens, "accuracy": raw["accuracy"], "calibrated_accuracy": median["accuracy"],
-            "roc_auc": raw["roc_auc"], "positive_rate": raw["positive_rate"]}
+            "review_tokens": tokens, **sweep_row(y_cal, combine_margins(parts, member_scales(parts)))}
         finish(partial=True)
     # (2) The choice, by validation ROC AUC (the threshold does not move it).
     if args.template == "auto":
@@ -237,11 +233,10 @@ def main() -> int:
         scales[kind] = member_scales(parts)
         cal = combine_margins(parts, scales[kind])
         offsets = [offset(f"{kind} {e.template.name}@{tokens}", e) for e in encoders]
-        thresholds[kind] = {"raw": 0.0, "contextual": float(np.mean(np.array(offsets) / np.array(scales[kind]))),
-                            "validation": fit_threshold(y_cal, cal), "label-free": label_free_threshold(cal)}
+        thresholds[kind] = calibration_thresholds(offsets, scales[kind], y_cal, cal)
         words, result["prompts"][kind] = describe_prompts(encoders)
         result["label_words"] = result["label_words"] or words
-        result["scales"] = scales
+    result["scales"] = scales
     members = kinds["zero-shot"] if len(kinds["zero-shot"]) > 1 else []
     # Zero- and few-shot advance through test together, so a partial result compares them on the same reviews.
     for n in range(args.chunk, len(test) + args.chunk, args.chunk):

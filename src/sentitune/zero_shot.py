@@ -333,10 +333,10 @@ def draw_demonstrations(pool: Sequence[Example], k: int, seed: int) -> list[Demo
 # ---------------------------------------------------------------------------- evaluation
 
 
-def calibration_thresholds(scorer: CausalScorer, encoders: Sequence[PromptEncoder], scales: Sequence[float],
-                           content_free: Sequence[str], labels: Sequence[int], margins: np.ndarray) -> dict[str, float]:
-    """The four decision thresholds on the (combined) margin: raw (0) and the three calibrations."""
-    offsets = [contextual_offset(scorer, e, content_free) for e in encoders]
+def calibration_thresholds(offsets: Sequence[float], scales: Sequence[float], labels: Sequence[int],
+                           margins: np.ndarray) -> dict[str, float]:
+    """The four decision thresholds on the (combined) calibration margins: raw (0) and the three
+    calibrations. `offsets` are the members' `contextual_offset`s, weighted as `combine_margins` does."""
     return {
         "raw": 0.0,
         "contextual": float(np.mean([o / s for o, s in zip(offsets, scales, strict=True)])),
@@ -388,7 +388,8 @@ def evaluate_prompt(scorer: CausalScorer, encoders: Sequence[PromptEncoder], tes
     scales = member_scales(val_parts)
     val = combine_margins(val_parts, scales)
     margins = combine_margins([scorer.margins(e, [x.text for x in test], f"test ({tag})") for e in encoders], scales)
-    thresholds = calibration_thresholds(scorer, encoders, scales, content_free, [x.label for x in calibration], val)
+    offsets = [contextual_offset(scorer, e, content_free) for e in encoders]
+    thresholds = calibration_thresholds(offsets, scales, [x.label for x in calibration], val)
     words, example = describe_prompts(encoders)
     return PromptResult(name, shots, words, thresholds, calibrated_rows([x.label for x in test], margins, thresholds),
                         margins, scales, example)
@@ -398,8 +399,6 @@ def sweep_templates(scorer: CausalScorer, tokenizer: Any, names: Sequence[str], 
                     validation: Sequence[Example], review_tokens: int, truncation: str) -> dict[str, dict[str, Any]]:
     """Each template (or `a+b` ensemble) on the labelled validation slice: raw accuracy, ROC AUC and
     median-calibrated accuracy. An ensemble reuses its members' margins when they are in the sweep too."""
-    from sentitune.metrics import classification_metrics
-
     labels = [e.label for e in validation]
     scored: dict[str, np.ndarray] = {}
     table = {}
@@ -410,11 +409,18 @@ def sweep_templates(scorer: CausalScorer, tokenizer: Any, names: Sequence[str], 
                 scored[e.template.name] = scorer.margins(e, [x.text for x in validation], f"sweep {e.template.name}")
         parts = [scored[e.template.name] for e in encoders]
         m = combine_margins(parts, member_scales(parts))
-        raw = classification_metrics(labels, m.tolist(), 0.0)
-        median = classification_metrics(labels, m.tolist(), label_free_threshold(m))
-        table[name] = {"accuracy": raw["accuracy"], "roc_auc": raw["roc_auc"], "positive_rate": raw["positive_rate"],
-                       "calibrated_accuracy": median["accuracy"], "label_words": describe_prompts(encoders)[0]}
+        table[name] = {**sweep_row(labels, m), "label_words": describe_prompts(encoders)[0]}
     return table
+
+
+def sweep_row(labels: Sequence[int], margins: np.ndarray) -> dict[str, float]:
+    """A prompt's validation numbers: raw accuracy, ROC AUC, raw positive rate, median-calibrated accuracy."""
+    from sentitune.metrics import classification_metrics
+
+    raw = classification_metrics(labels, margins.tolist(), 0.0)
+    median = classification_metrics(labels, margins.tolist(), label_free_threshold(margins))
+    return {"accuracy": raw["accuracy"], "roc_auc": raw["roc_auc"], "positive_rate": raw["positive_rate"],
+            "calibrated_accuracy": median["accuracy"]}
 
 
 def load_causal_lm(spec: str) -> tuple[Any, Any]:
