@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import lzma
 import os
 import re
 import tarfile
@@ -17,6 +18,7 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from sentitune.data.records import Example
 from sentitune.errors import DataError
@@ -47,26 +49,152 @@ def _decode(raw: bytes, where: str) -> str:
 
 
 def read_archive(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, list[Example]]:
-    """Stream reviews out of aclImdb_v1.tar.gz; errors name the archive and the member."""
+    """Stream reviews out of aclImdb_v1.tar.gz; errors name the archive and the member.
+
+    The whole compressed stream is read, so the gzip CRC and length are checked: tar stops at its
+    end-of-archive marker, and a damaged byte can fake one early (fewer reviews) or change a review.
+    A `<archive>.sha256` beside it (as `sha256sum` writes it) is checked on the same pass.
+    """
     out: dict[str, list[Example]] = {s: [] for s in splits}
+    expected = _expected_sha256(path)
     try:
-        # "r:*", not the "r|*" stream mode: only the gzip reader notices an archive that ends early
-        # (a cut download); the stream mode can take a cut at a member boundary for the end.
-        with tarfile.open(path, mode="r:*") as tar:
-            for member in tar:
-                parsed = _parse_member(member.name)
-                if parsed is None or not member.isfile() or parsed[0] not in out:
-                    continue
-                split, label, rid, rating = parsed
-                handle = tar.extractfile(member)
-                raw = handle.read() if handle is not None else b""
-                text = _decode(raw, f"{path}: member {member.name}")
-                out[split].append(_example(split, label, rid, rating, text))
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        detail = " ".join(str(e).split())  # tarfile lists every method it tried, one per line
-        raise DataError(f"{path}: corrupt or truncated archive ({type(e).__name__}: {detail})") from None
-    _check_layout(out, str(path))
+        raw = path.open("rb")
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+    with raw:
+        source = _HashingReader(raw) if expected else raw
+        opened = False
+        try:
+            # "r:*", not the "r|*" stream mode: only the gzip reader notices an archive that ends early
+            # (a cut download); the stream mode can take a cut at a member boundary for the end.
+            with tarfile.open(fileobj=source, mode="r:*") as tar:
+                opened = True
+                try:
+                    for member in tar:
+                        parsed = _parse_member(member.name)
+                        if parsed is None or not member.isfile() or parsed[0] not in out:
+                            continue
+                        split, label, rid, rating = parsed
+                        handle = tar.extractfile(member)
+                        data = handle.read() if handle is not None else b""
+                        text = _decode(data, f"{path}: member {member.name}")
+                        out[split].append(_example(split, label, rid, rating, text))
+                except DataError:
+                    _drain(tar.fileobj)  # a member that is not UTF-8 may be a damaged stream: the CRC says which
+                    raise
+                _drain(tar.fileobj)
+        except _DAMAGED as e:
+            kind = None if opened else _table_kind(path)
+            if kind:
+                raise DataError(f"{path}: not an IMDb archive (looks like a {kind} file); "
+                                f"for a CSV/JSONL of text,label use --source {path}") from None
+            detail = " ".join(str(e).split())  # tarfile lists every method it tried, one per line
+            raise DataError(f"{path}: corrupt or truncated archive ({type(e).__name__}: {detail})") from None
+        if expected and isinstance(source, _HashingReader):
+            actual = source.hexdigest()
+            if actual != expected[0]:
+                raise DataError(f"{path}: checksum mismatch (sha256 {actual}, expected {expected[0]} "
+                                f"from {expected[1].name})")
+    _check_layout(out, str(path))  # only now: a damaged archive would look like a missing folder
     return out
+
+
+# Everything a damaged compressed tar can raise while it is read.
+_DAMAGED = (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError, OSError)
+_TABLES = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSONL", ".ndjson": "JSONL", ".json": "JSON"}
+
+
+def _drain(fileobj: IO[bytes] | None) -> None:
+    """Read the (decompressed) stream to its end: gzip checks its CRC32 and length only there."""
+    while fileobj is not None and fileobj.read(1 << 20):
+        pass
+
+
+def _table_kind(path: Path) -> str | None:
+    """'CSV', 'TSV' or 'JSONL' for a text table given where the archive goes (a common mix-up), else None."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not text (a damaged archive); a cut multi-byte character is fine
+            return None
+        text = head[: e.start].decode("utf-8")
+    if not text.strip() or "\x00" in text:
+        return None
+    if path.suffix.lower() in _TABLES:
+        return _TABLES[path.suffix.lower()]
+    first = text.lstrip("\ufeff \r\n").split("\n", 1)[0]
+    if first.startswith("{"):
+        return "JSONL"
+    if first.startswith("<"):  # an HTML error page saved by a failed download
+        return None
+    return "TSV" if "\t" in first else "CSV" if "," in first else None
+
+
+def _expected_sha256(path: Path) -> tuple[str, Path] | None:
+    """(hex digest, sidecar) from `<archive>.sha256` (`<hex>  <name>` or `<hex> *<name>`), if there is one."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file():
+        return None
+    try:
+        lines = [line.split(maxsplit=1) for line in sidecar.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{sidecar}: cannot read the checksum file ({e})") from None
+    # One line, or the line for this file when the sidecar lists several.
+    mine = [f for f in lines if len(f) == 2 and f[1].lstrip("*") == path.name]
+    fields = mine[0] if mine else lines[0] if len(lines) == 1 else []
+    if not fields or not re.fullmatch(r"[0-9a-fA-F]{64}", fields[0]):
+        raise DataError(f"{sidecar}: not a sha256sum line for {path.name} (expected '<64 hex digits>  {path.name}')")
+    return fields[0].lower(), sidecar
+
+
+class _HashingReader:
+    """A read-only file that hashes what it reads, so the checksum costs no second pass.
+
+    Re-reads (tarfile rewinds while it detects the compression) are hashed once; a forward seek that
+    skips bytes (a plain .tar) falls back to hashing the file again at the end.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.name, self.mode = raw, raw.name, "rb"
+        self.digest = hashlib.sha256()
+        self.hashed = 0  # bytes [0, hashed) are in the digest
+        self.gap = False
+
+    def read(self, size: int = -1) -> bytes:
+        pos = self.raw.tell()
+        data = self.raw.read(size)
+        if pos > self.hashed:
+            self.gap = True
+        elif pos + len(data) > self.hashed:
+            self.digest.update(memoryview(data)[self.hashed - pos:])
+            self.hashed = pos + len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def readable(self) -> bool:  # asked by the bz2 and lzma readers
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def hexdigest(self) -> str:
+        """The sha256 of the whole file: the bytes after the compressed stream (if any) are read now."""
+        if self.gap:
+            self.digest, self.hashed = hashlib.sha256(), 0
+        self.raw.seek(self.hashed)
+        while chunk := self.raw.read(1 << 20):
+            self.digest.update(chunk)
+        return self.digest.hexdigest()
 
 
 def read_folder(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, list[Example]]:

@@ -21,6 +21,7 @@ class Splits:
     validation: list[Example]
     test: list[Example]
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count, never silent
+    warnings: list[str] = field(default_factory=list)  # settings the data could not honour, e.g. a train_size too big
 
     def summary(self) -> dict[str, dict[str, int]]:
         out = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,14 +66,37 @@ def load_splits(
     skipped: dict[str, int] = {}
     train = prepare(raw["train"], cfg, skipped)
     test = prepare(raw.get("test", []), cfg, skipped)
+    table = cfg.source != "imdb" and not cfg.source.startswith("hf:")
+    _require_two_classes(train, cfg.source if table else cfg.path or cfg.source, "training",
+                         "a classifier needs examples of both")
+    if table and cfg.test_path:
+        _require_two_classes(test, cfg.test_path, "test", "ROC AUC is undefined without both")
     if not test:
         # A single CSV/JSONL file: hold out a stratified, seeded test split rather than fail at the end.
         train, test = split_off(train, TABLE_TEST_FRACTION, seed)
     # Validation is carved from the whole training split first, so it does not change with train_size.
     pool, validation = split_off(train, cfg.val_size, seed)
+    warnings: list[str] = []
+    if cfg.train_size is not None and cfg.train_size > len(pool):
+        warnings.append(f"data.train_size={cfg.train_size} but only {len(pool)} training examples after the "
+                        f"validation carve-out; using {len(pool)}")
+    if cfg.eval_size is not None and cfg.eval_size > len(test):
+        warnings.append(f"data.eval_size={cfg.eval_size} but only {len(test)} test examples; using {len(test)}")
     return Splits(
         train=sample(pool, cfg.train_size, seed),
         validation=validation,
         test=sample(test, cfg.eval_size, seed),
         skipped=skipped,
+        warnings=warnings,
     )
+
+
+def _require_two_classes(examples: list[Example], where: str, role: str, why: str) -> None:
+    """One class trains a constant and scores accuracy 1.0 with ROC AUC nan: refuse it, as the IMDb
+    reader refuses an archive without pos or neg."""
+    labels = Counter(e.label for e in examples)
+    if len(labels) == 1:
+        ((label, n),) = labels.items()
+        name = {0: " (negative)", 1: " (positive)"}.get(label, "")
+        raise DataError(f"{where}: only one class in the {role} data: all {n} examples have label {label}{name}; "
+                        f"{why} classes")
