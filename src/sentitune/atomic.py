@@ -1,32 +1,122 @@
 """Every file sentitune writes goes to a temporary name in the same folder and is renamed into place.
 
 A crash (or SIGKILL) mid-write therefore leaves either the old file or the new one, never half of one.
+Temporary names are `.NAME.XXXXXXXX.tmp` (files and folders alike): `RunDir` clears exactly those.
+Modes follow the umask, as a plain `open` would (mkstemp/mkdtemp alone give 0600/0700).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (a thread creating a file meanwhile gets 0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder, so that a rename into it survives a power cut (not only the renamed data)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_path)`, fsync it, then rename it to `path`."""
+    """Call `write(tmp_path)`, give it the umask's mode, fsync it, rename it to `path`, fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except OSError:
+            raise
+        except Exception as e:  # torch.save on a full disk raises a RuntimeError with no errno: say what it was
+            if _disk_full(path.parent):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+            raise
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # after the fsync: a umask like 0o277 leaves no write bit
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _disk_full(folder: Path, slack: int = 1 << 20) -> bool:
+    """Whether the file system holding `folder` is (nearly) out of space, checked while the failed
+    temporary file still takes its room."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < slack
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to `path`; when the block succeeds, rename it to `path`.
+
+    Before the rename every file and folder inside gets the umask's mode and is fsynced; after it the
+    parent is fsynced. A folder cannot be renamed over a non-empty one, so an existing `path` moves
+    to `NAME.old` first and is removed after: a kill in between leaves `NAME.old` (RunDir clears it).
+    If the block raises, the temporary folder is removed and `path` is untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        _settle(tmp)
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)  # a leftover of an earlier kill
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _settle(root: Path) -> None:
+    """Modes from the umask (files 0666, folders 0777, less the mask) and fsync, for a whole tree."""
+    mask = current_umask()
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            file = os.path.join(folder, name)
+            if os.path.islink(file):
+                continue
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(file, 0o666 & ~mask)
+        fsync_dir(Path(folder))
+        os.chmod(folder, 0o777 & ~mask)
 
 
 def write_text(path: Path, text: str) -> None:
