@@ -561,10 +561,11 @@ def probabilities(margins: np.ndarray, threshold: float) -> list[float]:
 
 def _write_margins(path: Path, examples: Sequence[Example], margins: np.ndarray) -> None:
     from sentitune.atomic import write_text
+    from sentitune.runs import spreadsheet_safe
 
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["id", "label", "margin"])
     for e, m in zip(examples, margins, strict=True):
-        writer.writerow([e.id, e.label, f"{m:.6f}"])
+        writer.writerow([spreadsheet_safe(e.id), e.label, f"{m:.6f}"])  # ids can be the user's
     write_text(path, buf.getvalue())
