@@ -7,9 +7,8 @@ setup:
 demo: setup  ## LoRA fine-tune of MiniLM on 4,000 IMDb reviews + evaluation on 2,000 (configs/minilm-lora-quickstart.yaml)
 	.venv/bin/sentitune train --config configs/minilm-lora-quickstart.yaml --overwrite
 
-test: setup  ## the test suite (what CI runs)
-	.venv/bin/ruff check src tests benchmarks
-	.venv/bin/pytest -q
+test: setup  ## lint + the test suite, numeric tests under both precisions (what CI runs; scripts/test.sh)
+	bash scripts/test.sh
 
 lint: setup
 	.venv/bin/ruff check src tests benchmarks

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from sentitune.train import autocast, cpu_has_bf16, device, pick_precision
+from sentitune.precision import autocast, cpu_has_bf16, pick_precision
+from sentitune.train import device
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:

@@ -1,7 +1,7 @@
 """Run the fault-injection suites and print the counts quoted in docs/RELIABILITY.md.
 
-    .venv/bin/python benchmarks/reliability.py            # all three suites (~3-4 min on 2 CPU cores)
-    .venv/bin/python benchmarks/reliability.py --only faults
+    .venv/bin/python benchmarks/reliability.py            # every suite (~5-6 min on 2 CPU cores)
+    .venv/bin/python benchmarks/reliability.py --only faults --only hardening
 
 Counts come from pytest's JUnit XML, one test case per bad input / kill / reproduced run, so the
 table can only claim what a passing test checked.
@@ -22,23 +22,32 @@ SUITES = {
     "faults": "tests/test_faults.py",
     "kills": "tests/test_kill_resume.py",
     "properties": "tests/test_properties.py",
+    "hardening": "tests/test_hardening_data.py tests/test_hardening_runs.py tests/test_hardening_cli.py",
+    "precision": "tests/test_precision.py",
+}
+# The hardening issue's regression cases, by the file that holds them.
+HARDENING = {
+    "test_hardening_data.py": "hardening: corrupt archives, checksums, one class, sizes",
+    "test_hardening_runs.py": "hardening: --overwrite, checkpoints, resume, leftovers, modes",
+    "test_hardening_cli.py": "hardening: CSV injection, damaged runs, permissions, disk full",
 }
 
 
-def run_suite(path: str) -> tuple[list[tuple[str, bool]], float]:
-    """(test id, passed) for every case of one test file, and the wall time."""
+def run_suite(paths: str) -> tuple[list[tuple[str, str, bool]], float]:
+    """(test file, test id, passed) for every case of the test files, and the wall time."""
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path, f"--junitxml={xml}"],
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths.split(),
+                        f"--junitxml={xml}"],
                        cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
         if not xml.exists():
-            raise SystemExit(f"reliability: pytest wrote no report for {path}")
+            raise SystemExit(f"reliability: pytest wrote no report for {paths}")
         cases = []
         for case in ET.parse(xml).getroot().iter("testcase"):
             failed = any(child.tag in ("failure", "error", "skipped") for child in case)
-            cases.append((case.get("name", ""), not failed))
+            cases.append((case.get("classname", "").rsplit(".", 1)[-1] + ".py", case.get("name", ""), not failed))
     return cases, seconds
 
 
@@ -49,8 +58,9 @@ def main() -> int:
     rows: list[tuple[str, int, int, str]] = []
     ok = True
     for name in args.only or list(SUITES):
-        cases, seconds = run_suite(SUITES[name])
-        ok &= all(passed for _, passed in cases)
+        found, seconds = run_suite(SUITES[name])
+        ok &= all(passed for _, _, passed in found)
+        cases = [(c, p) for _, c, p in found]
         timing = f"{seconds:.0f} s"
         if name == "faults":
             bad = [(c, p) for c, p in cases if c.startswith(("test_bad_input", "test_bad_run_directory"))]
@@ -67,6 +77,13 @@ def main() -> int:
             rows.append(("kills survived (SIGKILL / SIGINT, then --resume)", survived, n_kills, timing))
             rows.append(("runs reproduced bit-for-bit (metrics, predictions, weights)", sum(p for _, p in cases),
                          len(cases), ""))
+        elif name == "hardening":
+            for file, label in HARDENING.items():
+                mine = [p for f, _, p in found if f == file]
+                rows.append((label, sum(mine), len(mine), timing if file.endswith("data.py") else ""))
+        elif name == "precision":
+            rows.append(("precision: auto, fp32 inference the same across batches and CPUs", sum(p for _, p in cases),
+                         len(cases), timing))
         else:
             rows.append(("property tests passed (hypothesis, 25 examples each)", sum(p for _, p in cases),
                          len(cases), timing))

@@ -6,6 +6,7 @@ through the same readers as users. Review text stays in temporary folders, never
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tarfile
@@ -74,3 +75,44 @@ def imdb_slice(imdb_full: dict[str, list[Example]]) -> dict[str, list[Example]]:
 @pytest.fixture(scope="session")
 def imdb_slice_archive(tmp_path_factory: pytest.TempPathFactory, imdb_slice: dict[str, list[Example]]) -> Path:
     return write_archive(tmp_path_factory.mktemp("imdb") / "aclImdb_v1.tar.gz", imdb_slice)
+
+
+# ---------------------------------------------------------------------------- one real trained run
+
+TRAIN_SIZE, VAL_SIZE, EVAL_SIZE, MAX_LENGTH, BATCH = 48, 16, 20, 64, 16
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    """`sentitune ARGS` in-process: (exit code, stdout, stderr)."""
+    from sentitune.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def train_args(archive: Path, out: Path) -> list[str]:
+    return ["train", "--model", "minilm", "--method", "lora", "--data", str(archive),
+            "--train-size", str(TRAIN_SIZE), "--val-size", str(VAL_SIZE), "--eval-size", str(EVAL_SIZE),
+            "--max-length", str(MAX_LENGTH), "--batch-size", str(BATCH), "--epochs", "1", "--lr", "0.002",
+            "--seed", "7", "--set", "name=cli-test", "--set", "method.lora.target_modules=[query,value]",
+            "--out", str(out), "--no-progress"]
+
+
+def training_precision() -> str:
+    """What train.precision=auto picks here: bf16 on a CPU with bf16 instructions (or $SENTITUNE_PRECISION)."""
+    import torch
+
+    from sentitune.precision import name, pick_precision
+
+    return name(pick_precision("auto", torch.device("cpu")))
+
+
+@pytest.fixture(scope="session")
+def minilm_lora_run(tmp_path_factory: pytest.TempPathFactory, imdb_slice_archive: Path) -> tuple[Path, str]:
+    """A few LoRA steps of the packaged MiniLM on 48 short IMDb reviews, through the CLI: (run dir, stdout)."""
+    run = tmp_path_factory.mktemp("runs") / "minilm-lora"
+    code, out, err = run_cli(train_args(imdb_slice_archive, run))
+    assert code == 0, err
+    return run, out

@@ -12,6 +12,8 @@ from sentitune.data.batching import collate, encode
 from sentitune.features import build_cache, prefix_forward, top_forward
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
 
+pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
+
 
 @pytest.fixture(scope="module", params=["gpt2-tiny-random", "minilm"])
 def model(request: pytest.FixtureRequest) -> tuple[str, object, torch.nn.Module]:

@@ -26,6 +26,8 @@ import torch
 
 from sentitune.cli import main
 
+pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
+
 # 48 training reviews in batches of 8: 6 optimizer steps an epoch, 12 in all; a checkpoint every 2
 # steps and at each validation (steps 6 and 12), so kills land before, between and on checkpoints.
 STEPS = 12
@@ -202,8 +204,8 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(
     if kill.checkpoint_step is None:
         assert not checkpoint.exists()
     else:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]
-        assert state.step == kill.checkpoint_step
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state"]  # plain values only
+        assert state["step"] == kill.checkpoint_step
     if kill.faults[-1][0] == "checkpoint.pt":  # the kill came after the temp file, before the rename
         assert [p.stat().st_size > 0 for p in run.glob(".checkpoint.pt.*.tmp")] == [True]
     assert run_in_process([*train_args(archive, run), "--resume"], capsys) == 0
@@ -217,8 +219,8 @@ def test_sigint_saves_checkpoint_exits_130_and_resumes(
     result, run = results[SIGINT.id], root / SIGINT.id
     assert result.returncodes == [130], result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("sentitune: interrupted; checkpoint saved in")
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["state"]
-    assert state.step == SIGINT.checkpoint_step  # the step interrupted half-way is redone, not half-kept
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["state"]
+    assert state["step"] == SIGINT.checkpoint_step  # the step interrupted half-way is redone, not half-kept
     assert not (run / "metrics.json").exists()
     assert run_in_process([*train_args(archive, run), "--resume"], capsys) == 0
     assert_same_run(run, reference)

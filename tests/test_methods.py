@@ -25,6 +25,8 @@ from sentitune.models.registry import load_backbone, load_tokenizer, resolve
 from sentitune.runs import load_model
 from sentitune.train import Interrupted, train
 
+pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
+
 MAX_LENGTH = 48
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 

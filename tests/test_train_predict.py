@@ -1,14 +1,12 @@
 """One short real LoRA run of the packaged MiniLM through the CLI, then everything a user does with it.
 
-The run trains once per module (a few optimizer steps on 48 short IMDb reviews, 64 tokens each);
-the tests read its directory, reload the model two ways, re-evaluate and predict with it.
+The run trains once per session (`conftest.minilm_lora_run`: a few optimizer steps on 48 short IMDb
+reviews, 64 tokens each); the tests read its directory, reload the model two ways, re-evaluate and predict with it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -16,8 +14,8 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import BATCH, EVAL_SIZE, MAX_LENGTH, TRAIN_SIZE, VAL_SIZE, run_cli, train_args, training_precision
 
-from sentitune.cli import main
 from sentitune.config import load_config
 from sentitune.data.batching import collate, encode
 from sentitune.data.records import Example
@@ -27,30 +25,12 @@ from sentitune.models.registry import resolve
 from sentitune.runs import load_model
 from sentitune.train import score
 
-TRAIN_SIZE, VAL_SIZE, EVAL_SIZE, MAX_LENGTH, BATCH = 48, 16, 20, 64, 16
-
-
-def train_args(archive: Path, out: Path) -> list[str]:
-    return ["train", "--model", "minilm", "--method", "lora", "--data", str(archive),
-            "--train-size", str(TRAIN_SIZE), "--val-size", str(VAL_SIZE), "--eval-size", str(EVAL_SIZE),
-            "--max-length", str(MAX_LENGTH), "--batch-size", str(BATCH), "--epochs", "1", "--lr", "0.002",
-            "--seed", "7", "--set", "name=cli-test", "--set", "method.lora.target_modules=[query,value]",
-            "--out", str(out), "--no-progress"]
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    return code, out.getvalue(), err.getvalue()
+pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, imdb_slice_archive: Path) -> tuple[Path, str]:
-    run = tmp_path_factory.mktemp("runs") / "minilm-lora"
-    code, out, err = run_cli(train_args(imdb_slice_archive, run))
-    assert code == 0, err
-    return run, out
+def trained(minilm_lora_run: tuple[Path, str]) -> tuple[Path, str]:
+    return minilm_lora_run
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +73,7 @@ def test_run_directory_layout(run_dir: Path) -> None:
     assert not any(Path(f).name.startswith(".") for f in files)  # no temporary files left behind
     meta = json.loads((run_dir / "model" / "sentitune.json").read_text())
     assert meta == {"base": "minilm", "weights": "adapter", "pooling": "mean", "num_logits": 2, "hidden_size": 384,
-                    "dropout": 0.1, "pad_token_id": 0}
+                    "dropout": 0.1, "pad_token_id": 0, "precision": "fp32"}
 
 
 def test_config_yaml_recreates_the_run(run_dir: Path) -> None:
@@ -123,7 +103,8 @@ def test_log_and_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     par = metrics["parameters"]
     assert par["trainable"] == layers * 2 * r * (hidden + hidden) + hidden * 2 + 2
     assert par["total"] > 22_000_000 and par["trainable_ratio"] == pytest.approx(par["trainable"] / par["total"])
-    assert metrics["train_tokens"] > 0 and metrics["precision"] == "fp32"
+    assert metrics["train_tokens"] > 0 and metrics["precision"] == training_precision()
+    assert metrics["eval_precision"] == "fp32"  # the default: predictions that are the same on any CPU
     assert len(metrics["validation"]) == 1 and metrics["validation"][0]["step"] == TRAIN_SIZE // BATCH
 
 

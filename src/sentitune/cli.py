@@ -3,13 +3,19 @@
 Library code never prints; errors it raises carry a one-line message that names the problem and
 where, and are printed here without a traceback (exit 2). Ctrl-C during training exits 130 after
 saving a checkpoint.
+
+Exit codes: 0 done; 2 an error the user can act on, printed as one line `sentitune: error: ...` (bad
+arguments or input, a damaged run, a folder that cannot be written, a full disk, out of memory);
+130 interrupted; 1 only for a bug (a Python traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -93,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="IMDb archive or folder, if not where the run found it")
     e.add_argument("--eval-size", type=int, help="stratified subsample of the split (test only)")
     e.add_argument("--no-baseline", action="store_true", help="skip the untrained-model baseline")
+    e.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="compute in this precision (default: the one the run saved, fp32 unless chosen otherwise)")
     e.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("predict", help="classify new reviews with a saved run")
@@ -102,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text")
     p.add_argument("--output", type=Path, help="write a CSV instead of printing")
     p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="compute in this precision (default: the one the run saved: fp32 gives the same "
+                        "probabilities on any CPU and in any batch; bf16 is faster on CPUs that have it)")
 
     z = sub.add_parser("zero-shot", help="zero-/few-shot sentiment with a causal LM (label-word likelihoods)")
     z.add_argument("--config", help="experiment YAML with a zero_shot section; flags and --set override it")
@@ -131,6 +142,7 @@ def _train_config(args: argparse.Namespace) -> Any:
 def cmd_train(args: argparse.Namespace) -> int:
     from sentitune.config import dump_yaml
     from sentitune.metrics import format_table
+    from sentitune.paths import ensure_writable_dir
     from sentitune.train import train
 
     cfg = _train_config(args)
@@ -138,8 +150,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     out = Path(args.out or Path("runs") / cfg.name)
+    args.target = out  # where main's one-line OS error points when the error names no file
     if cfg.method.name == "zero-shot":
         return _zero_shot(cfg, out, args.overwrite, not args.no_progress)
+    ensure_writable_dir(out)  # before minutes of data and model loading, not after
+    args.resumable = True  # a full disk once the run started: --resume continues it
     metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                     report=lambda s: print(s, flush=True))
     rows = {"untrained (baseline)": metrics["baseline"]} if metrics["baseline"] else {}
@@ -160,8 +175,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from sentitune.inference import evaluate_run
     from sentitune.metrics import format_table
 
+    args.target = args.run_dir  # evaluate_run checks up front that eval-*.json can be written there
     result = evaluate_run(args.run_dir, args.split, args.data, args.eval_size, not args.no_baseline,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, precision=args.precision)
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}")
     rows = {"saved model": result["model"]}
     if "baseline" in result:
         rows = {"untrained (baseline)": result["baseline"], **rows}
@@ -174,13 +192,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from sentitune.errors import DataError
     from sentitune.inference import predict_texts, read_reviews, write_predictions_csv
+    from sentitune.paths import ensure_writable_dir
 
+    if args.output:
+        ensure_writable_dir(args.output.parent)  # before the model loads, not after
+        args.target = args.output
     texts = list(args.texts)
     if args.file:
         texts += read_reviews(args.file, args.text_column)
     if not texts:
         raise DataError("predict: give reviews as arguments or with --file")
-    predictions = predict_texts(args.run_dir, texts)
+    predictions = predict_texts(args.run_dir, texts, precision=args.precision)
     if args.output:
         write_predictions_csv(args.output, predictions)
         print(f"wrote {len(predictions)} predictions to {args.output}")
@@ -204,8 +226,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _zero_shot(cfg: Any, out: Path, overwrite: bool, progress: bool) -> int:
     from sentitune.metrics import format_table
+    from sentitune.paths import ensure_writable_dir
     from sentitune.zero_shot import run_zero_shot
 
+    ensure_writable_dir(out)  # before the data and the model load, not after
     result = run_zero_shot(cfg, out, overwrite=overwrite, progress=progress, report=lambda s: print(s, flush=True))
     for name, info in result["label_words"].items():
         print(f"label word {name}: {info['word']!r} -> tokens {info['tokens']}")
@@ -227,7 +251,49 @@ def cmd_zero_shot(args: argparse.Namespace) -> int:
         f"{key}={json.dumps(value) if isinstance(value, str) else value}"
         for _, key, _, _ in ZERO_SHOT_FLAGS if (value := getattr(args, key)) is not None]
     cfg = load_config(args.config, overrides + args.overrides)
-    return _zero_shot(cfg, Path(args.out or Path("runs") / cfg.name), args.overwrite, not args.no_progress)
+    args.target = Path(args.out or Path("runs") / cfg.name)
+    return _zero_shot(cfg, args.target, args.overwrite, not args.no_progress)
+
+
+# OS errors that reach main (a full disk, a folder that turned read-only mid-run) -> what the user reads.
+_OS_ERRORS = {errno.ENOSPC: "no space left on device (disk full)", errno.EDQUOT: "disk quota exceeded",
+              errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+              errno.EPERM: "operation not permitted"}
+
+
+def _os_error(error: BaseException) -> tuple[int, str | None] | None:
+    """(errno, file) of an OS failure behind `error`, from its chain; None when it is something else.
+
+    Besides OSError: the tokenizers and safetensors writers raise a bare Exception whose message ends in
+    "(os error 28)" when the disk fills while a model is saved.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _OS_ERRORS:
+            return current.errno, None if current.filename is None else str(current.filename)
+        found = re.search(r"\(os error (\d+)\)", str(current))
+        if found and int(found.group(1)) in _OS_ERRORS:
+            return int(found.group(1)), None
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _os_message(args: argparse.Namespace, code: int, filename: str | None) -> str:
+    """One line naming the file (the real name, not the temporary `.NAME.XXXXXXXX.tmp` of an atomic write)."""
+    if filename:
+        where: Any = Path(*[m.group(1) if (m := re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]+\.tmp", part)) else part
+                            for part in Path(filename).parts])
+    else:
+        where = getattr(args, "target", None)  # the output the command was writing
+    text = f"{where}: {_OS_ERRORS[code]}" if where else _OS_ERRORS[code]
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        # --resume needs the run's config.yaml: a disk that filled before it was written means start again.
+        resumable = getattr(args, "resumable", False) and (Path(args.target) / "config.yaml").is_file()
+        text += ("; the run can continue with --resume once space is freed" if resumable
+                 else "; free some space and run the command again")
+    return text
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
@@ -238,10 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+    # PEFT reads a property transformers 5 deprecated: two stderr lines on every LoRA load, nothing to act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # weight-loading bars; our own bars show the long work
+    import torch
+
     from sentitune.errors import SentituneError
     from sentitune.train import Interrupted
 
@@ -256,6 +326,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sentitune: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"sentitune: error: out of memory during `sentitune {args.command}`; free memory or work on less "
+              "at once (smaller batch size, max length or input)", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if isinstance(e, torch.OutOfMemoryError):  # a GPU's (a RuntimeError): the traceback says nothing more
+            print(f"sentitune: error: out of GPU memory during `sentitune {args.command}`; lower "
+                  "train.batch_size / train.eval_batch_size or data.max_length, or use train.grad_accum",
+                  file=sys.stderr)
+            return 2
+        found = _os_error(e)
+        if found is None:
+            raise  # a bug: the traceback is what a bug report needs
+        print(f"sentitune: error: {_os_message(args, *found)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

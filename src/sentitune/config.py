@@ -97,7 +97,8 @@ class TrainConfig:
     eval_every: int | None = None  # optimizer steps between validations; None: once per epoch
     checkpoint_every: int | None = 200  # optimizer steps between resumable checkpoints
     seed: int = 42
-    precision: str = "auto"  # auto | bf16 | fp16 (GPU only) | fp32
+    precision: str = "auto"  # training autocast: auto | bf16 | fp16 (GPU only) | fp32
+    eval_precision: str = "fp32"  # baseline, test, evaluate, predict: fp32 gives the same numbers on any CPU
     threads: int | None = None  # torch threads; None: all cores
     baseline: bool = True  # evaluate the untrained classifier on test before training
     feature_cache: bool = False  # frozen prefix computed once, stored on disk (docs/PERFORMANCE.md)
@@ -155,6 +156,7 @@ class ExperimentConfig:
         _check_choice("data.truncation", self.data.truncation, TRUNCATIONS)
         _check_choice("data.empty", self.data.empty, ("error", "skip"))
         _check_choice("train.precision", self.train.precision, PRECISIONS)
+        _check_choice("train.eval_precision", self.train.eval_precision, PRECISIONS)
         if self.method.name == "two-phase" and not self.method.phases:
             raise ConfigError("method.phases: two-phase needs at least one phase")
         for i, p in enumerate(self.method.phases):
@@ -297,12 +299,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if not path.is_file():
+                raise ConfigError(f"{path}: config file not found")
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:  # no read permission, an unreadable disk: one line, not a traceback
+            raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text") from None
+        try:
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:  # one line: the file, the line, the problem (str(e) spans several)
             mark = getattr(e, "problem_mark", None)
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]

@@ -15,15 +15,21 @@ from sentitune.data.sources import load_splits
 from sentitune.data.text import clean_text
 from sentitune.errors import DataError
 from sentitune.models.adapt import count_parameters
-from sentitune.runs import RunDir, load_model
-from sentitune.train import build_classifier, device, evaluate, pick_precision, score, seed_everything
+from sentitune.paths import ensure_writable_dir
+from sentitune.precision import pick_precision
+from sentitune.runs import RunDir, load_model, saved_precision, spreadsheet_safe
+from sentitune.train import build_classifier, device, evaluate, score, seed_everything
 
 
 def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = None, eval_size: int | None = None,
-                 baseline: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Metrics of the saved model on `split` (and of the untrained classifier, as a baseline)."""
+                 baseline: bool = True, progress: bool = False, precision: str | None = None) -> dict[str, Any]:
+    """Metrics of the saved model on `split` (and of the untrained classifier, as a baseline).
+
+    precision: None computes in the precision the model was saved with (fp32 unless chosen otherwise).
+    """
     run = RunDir(run_dir)
     cfg = run.config()
+    ensure_writable_dir(run.path)  # eval-*.json goes here: say so now, not after the data and model load
     data_cfg = cfg.data
     if data_path is not None:
         data_cfg = replace(data_cfg, path=data_path)
@@ -38,16 +44,18 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     model, tokenizer = load_model(run.model_dir)
     model.to(device())
     data = encode(examples, tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
-    precision = pick_precision(cfg.train.precision, device())
-    result: dict[str, Any] = {"run": str(run_dir), "split": split}
-    result["model"], scores = evaluate(model, data, cfg, tokenizer.pad_token_id, precision, split, progress)
+    chosen = precision or saved_precision(run.model_dir)
+    dtype = pick_precision(chosen, device())
+    result: dict[str, Any] = {"run": str(run_dir), "split": split, "precision": chosen,
+                              "warnings": splits.warnings}
+    result["model"], scores = evaluate(model, data, cfg, tokenizer.pad_token_id, dtype, split, progress)
     result["parameters"] = {"total": count_parameters(model)["total"]}
     if baseline:
         seed_everything(cfg.train.seed)
         from sentitune.models.registry import resolve
 
         untrained = build_classifier(cfg, resolve(cfg.model.spec), tokenizer.pad_token_id).to(device())
-        result["baseline"], _ = evaluate(untrained, data, cfg, tokenizer.pad_token_id, precision, "baseline", progress)
+        result["baseline"], _ = evaluate(untrained, data, cfg, tokenizer.pad_token_id, dtype, "baseline", progress)
     run.write_metrics(result, f"eval-{split}.json")
     run.write_predictions(data.ids, data.labels, scores.tolist(), name=f"predictions-{split}.csv")
     return result
@@ -93,26 +101,47 @@ def read_reviews(path: Path, text_column: str = "text") -> list[str]:
         raise DataError(f"{path}: not UTF-8 text") from None
 
 
-def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32) -> list[Prediction]:
-    run = RunDir(run_dir)
-    cfg = run.config()
-    cleaned = [clean_text(t) if cfg.data.clean_html else t for t in texts]
-    for i, t in enumerate(cleaned):
-        if not t.strip():
-            raise DataError(f"review {i + 1}: empty")
-    if zero_shot.is_zero_shot_run(run_dir):
-        margins, threshold = zero_shot.saved_margins(run.path, cleaned)
-        probs = zero_shot.probabilities(margins, threshold)
-        return [Prediction(t, "positive" if p > 0.5 else "negative", p) for t, p in zip(texts, probs, strict=True)]
-    model, tokenizer = load_model(run.model_dir)
-    model.to(device())
-    examples = [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
-    data = encode(examples, tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
-    scores, _ = score(model, data, batch_size, tokenizer.pad_token_id, pick_precision(cfg.train.precision, device()))
-    return [Prediction(t, "positive" if s > 0.5 else "negative", float(s)) for t, s in zip(texts, scores, strict=True)]
+class Predictor:
+    """A saved run, loaded once, that classifies any number of reviews (a trained or a zero-shot run).
+
+    precision None computes in the precision the model was saved with: fp32 by default, which gives
+    the same probabilities on any CPU and whatever reviews share a batch (sentitune.precision).
+    """
+
+    def __init__(self, run_dir: Path, precision: str | None = None) -> None:
+        self.run = RunDir(run_dir)
+        self.cfg = self.run.config()
+        self.zero_shot = zero_shot.is_zero_shot_run(run_dir)
+        if not self.zero_shot:
+            self.model, self.tokenizer = load_model(self.run.model_dir)
+            self.model.to(device())
+            self.dtype = pick_precision(precision or saved_precision(self.run.model_dir), device())
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[Prediction]:
+        cfg = self.cfg
+        cleaned = [clean_text(t) if cfg.data.clean_html else t for t in texts]
+        for i, t in enumerate(cleaned):
+            if not t.strip():
+                raise DataError(f"review {i + 1}: empty")
+        if self.zero_shot:
+            margins, threshold = zero_shot.saved_margins(self.run.path, cleaned)
+            probs = zero_shot.probabilities(margins, threshold)
+        else:
+            examples = [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
+            data = encode(examples, self.tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
+            probs = score(self.model, data, batch_size, self.tokenizer.pad_token_id, self.dtype)[0].tolist()
+        return [Prediction(t, "positive" if p > 0.5 else "negative", float(p))
+                for t, p in zip(texts, probs, strict=True)]
+
+
+def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32, precision: str | None = None
+                  ) -> list[Prediction]:
+    """Classify `texts` with the saved run (loads it; use Predictor to classify many batches)."""
+    return Predictor(run_dir, precision).predict(texts, batch_size)
 
 
 def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:
+    """The reviews are user text: written spreadsheet-safe (see runs.spreadsheet_safe)."""
     from sentitune.atomic import write_atomic
 
     def write(tmp: Path) -> None:
@@ -120,7 +149,7 @@ def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:
             w = csv.writer(f)
             w.writerow(["text", "label", "prob_positive"])
             for p in predictions:
-                w.writerow([p.text, p.label, f"{p.prob_positive:.6f}"])
+                w.writerow([spreadsheet_safe(p.text), p.label, f"{p.prob_positive:.6f}"])
 
     write_atomic(path, write)
 

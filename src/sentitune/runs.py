@@ -7,29 +7,46 @@
     RUN/model/             head.safetensors + sentitune.json + tokenizer, and the backbone as a PEFT
                            adapter (adapter/), a transformers folder (backbone/) or the untouched base
     RUN/checkpoint.pt      resumable training state (removed when the run completes)
+
+`--overwrite` deletes only these names (and the other outputs in OUTPUT_NAMES / OUTPUT_PATTERNS, and
+leftovers of killed writes), and only in a folder whose config.yaml is a sentitune config: a user's
+file that happens to sit in a run directory survives, and a folder that is not a run is refused.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import fnmatch
 import io
 import json
-import os
+import pickle
+import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
-from sentitune.atomic import append_line, write_atomic, write_json, write_text
+from sentitune.atomic import append_line, atomic_dir, write_atomic, write_json, write_text
 from sentitune.config import ExperimentConfig, dump_yaml, load_config, to_dict
-from sentitune.errors import RunError
+from sentitune.errors import RunError, SentituneError
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.registry import load_backbone, resolve
 
 MODEL_META = "sentitune.json"
+
+# What sentitune writes into a run directory (train, evaluate, zero-shot): --overwrite deletes these only.
+OUTPUT_NAMES = frozenset({"config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt", "model", "zero_shot.json"})
+OUTPUT_PATTERNS = ("predictions*.csv", "eval-*.json", "margins*.csv")
+# Leftovers of a killed write: `.NAME.XXXXXXXX.tmp` (atomic.py), `.model.XXXXXXXX` (model folders were
+# once staged without the .tmp suffix), and `model.old` (a kill between the model folder's two renames).
+_TEMP = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
+_OLD_MODEL_TEMP = re.compile(r"\.model\.[A-Za-z0-9_]{8}")
+# Top-level sections every config.yaml sentitune writes has (a hand-written fragment may not).
+_CONFIG_SECTIONS = ("name", "data", "model", "method", "train")
 
 
 class RunDir:
@@ -46,30 +63,67 @@ class RunDir:
         if resume:
             if not config_file.exists():
                 raise RunError(f"{run.path}: nothing to resume (no config.yaml)")
+            if (run.path / "metrics.json").exists() and not run.checkpoint_path.exists():
+                raise RunError(f"{run.path}: this run already finished (metrics.json); nothing to resume — "
+                               "use --overwrite to run it again or another --out")
             saved = load_config(config_file)
             if to_dict(saved) != to_dict(cfg):
                 diff = _first_difference(to_dict(saved), to_dict(cfg))
                 raise RunError(f"{run.path}: was started with another config ({diff}); resume with the same one")
+            run.remove_leftovers()
             return run
         run.check_free(overwrite)
-        if run.path.exists() and any(run.path.iterdir()):  # --overwrite, or only leftover temporary files
-            shutil.rmtree(run.path)
+        if run.path.is_dir():  # --overwrite of a run, or only leftovers of a killed start
+            run.remove_outputs()
         run.path.mkdir(parents=True, exist_ok=True)
         write_text(config_file, dump_yaml(cfg))
         return run
 
     def has_content(self) -> bool:
-        """Anything but the temporary files a killed atomic write leaves (`.NAME.XXXX.tmp`)."""
+        """Anything but the leftovers a killed write of ours leaves (`.NAME.XXXX.tmp`, see _TEMP)."""
         if not self.path.is_dir():
             return False
-        return any(not (f.name.startswith(".") and f.name.endswith(".tmp")) for f in self.path.iterdir())
+        return any(not _is_leftover(f.name) for f in self.path.iterdir())
 
     def check_free(self, overwrite: bool = False) -> None:
-        """Refuse to start a new run over an existing one unless told to (checked before any work)."""
+        """Refuse to start a new run over an existing one unless told to (checked before any work), and
+        refuse --overwrite of anything that is not a sentitune run, or is the working or home folder."""
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path}: exists and is not a directory")
-        if self.has_content() and not overwrite:
+        if not self.has_content():
+            return
+        if not overwrite:
             raise RunError(f"{self.path}: run directory exists and is not empty (use --overwrite or --resume)")
+        if where := _protected(self.path):
+            raise RunError(f"{self.path}: is {where}; refusing to delete anything in it with --overwrite "
+                           "(use another --out)")
+        if not self.is_run():
+            names = sorted(f.name for f in self.path.iterdir() if not _is_leftover(f.name))
+            shown = ", ".join(names[:3]) + (f", ... ({len(names)} entries)" if len(names) > 3 else "")
+            raise RunError(f"{self.path}: not a sentitune run directory (contains {shown}); "
+                           "refusing to delete it with --overwrite")
+
+    def is_run(self) -> bool:
+        """config.yaml is a full sentitune config, as every run writes first (a marker would need one more file)."""
+        file = self.path / "config.yaml"
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+            load_config(file)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, SentituneError):
+            return False
+        return isinstance(raw, dict) and all(k in raw for k in _CONFIG_SECTIONS)
+
+    def remove_outputs(self) -> None:
+        """Delete what sentitune wrote here (and leftovers of killed writes); anything else stays."""
+        for f in self.path.iterdir():
+            if _is_output(f.name) or _is_leftover(f.name):
+                _remove(f)
+
+    def remove_leftovers(self) -> None:
+        """Delete the temporary files and folders that killed writes left (never anything else)."""
+        for f in self.path.iterdir():
+            if _is_leftover(f.name):
+                _remove(f)
 
     def config(self) -> ExperimentConfig:
         if not (self.path / "config.yaml").exists():
@@ -95,11 +149,12 @@ class RunDir:
 
     def write_predictions(self, ids: list[str], labels: list[int], scores: list[float], threshold: float = 0.5,
                           name: str = "predictions.csv") -> None:
+        """Ids can come from the user (data.id_column): written spreadsheet-safe (see `spreadsheet_safe`)."""
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(["id", "label", "prob_positive", "pred"])
         for i, y, s in zip(ids, labels, scores, strict=True):
-            writer.writerow([i, y, f"{s:.6f}", int(s > threshold)])
+            writer.writerow([spreadsheet_safe(str(i)), y, f"{s:.6f}", int(s > threshold)])
         write_text(self.path / name, buf.getvalue())
 
     # ------------------------------------------------------------------ checkpoints
@@ -107,20 +162,53 @@ class RunDir:
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoint.pt"
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        write_atomic(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+    def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A dataclass under "state" is stored as a dict of its fields, so that the file holds only
+        tensors and plain values and loads with weights_only=True (no class is ever unpickled)."""
+        state = checkpoint.get("state")
+        if dataclasses.is_dataclass(state) and not isinstance(state, type):
+            fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}  # shallow: no tensor copies
+            checkpoint = {**checkpoint, "state": fields}
+        write_atomic(self.checkpoint_path, lambda tmp: torch.save(checkpoint, tmp))
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        if not self.checkpoint_path.exists():
+    def load_checkpoint(self, state_type: type | None = None) -> dict[str, Any] | None:
+        """The checkpoint, loaded with weights_only=True: a crafted pickle is refused, never run.
+
+        With `state_type`, checkpoint["state"] is rebuilt as that dataclass. Checkpoints written before
+        the state was stored as a dict hold a pickled `state_type`: that one class (ours, a plain
+        dataclass whose unpickling runs no code) is allowed, so such runs still resume.
+        """
+        path = self.checkpoint_path
+        if not path.exists():
             return None
         try:
-            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+            with torch.serialization.safe_globals([state_type] if state_type is not None else []):
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "GLOBAL" in (detail := _load_failure(e)):  # it names a function or class: a crafted or foreign file
+                raise RunError(f"{path}: refused: not only tensors and plain values ({detail}); nothing in it was "
+                               "run — delete it, or start over with --overwrite") from None
+            raise RunError(f"{path}: unreadable checkpoint ({detail})") from None
         except Exception as e:  # a torn file cannot exist (atomic writes), but a disk can still fail
-            raise RunError(f"{self.checkpoint_path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+            raise RunError(f"{path}: unreadable checkpoint ({type(e).__name__}: {_load_failure(e)})") from None
+        missing = [k for k in ("state", "params", "optimizer", "scheduler", "rng")
+                   if not isinstance(checkpoint, dict) or k not in checkpoint]
+        old_format = not missing and state_type is not None and type(checkpoint["state"]) is state_type
+        if missing or not (isinstance(checkpoint["state"], dict) or old_format):
+            what = ", ".join(missing) or "state"
+            raise RunError(f"{path}: not a sentitune checkpoint (missing or malformed: {what})")
+        if state_type is not None:
+            try:  # rebuilt through __init__ even from the old format: a field added since gets its default
+                checkpoint["state"] = state_type(**(vars(checkpoint["state"]) if old_format else checkpoint["state"]))
+            except TypeError as e:
+                raise RunError(f"{path}: not a checkpoint of this sentitune version ({e})") from None
+        return checkpoint
 
     def clear_checkpoint(self) -> None:
+        """The run finished: drop its checkpoint, and whatever killed writes of earlier attempts left."""
         if self.checkpoint_path.exists():
             self.checkpoint_path.unlink()
+        self.remove_leftovers()
 
     @property
     def model_dir(self) -> Path:
@@ -135,19 +223,64 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str:
     return f"{where}: {a!r} then, {b!r} now"
 
 
+def _is_output(name: str) -> bool:
+    return name in OUTPUT_NAMES or any(fnmatch.fnmatchcase(name, p) for p in OUTPUT_PATTERNS)
+
+
+def _is_leftover(name: str) -> bool:
+    """A temporary file or folder of one of our killed writes (see _TEMP), or `model.old`."""
+    temp = _TEMP.fullmatch(name)
+    return bool(temp and _is_output(temp["name"])) or bool(_OLD_MODEL_TEMP.fullmatch(name)) or name == "model.old"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()  # a symlink is removed, never followed
+
+
+def _protected(path: Path) -> str | None:
+    """Which folder `path` is, if clearing it could hit the user's own work however it looks."""
+    p, cwd = path.resolve(), Path.cwd().resolve()
+    if p == Path(p.anchor):
+        return "the root directory"
+    if p == cwd:
+        return "the current directory"
+    if p in cwd.parents:
+        return "a parent of the current directory"
+    try:
+        home = Path.home().resolve()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        home = None
+    if home is not None and (p == home or p in home.parents):
+        return "the home directory" if p == home else "a parent of the home directory"
+    return None
+
+
+def _load_failure(e: Exception) -> str:
+    """torch.load's reason on one line (its weights_only message is a paragraph of advice around it)."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        lines = [x.removeprefix("WeightsUnpickler error:").strip() for x in lines[1:]
+                 if not x.startswith(("Please file an issue", "Check the documentation"))] or lines[:1]
+    first = lines[0].split(". ")[0].rstrip(".") if lines else type(e).__name__
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
 # ---------------------------------------------------------------------- saving and loading models
 
 
-def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: str, dest: Path) -> None:
+def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: str, dest: Path,
+               precision: str = "fp32") -> None:
     """Write the classifier so Hugging Face tools can read it, into a temp folder renamed to `dest`.
 
     weights: "adapter" (PEFT LoRA adapter, loadable with PeftModel.from_pretrained on the base),
     "merged" (LoRA folded into the base, saved as a transformers folder), "backbone" (a fine-tuned
-    transformers folder) or "base" (backbone untouched: only the head is new).
+    transformers folder) or "base" (backbone untouched: only the head is new). precision: what
+    `predict` computes in, recorded in sentitune.json (see sentitune.precision).
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_dir(dest) as tmp:
         backbone = model.backbone
         backbone.config.pad_token_id = tokenizer.pad_token_id
         if weights == "adapter":
@@ -169,38 +302,131 @@ def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: s
             "hidden_size": model.head.in_features,
             "dropout": model.dropout.p,
             "pad_token_id": tokenizer.pad_token_id,
+            "precision": precision,  # what predict computes in (sentitune.precision: fp32 is the same anywhere)
         }
         (tmp / MODEL_META).write_text(json.dumps(meta, indent=2))
-        old = dest.with_name(dest.name + ".old")
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def saved_precision(model_dir: Path) -> str:
+    """The inference precision a saved model records (fp32 for models saved before it was recorded)."""
+    try:
+        return str(json.loads((model_dir / MODEL_META).read_text()).get("precision", "fp32"))
+    except (OSError, ValueError, AttributeError):
+        return "fp32"  # load_model reports an unreadable sentitune.json with its own message
+
+
+# Characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A text cell that Excel, LibreOffice or Google Sheets shows as text instead of running it as a formula.
+
+    Why: predictions CSVs carry text we do not control (reviews, ids from the user's CSV); a cell such
+    as `=HYPERLINK("http://x","click")` would run when the file is opened in a spreadsheet (CSV or
+    formula injection). As OWASP recommends, a cell that starts with = + - @, a tab or a carriage return
+    gets a leading single quote: spreadsheets show it as text, and a program reading the CSV sees the
+    quote, which is the price (strip one leading "'" to get the original back). Quotes and commas inside
+    a cell need nothing more: csv.writer quotes such a field, so no new cell can start mid-text. Only
+    text cells go through this; the numbers we write (labels, probabilities) stay as they are.
+    Used by RunDir.write_predictions (predictions*.csv) and inference.write_predictions_csv (predict --output).
+    """
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+# Keys load_model reads from sentitune.json (later versions add more; older runs lack those).
+_META_KEYS = ("base", "weights", "pooling", "num_logits", "hidden_size", "dropout", "pad_token_id")
+_DAMAGED = "the run's model folder is damaged"
+
+
+class _Loading:
+    """`with _Loading(file):` turns what a library raises on a damaged file into one RunError naming it.
+
+    Why: a truncated safetensors file, a broken adapter or tokenizer surface as SafetensorError,
+    HFValidationError, ValueError... with 30-line tracebacks that never say which file of the run is bad.
+    """
+
+    def __init__(self, path: Path | str, damaged: str = _DAMAGED) -> None:
+        self.path, self.damaged = path, damaged
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        if not isinstance(error, Exception) or isinstance(error, (SentituneError, MemoryError)):
+            return  # no error, one with a message already, or not about the file: propagate unchanged
+        detail = " ".join(str(error).split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        raise RunError(f"{self.path}: cannot load ({type(error).__name__}: {detail}) — {self.damaged}") from error
+
+
+def _read_model_meta(meta_file: Path) -> dict[str, Any]:
+    """sentitune.json, checked: a truncated or hand-edited file is one RunError, not a KeyError later."""
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RunError(f"{meta_file}: not valid JSON ({e.msg}, line {e.lineno}) — {_DAMAGED}") from None
+    except UnicodeDecodeError:
+        raise RunError(f"{meta_file}: not UTF-8 text — {_DAMAGED}") from None
+    except OSError as e:
+        raise RunError(f"{meta_file}: cannot read ({e.strerror})") from None
+    if not isinstance(meta, dict):
+        raise RunError(f"{meta_file}: expected a JSON object, got {type(meta).__name__} — {_DAMAGED}")
+    missing = [key for key in _META_KEYS if key not in meta]
+    if missing:
+        raise RunError(f"{meta_file}: missing key {missing[0]!r} — {_DAMAGED}")
+    return meta
 
 
 def load_model(model_dir: Path) -> tuple[SentimentClassifier, Any]:
-    """Load a saved classifier through the same registry and PEFT code a user would use."""
+    """Load a saved classifier through the same registry and PEFT code a user would use.
+
+    A model folder copied half-way or edited by hand fails with a RunError naming the file: every file
+    is checked before the (slow) loads start, and every load is wrapped (see _Loading).
+    """
     from transformers import AutoTokenizer
 
+    model_dir = Path(model_dir)
     meta_file = model_dir / MODEL_META
     if not meta_file.exists():
         raise RunError(f"{model_dir}: no saved model ({MODEL_META} missing)")
-    meta = json.loads(meta_file.read_text())
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    meta = _read_model_meta(meta_file)
+    needed = [model_dir / "head.safetensors", model_dir / "tokenizer_config.json"]
+    if meta["weights"] == "backbone":
+        needed.append(model_dir / "backbone" / "config.json")
+    elif meta["weights"] == "adapter":
+        needed.append(model_dir / "adapter" / "adapter_config.json")
+    elif meta["weights"] != "base":
+        raise RunError(f"{meta_file}: weights {meta['weights']!r} is not one of adapter, backbone, base — {_DAMAGED}")
+    for path in needed:
+        if not path.exists():  # name the folder when the whole folder is gone
+            gone = path.parent if path.parent != model_dir and not path.parent.exists() else path
+            raise RunError(f"{gone}: missing — the run's model folder is incomplete")
+    with _Loading(model_dir / "tokenizer_config.json"):
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # without tokenizer.json it loads, with no vocabulary
+        vocabulary = model_dir / "tokenizer.json"
+        raise RunError(f"{vocabulary}: missing — the run's model folder is incomplete" if not vocabulary.exists()
+                       else f"{model_dir}: the tokenizer has no vocabulary — {_DAMAGED}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token_id = meta["pad_token_id"]
     tokenizer.padding_side = "right"
     if meta["weights"] == "backbone":
-        backbone = load_backbone(str(model_dir / "backbone"))
+        with _Loading(model_dir / "backbone"):
+            backbone = load_backbone(str(model_dir / "backbone"))
     else:
-        backbone = load_backbone(resolve(meta["base"]).source)
+        source = resolve(meta["base"]).source
+        with _Loading(source, f"it is the base model of the run in {model_dir.parent}"):
+            backbone = load_backbone(source)
         if meta["weights"] == "adapter":
             from peft import PeftModel
 
-            backbone = PeftModel.from_pretrained(backbone, model_dir / "adapter")
-    model = SentimentClassifier(backbone, meta["hidden_size"], meta["pooling"], meta["num_logits"], meta["dropout"])
-    model.head.load_state_dict(load_file(str(model_dir / "head.safetensors")))
+            with _Loading(model_dir / "adapter"):
+                backbone = PeftModel.from_pretrained(backbone, model_dir / "adapter")
+    with _Loading(meta_file):
+        model = SentimentClassifier(backbone, meta["hidden_size"], meta["pooling"], meta["num_logits"],
+                                    meta["dropout"])
+    with _Loading(model_dir / "head.safetensors"):
+        model.head.load_state_dict(load_file(str(model_dir / "head.safetensors")))
     model.eval()
     return model, tokenizer

@@ -32,6 +32,8 @@ from sentitune.metrics import classification_metrics
 from sentitune.models.adapt import add_lora, frozen_prefix_depth, set_trainable
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.registry import ResolvedModel, load_backbone, load_tokenizer, resolve
+from sentitune.precision import autocast, pick_precision
+from sentitune.precision import name as precision_name
 from sentitune.runs import RunDir, save_model
 
 Report = Callable[[str], None]
@@ -58,33 +60,6 @@ def set_threads(threads: int | None) -> None:
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def pick_precision(requested: str, dev: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. "auto" uses bf16 only where the hardware has it:
-    on a CPU without bf16 instructions it is emulated and ~100x slower than fp32 (measured)."""
-    if requested == "fp32":
-        return None
-    if dev.type == "cuda":
-        if requested == "fp16":
-            return torch.float16
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if requested == "fp16":
-        raise ConfigError("train.precision=fp16 is for GPUs: it is ~50x slower than fp32 on CPU; use bf16 or fp32")
-    if requested == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_has_bf16() else None
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def autocast(dev: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    return torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -318,6 +293,8 @@ def prepare(cfg: ExperimentConfig, report: Report = lambda s: None) -> Prepared:
     splits = load_splits(cfg.data, cfg.train.seed)
     report(f"data: train {len(splits.train)}, validation {len(splits.validation)}, test {len(splits.test)}"
            + (f"; skipped {splits.skipped}" if splits.skipped else ""))
+    for warning in splits.warnings:
+        report(f"warning: {warning}")
     tokenizer = load_tokenizer(resolved.source)
     model = build_classifier(cfg, resolved, tokenizer.pad_token_id).to(device())
     encoded = {
@@ -343,7 +320,8 @@ def train(
         RunDir(Path(run_dir)).check_free(overwrite)
     p = prepare(cfg, report)
     model, pad_id, dev = p.model, p.tokenizer.pad_token_id, device()
-    precision = pick_precision(cfg.train.precision, dev)
+    precision = pick_precision(cfg.train.precision, dev)  # training (and validation) autocast
+    eval_precision = pick_precision(cfg.train.eval_precision, dev)  # baseline and test: what predict uses
     names = tracked_names(model, cfg)
     if len(p.encoded["train"]) == 0:
         raise DataError("no training examples after filtering")
@@ -356,7 +334,7 @@ def train(
         run = RunDir.create(Path(run_dir), cfg, overwrite=overwrite)
 
     state = State()
-    checkpoint = run.load_checkpoint() if resume else None
+    checkpoint = run.load_checkpoint(State) if resume else None  # State is stored as a dict (weights_only)
     if checkpoint is not None:
         state = checkpoint["state"]
         restore(model, checkpoint["params"])
@@ -365,7 +343,7 @@ def train(
     apply_method(model, cfg, phases[state.phase])
     features, features_phase = phase_features(p, cfg, phases[state.phase], progress), state.phase
     if checkpoint is None and cfg.train.baseline and len(p.encoded["test"]):
-        state.baseline, _ = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "baseline", progress,
+        state.baseline, _ = evaluate(model, p.encoded["test"], cfg, pad_id, eval_precision, "baseline", progress,
                                      features and features["test"])
         run.log({"event": "baseline", "split": "test", **state.baseline})
 
@@ -392,7 +370,7 @@ def train(
     if state.best_params is not None:
         restore(model, state.best_params)
     test_started = time.perf_counter()
-    test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg, pad_id, precision, "test", progress,
+    test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg, pad_id, eval_precision, "test", progress,
                                          features and features["test"])
     test_seconds = time.perf_counter() - test_started + (features["test"].build_seconds if features else 0.0)
     run.log({"event": "final", "split": "test", **test_metrics})
@@ -405,8 +383,9 @@ def train(
         "baseline": state.baseline,
         "validation": state.history,
         "parameters": params,
-        "data": p.splits.summary() | {"skipped": p.splits.skipped},
-        "precision": str(precision).replace("torch.", "") if precision else "fp32",
+        "data": p.splits.summary() | {"skipped": p.splits.skipped, "warnings": p.splits.warnings},
+        "precision": precision_name(precision),
+        "eval_precision": precision_name(eval_precision),
         "train_tokens": state.train_tokens,
         "train_seconds": round(state.train_seconds, 2),
         "train_tokens_per_second": round(state.train_tokens / state.train_seconds, 1) if state.train_seconds else None,
@@ -416,7 +395,8 @@ def train(
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     run.write_predictions(p.encoded["test"].ids, p.encoded["test"].labels, test_scores.tolist())
-    save_model(model, p.tokenizer, cfg.model.spec, saved_weights(cfg), run.model_dir)
+    save_model(model, p.tokenizer, cfg.model.spec, saved_weights(cfg), run.model_dir,
+               precision_name(eval_precision))
     run.write_metrics(metrics)
     run.clear_checkpoint()
     return metrics
@@ -449,9 +429,13 @@ def _train_phase(
 
     warmup = int(cfg.train.warmup_ratio * total_steps)
     scheduler = get_scheduler(cfg.train.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    # fp16 (GPUs without bf16) needs loss scaling or small gradients underflow to zero; a no-op otherwise.
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision == torch.float16)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
         torch.set_rng_state(checkpoint["rng"])
         if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
@@ -462,7 +446,8 @@ def _train_phase(
 
     def save_checkpoint() -> None:
         run.save_checkpoint({"state": state, "params": snapshot(model, names), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "rng": boundary_rng, "cuda_rng": boundary_cuda_rng})
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": boundary_rng,
+                             "cuda_rng": boundary_cuda_rng})
 
     def validate() -> bool:
         """Evaluate on validation, keep the best parameters; True when early stopping says stop."""
@@ -510,15 +495,17 @@ def _train_phase(
                 logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
                                prefix_of(features.get("train"), batch, dev))
             loss = model.loss(logits, batch["labels"].to(dev))
-            (loss / accum).backward()
+            scaler.scale(loss / accum).backward()
             pending_tokens += int(batch["attention_mask"].sum())
             done = micro + 1
             if done % accum and done != total_micro:
                 continue
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
             every = cfg.train.eval_every
             with deferred_interrupt():
-                optimizer.step()
+                scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 # An epoch ends inside this step when a boundary lies in (previous micro, done]: with
