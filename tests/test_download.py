@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -74,13 +75,19 @@ def test_download_into_cache_with_md5_check(
     monkeypatch.setenv("SENTITUNE_IMDB_URL", tiny_archive.as_uri())
     monkeypatch.setattr(imdb, "IMDB_MD5", md5(tiny_archive))
     seen: list[tuple[int, int | None]] = []
-    path = locate_imdb(progress=lambda n, total: seen.append((n, total)))
+    umask = os.umask(0o022)
+    try:
+        path = locate_imdb(progress=lambda n, total: seen.append((n, total)))
+    finally:
+        os.umask(umask)
+    umask = 0o022
     assert path == cache / ARCHIVE_NAME
     assert path.read_bytes() == tiny_archive.read_bytes()
     assert sum(n for n, _ in seen) == tiny_archive.stat().st_size
     assert {total for _, total in seen} == {tiny_archive.stat().st_size}
     assert read_imdb(path) == read_imdb(tiny_archive)
     assert sorted(p.name for p in cache.iterdir()) == [ARCHIVE_NAME]  # no temporary files left
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
     # The second call finds the cached copy and does not download again.
     monkeypatch.setenv("SENTITUNE_IMDB_URL", "file:///nonexistent/" + ARCHIVE_NAME)
     assert locate_imdb() == path

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sentitune.atomic import current_umask
 from sentitune.data.batching import Encoded, iterate, sorted_batches
 from sentitune.models.adapt import base_model, blocks_of
 from sentitune.paths import cache_dir
@@ -167,6 +168,7 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
     offsets[1:] = np.cumsum([len(x) for x in data.input_ids])
     hidden_size = base_model(backbone).config.hidden_size
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the files inside follow the umask
     try:
         out = np.memmap(tmp / "hidden.bin", dtype=np.uint16, mode="w+", shape=(int(offsets[-1]), hidden_size))
         was_training = backbone.training

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from sentitune.atomic import current_umask, fsync_dir
 from sentitune.data.records import Example
 from sentitune.errors import DataError
 from sentitune.paths import cache_dir
@@ -292,7 +293,9 @@ def download_file(
                     progress(len(chunk), total)
         if md5 and digest.hexdigest() != md5:
             raise DataError(f"{url}: checksum mismatch (md5 {digest.hexdigest()}, expected {md5}); not saved")
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a download is an ordinary file
         os.replace(tmp, dest)
+        fsync_dir(dest.parent)
     except ValueError as e:  # a malformed URL in $SENTITUNE_IMDB_URL
         raise DataError(f"{url}: not a usable URL ({e}); check $SENTITUNE_IMDB_URL") from None
     except (urllib.error.URLError, OSError) as e:
