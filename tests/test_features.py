@@ -9,8 +9,9 @@ import torch
 from conftest import take
 
 from sentitune.data.batching import collate, encode
-from sentitune.features import build_cache, prefix_forward, top_forward
+from sentitune.features import build_cache
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
+from sentitune.models.split import prefix_forward, top_forward
 
 pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
 

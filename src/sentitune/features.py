@@ -5,10 +5,8 @@ their output for a review never changes, yet the usual pipeline recomputes it on
 epoch. Here it is computed once (eval mode, no grad), stored as bf16 in one memory-mapped file, and
 the top blocks run from it.
 
-The split is architecture-agnostic: the block ModuleList is temporarily swapped for a slice of
-itself, block N-1's output is captured with a forward hook, and for the top part a pre-hook on block
-N replaces its input with the cached states. The model still builds its own attention masks and
-position embeddings, so GPT-2, Llama, BERT, MPNet and DistilBERT all work unchanged.
+Running a backbone in two parts (prefix, then top from given states) is models/split.py: this module
+is only the cache, which the training recipe reads; the model layer never calls up into it.
 
 What changes: frozen layers run in eval mode (no dropout) — as they do in sentitune without the
 cache — and the cached states are rounded to bf16, so results differ slightly from recomputing the
@@ -18,13 +16,12 @@ token id, so runs that share a frozen prefix (partial-10 and LoRA-top-2 of one m
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,76 +32,9 @@ from tqdm.auto import tqdm
 
 from sentitune.atomic import current_umask
 from sentitune.data.batching import Encoded, iterate, sorted_batches
-from sentitune.models.adapt import base_model, blocks_of
+from sentitune.models.adapt import base_model
+from sentitune.models.split import prefix_forward
 from sentitune.paths import cache_dir
-
-
-@contextlib.contextmanager
-def _blocks_slice(backbone: nn.Module, start: int, stop: int) -> Iterator[nn.ModuleList]:
-    """Temporarily make the model see only blocks[start:stop]."""
-    model = base_model(backbone)
-    name, blocks = blocks_of(backbone)
-    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    attr = name.rsplit(".", 1)[-1]
-    setattr(parent, attr, nn.ModuleList(list(blocks)[start:stop]))
-    try:
-        yield blocks
-    finally:
-        setattr(parent, attr, blocks)
-
-
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once the prefix output is captured."""
-
-
-def _hidden_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def prefix_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, n: int,
-                   **kwargs: Any) -> torch.Tensor:
-    """Hidden states after embeddings + blocks[:n] (n = all blocks: the backbone's final output).
-
-    Captured as the input of block n, and the forward stops there: the top is never computed.
-    """
-    _, blocks = blocks_of(backbone)
-    if n >= len(blocks):
-        return backbone(input_ids=input_ids, attention_mask=mask, **kwargs).last_hidden_state
-    captured: list[torch.Tensor] = []
-
-    def grab(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        captured.append(_hidden_arg(args, kwargs))
-        raise _Stop
-
-    hook = blocks[n].register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        backbone(input_ids=input_ids, attention_mask=mask, **kwargs)
-    except _Stop:
-        pass
-    finally:
-        hook.remove()
-    return captured[0]
-
-
-def top_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor,
-                n: int, **kwargs: Any) -> torch.Tensor:
-    """The backbone's last_hidden_state computed from `hidden`, the output of blocks[:n]."""
-    _, blocks = blocks_of(backbone)
-    if n >= len(blocks):
-        return hidden
-
-    def swap(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict]:
-        if args:
-            return (hidden.to(args[0].dtype), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden.to(kwargs["hidden_states"].dtype)}
-
-    hook = blocks[n].register_forward_pre_hook(swap, with_kwargs=True)
-    try:
-        with _blocks_slice(backbone, n, len(blocks)):
-            return backbone(input_ids=input_ids, attention_mask=mask, **kwargs).last_hidden_state
-    finally:
-        hook.remove()
-
 
 # ---------------------------------------------------------------------------- the on-disk cache
 

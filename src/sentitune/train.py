@@ -32,6 +32,7 @@ from sentitune.metrics import classification_metrics
 from sentitune.models.adapt import add_lora, frozen_prefix_depth, set_trainable
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.registry import ResolvedModel, load_backbone, load_tokenizer, resolve
+from sentitune.models.split import Prefix
 from sentitune.precision import autocast, pick_precision
 from sentitune.precision import name as precision_name
 from sentitune.runs import RunDir, save_model
@@ -115,12 +116,10 @@ class Features:
     build_seconds: float  # ~0 when the cache already existed
 
 
-def prefix_of(features: Features | None, batch: dict[str, torch.Tensor], dev: torch.device
-              ) -> tuple[int, torch.Tensor] | None:
+def prefix_of(features: Features | None, batch: dict[str, torch.Tensor], dev: torch.device) -> Prefix | None:
     if features is None:
         return None
-    states = features.cache.batch(batch["index"].tolist(), batch["input_ids"].shape[1])
-    return features.n, states.to(dev)
+    return Prefix(features.n, features.cache.batch(batch["index"].tolist(), batch["input_ids"].shape[1]).to(dev))
 
 
 def phase_features(p: Prepared, cfg: ExperimentConfig, phase: PhaseConfig, progress: bool
