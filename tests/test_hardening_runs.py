@@ -248,7 +248,7 @@ def test_renames_are_followed_by_an_fsync_of_their_folder(tmp_path: Path, monkey
     from sentitune.atomic import write_text
     from sentitune.models.classifier import SentimentClassifier
     from sentitune.models.registry import load_backbone, load_tokenizer, resolve
-    from sentitune.runs import save_model
+    from sentitune.models.saving import save_model
 
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace

@@ -3,7 +3,7 @@
 The models are tiny random-init transformers with real tokenizers: the packaged `gpt2-tiny-random`
 (GPT-2 code path, Conv1D, no pad token) and a 2-layer BERT built here with MiniLM's real WordPiece
 files. Each run goes through `sentitune.train.train` on real IMDb reviews, is saved, and is loaded
-back through `sentitune.runs.load_model`. What must train and what must not is written out here per
+back through `sentitune.models.saving.load_model`. What must train and what must not is written out here per
 architecture by parameter name, independently of how models/adapt.py decides it.
 """
 
@@ -22,7 +22,7 @@ import sentitune.train as train_mod
 from sentitune.config import ExperimentConfig, load_config
 from sentitune.models.classifier import SentimentClassifier, pool
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
-from sentitune.runs import load_model
+from sentitune.models.saving import load_model
 from sentitune.train import Interrupted, train
 
 pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
@@ -420,16 +420,17 @@ def _tiny(family: str) -> tuple[torch.nn.Module, str, tuple[str, ...]]:
 @pytest.mark.parametrize("family", ["distilbert", "mpnet", "llama"])
 def test_partial_and_lora_select_the_right_parameters(family: str) -> None:
     """The structural rules hold beyond GPT-2 and BERT: DistilBERT, MPNet and Llama layouts."""
-    from sentitune.config import LoraSettings
-    from sentitune.models.adapt import add_lora, set_trainable
+    from sentitune.config import LoraSettings, MethodConfig
+    from sentitune.models.adapt import add_lora
+    from sentitune.models.methods import method
 
     backbone, model_type, frozen = _tiny(family)
     model = SentimentClassifier(backbone, backbone.config.hidden_size, "mean", 2, 0.0)
-    set_trainable(model, "partial", freeze_layers=1)
+    method("partial").apply(model, MethodConfig(freeze_layers=1))
     for name, p in model.backbone.named_parameters():
         assert p.requires_grad != name.startswith(frozen), name
     add_lora(model, LoraSettings(r=2, top_layers=1), model_type)
-    set_trainable(model, "lora", lora_top=1)
+    method("lora").apply(model, MethodConfig(lora=LoraSettings(r=2, top_layers=1)))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
     assert all((".1." in n) for n in trainable if "lora_" in n)  # top block only

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 from sentitune.atomic import current_umask
 from sentitune.data.batching import Encoded, iterate, sorted_batches
 from sentitune.models.adapt import base_model
-from sentitune.models.split import prefix_forward
+from sentitune.models.split import Prefix, prefix_forward
 from sentitune.paths import cache_dir
 
 # ---------------------------------------------------------------------------- the on-disk cache
@@ -128,3 +129,19 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return FeatureCache(folder)
+
+
+@dataclass
+class Features:
+    """A split's cached prefix states, and how deep the prefix is (embeddings + blocks[:n])."""
+
+    n: int
+    cache: FeatureCache
+    build_seconds: float  # ~0 when the cache already existed
+
+
+def prefix_of(features: Features | None, batch: dict[str, torch.Tensor], dev: torch.device) -> Prefix | None:
+    """The batch's cached prefix states, for SentimentClassifier.forward (None: run the whole model)."""
+    if features is None:
+        return None
+    return Prefix(features.n, features.cache.batch(batch["index"].tolist(), batch["input_ids"].shape[1]).to(dev))

@@ -14,11 +14,14 @@ from sentitune.data.records import Example
 from sentitune.data.sources import load_splits
 from sentitune.data.text import clean_text
 from sentitune.errors import DataError
+from sentitune.evaluation import evaluate, score
 from sentitune.models.adapt import count_parameters
+from sentitune.models.methods import build_classifier
+from sentitune.models.saving import load_model, saved_precision
 from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
-from sentitune.runs import RunDir, load_model, saved_precision, spreadsheet_safe
-from sentitune.train import build_classifier, device, evaluate, score, seed_everything
+from sentitune.runs import RunDir, spreadsheet_safe
+from sentitune.runtime import device, seed_everything
 
 
 def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = None, eval_size: int | None = None,
@@ -48,14 +51,15 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     dtype = pick_precision(chosen, device())
     result: dict[str, Any] = {"run": str(run_dir), "split": split, "precision": chosen,
                               "warnings": splits.warnings}
-    result["model"], scores = evaluate(model, data, cfg, tokenizer.pad_token_id, dtype, split, progress)
+    batch_size, pad_id = cfg.train.eval_batch_size, tokenizer.pad_token_id
+    result["model"], scores = evaluate(model, data, batch_size, pad_id, dtype, split, progress)
     result["parameters"] = {"total": count_parameters(model)["total"]}
     if baseline:
         seed_everything(cfg.train.seed)
         from sentitune.models.registry import resolve
 
         untrained = build_classifier(cfg, resolve(cfg.model.spec), tokenizer.pad_token_id).to(device())
-        result["baseline"], _ = evaluate(untrained, data, cfg, tokenizer.pad_token_id, dtype, "baseline", progress)
+        result["baseline"], _ = evaluate(untrained, data, batch_size, pad_id, dtype, "baseline", progress)
     run.write_metrics(result, f"eval-{split}.json")
     run.write_predictions(data.ids, data.labels, scores.tolist(), name=f"predictions-{split}.csv")
     return result

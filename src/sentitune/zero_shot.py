@@ -444,7 +444,7 @@ def run_zero_shot(cfg: ExperimentConfig, out: Path | None = None, overwrite: boo
     from sentitune.data.sources import load_splits
     from sentitune.data.splits import sample
     from sentitune.runs import RunDir
-    from sentitune.train import seed_everything, set_threads
+    from sentitune.runtime import seed_everything, set_threads
 
     say = report or (lambda s: None)
     zs = cfg.zero_shot
