@@ -13,6 +13,8 @@ This module re-exports what the rest of sentitune, the benchmark and the tests u
 """
 
 from sentitune.zero_shot.calibration import (
+    Calibration,
+    calibrate,
     calibrated_rows,
     calibration_thresholds,
     combine_margins,
@@ -29,9 +31,11 @@ from sentitune.zero_shot.templates import BUILTIN_TEMPLATES, get_template, get_t
 
 __all__ = [
     "BUILTIN_TEMPLATES",
+    "Calibration",
     "CausalScorer",
     "Demonstration",
     "PromptEncoder",
+    "calibrate",
     "calibrated_rows",
     "calibration_thresholds",
     "combine_margins",

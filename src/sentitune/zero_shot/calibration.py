@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -82,6 +83,21 @@ def calibration_thresholds(offsets: Sequence[float], scales: Sequence[float], la
         "validation": fit_threshold(labels, margins),
         "label-free": label_free_threshold(margins),  # the labels are not read
     }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the calibration slice fixes for a prompt: its members' scales and the four thresholds."""
+
+    scales: list[float]  # per ensemble member; [1.0] for a single prompt
+    thresholds: dict[str, float]  # raw, contextual, validation, label-free
+
+
+def calibrate(member_margins: Sequence[np.ndarray], offsets: Sequence[float], labels: Sequence[int]) -> Calibration:
+    """A prompt's (or an ensemble's) calibration from its members' margins on the calibration reviews,
+    their `contextual_offset`s and the reviews' labels (only the validation threshold reads them)."""
+    scales = member_scales(member_margins)
+    return Calibration(scales, calibration_thresholds(offsets, scales, labels, combine_margins(member_margins, scales)))
 
 
 def calibrated_rows(labels: Sequence[int], margins: np.ndarray, thresholds: dict[str, float]) -> dict[str, dict]:

@@ -22,8 +22,8 @@ from sentitune.metrics import classification_metrics
 from sentitune.runs import RunDir, spreadsheet_safe
 from sentitune.train import seed_everything, set_threads
 from sentitune.zero_shot.calibration import (
+    calibrate,
     calibrated_rows,
-    calibration_thresholds,
     combine_margins,
     contextual_offset,
     label_free_threshold,
@@ -57,14 +57,23 @@ def evaluate_prompt(scorer: CausalScorer, encoders: Sequence[PromptEncoder], tes
     name = ENSEMBLE_SEP.join(e.template.name for e in encoders)
     tag = f"{name}, {shots}-shot"
     val_parts = [scorer.margins(e, [x.text for x in calibration], f"calibration ({tag})") for e in encoders]
-    scales = member_scales(val_parts)
-    val = combine_margins(val_parts, scales)
-    margins = combine_margins([scorer.margins(e, [x.text for x in test], f"test ({tag})") for e in encoders], scales)
+    test_parts = [scorer.margins(e, [x.text for x in test], f"test ({tag})") for e in encoders]
     offsets = [contextual_offset(scorer, e, content_free) for e in encoders]
-    thresholds = calibration_thresholds(offsets, scales, [x.label for x in calibration], val)
+    cal = calibrate(val_parts, offsets, [x.label for x in calibration])
+    margins = combine_margins(test_parts, cal.scales)
     words, example = describe_prompts(encoders)
-    return PromptResult(name, shots, words, thresholds, calibrated_rows([x.label for x in test], margins, thresholds),
-                        margins, scales, example)
+    return PromptResult(name, shots, words, cal.thresholds,
+                        calibrated_rows([x.label for x in test], margins, cal.thresholds), margins, cal.scales, example)
+
+
+def sweep_row(labels: Sequence[int], member_margins: Sequence[np.ndarray]) -> dict[str, float]:
+    """A prompt's (or an ensemble's) validation numbers from its members' margins on the validation reviews:
+    raw accuracy, ROC AUC, raw positive rate, median-calibrated accuracy."""
+    margins = combine_margins(member_margins, member_scales(member_margins))
+    raw = classification_metrics(labels, margins.tolist(), 0.0)
+    median = classification_metrics(labels, margins.tolist(), label_free_threshold(margins))
+    return {"accuracy": raw["accuracy"], "roc_auc": raw["roc_auc"], "positive_rate": raw["positive_rate"],
+            "calibrated_accuracy": median["accuracy"]}
 
 
 def sweep_templates(scorer: CausalScorer, tokenizer: Any, names: Sequence[str], custom: Sequence[PromptTemplate],
@@ -79,18 +88,9 @@ def sweep_templates(scorer: CausalScorer, tokenizer: Any, names: Sequence[str], 
         for e in encoders:
             if e.template.name not in scored:
                 scored[e.template.name] = scorer.margins(e, [x.text for x in validation], f"sweep {e.template.name}")
-        parts = [scored[e.template.name] for e in encoders]
-        m = combine_margins(parts, member_scales(parts))
-        table[name] = {**sweep_row(labels, m), "label_words": describe_prompts(encoders)[0]}
+        table[name] = {**sweep_row(labels, [scored[e.template.name] for e in encoders]),
+                       "label_words": describe_prompts(encoders)[0]}
     return table
-
-
-def sweep_row(labels: Sequence[int], margins: np.ndarray) -> dict[str, float]:
-    """A prompt's validation numbers: raw accuracy, ROC AUC, raw positive rate, median-calibrated accuracy."""
-    raw = classification_metrics(labels, margins.tolist(), 0.0)
-    median = classification_metrics(labels, margins.tolist(), label_free_threshold(margins))
-    return {"accuracy": raw["accuracy"], "roc_auc": raw["roc_auc"], "positive_rate": raw["positive_rate"],
-            "calibrated_accuracy": median["accuracy"]}
 
 
 def run_zero_shot(cfg: ExperimentConfig, out: Path | None = None, overwrite: bool = False, progress: bool = False,
