@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from sentitune import zero_shot
 from sentitune.cli import main
 from sentitune.config import ConfigError, PromptTemplate, load_config
 from sentitune.data.sources import load_splits
@@ -32,6 +31,7 @@ from sentitune.zero_shot import (
     load_causal_lm,
     member_scales,
     run_zero_shot,
+    scoring,
 )
 
 TEXTS = ["A wonderful film with great acting.", "Terrible. Two hours I will never get back, honestly.", "Meh.",
@@ -93,7 +93,7 @@ def test_batched_scores_equal_one_by_one(tiny: tuple, monkeypatch: pytest.Monkey
     for enc in (PromptEncoder(tok, BUILTIN_TEMPLATES["published"], 8),  # 8 tokens: some reviews cut, some not
                 PromptEncoder(tok, BUILTIN_TEMPLATES["movie-was"], 50, demonstrations=demos)):
         batched = CausalScorer(model, tok.pad_token_id, batch_size=4).margins(enc, TEXTS)
-        monkeypatch.setattr(zero_shot, "MIN_SHARED_PREFIX", 10**9)  # no shared-prefix KV cache, no padding
+        monkeypatch.setattr(scoring, "MIN_SHARED_PREFIX", 10**9)  # no shared-prefix KV cache, no padding
         alone = np.array([CausalScorer(model, tok.pad_token_id, 1).margins(enc, [t])[0] for t in TEXTS])
         monkeypatch.undo()
         np.testing.assert_allclose(batched, alone, atol=1e-4)

@@ -227,7 +227,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _zero_shot(cfg: Any, out: Path, overwrite: bool, progress: bool) -> int:
     from sentitune.metrics import format_table
     from sentitune.paths import ensure_writable_dir
-    from sentitune.zero_shot import run_zero_shot
+    from sentitune.zero_shot.recipe import run_zero_shot
 
     ensure_writable_dir(out)  # before the data and the model load, not after
     result = run_zero_shot(cfg, out, overwrite=overwrite, progress=progress, report=lambda s: print(s, flush=True))

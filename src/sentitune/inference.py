@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sentitune import zero_shot
 from sentitune.config import replace
 from sentitune.data.batching import encode
 from sentitune.data.records import Example
@@ -22,6 +21,7 @@ from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
 from sentitune.runs import RunDir, spreadsheet_safe
 from sentitune.runtime import device, seed_everything
+from sentitune.zero_shot.predictor import is_zero_shot_run, probabilities, saved_margins
 
 
 def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = None, eval_size: int | None = None,
@@ -42,7 +42,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     examples = getattr(splits, split)
     if not examples:
         raise DataError(f"{run_dir}: the {split} split is empty for this run's data settings (data.val_size?)")
-    if zero_shot.is_zero_shot_run(run_dir):
+    if is_zero_shot_run(run_dir):
         return _evaluate_zero_shot(run, examples, split, progress)
     model, tokenizer = load_model(run.model_dir)
     model.to(device())
@@ -69,12 +69,12 @@ def _evaluate_zero_shot(run: RunDir, examples: list[Example], split: str, progre
     """A zero-shot run has no trained weights: re-score the split with its saved prompt and threshold."""
     from sentitune.metrics import classification_metrics
 
-    margins, threshold = zero_shot.saved_margins(run.path, [e.text for e in examples], progress=progress)
+    margins, threshold = saved_margins(run.path, [e.text for e in examples], progress=progress)
     labels = [e.label for e in examples]
     result: dict[str, Any] = {"run": str(run.path), "split": split}
     result["model"] = {**classification_metrics(labels, margins.tolist(), threshold=threshold), "threshold": threshold}
     run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions([e.id for e in examples], labels, zero_shot.probabilities(margins, threshold),
+    run.write_predictions([e.id for e in examples], labels, probabilities(margins, threshold),
                           name=f"predictions-{split}.csv")
     return result
 
@@ -115,7 +115,7 @@ class Predictor:
     def __init__(self, run_dir: Path, precision: str | None = None) -> None:
         self.run = RunDir(run_dir)
         self.cfg = self.run.config()
-        self.zero_shot = zero_shot.is_zero_shot_run(run_dir)
+        self.zero_shot = is_zero_shot_run(run_dir)
         if not self.zero_shot:
             self.model, self.tokenizer = load_model(self.run.model_dir)
             self.model.to(device())
@@ -128,8 +128,8 @@ class Predictor:
             if not t.strip():
                 raise DataError(f"review {i + 1}: empty")
         if self.zero_shot:
-            margins, threshold = zero_shot.saved_margins(self.run.path, cleaned)
-            probs = zero_shot.probabilities(margins, threshold)
+            margins, threshold = saved_margins(self.run.path, cleaned)
+            probs = probabilities(margins, threshold)
         else:
             examples = [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
             data = encode(examples, self.tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
