@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import subprocess
 import sys
@@ -36,6 +35,7 @@ def gpt2_124m_random() -> str:
     """A GPT-2-size model folder (random weights, real GPT-2 tokenizer), built once in the cache."""
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
+    from sentitune.atomic import atomic_dir
     from sentitune.models.registry import resolve
     from sentitune.paths import cache_dir
 
@@ -46,10 +46,9 @@ def gpt2_124m_random() -> str:
         tiny = Path(resolve("gpt2-tiny-random").source)  # has the real GPT-2 vocab.json/merges.txt
         tokenizer = GPT2TokenizerFast.from_pretrained(tiny)
         torch.manual_seed(0)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent))
-        GPT2LMHeadModel(GPT2Config()).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, folder)
+        with atomic_dir(folder, keep_theirs="config.json") as tmp:  # another benchmark run may finish it first
+            GPT2LMHeadModel(GPT2Config()).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     return str(folder)
 
 

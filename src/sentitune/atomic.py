@@ -77,19 +77,32 @@ def _disk_full(folder: Path, slack: int = 1 << 20) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(path: Path, keep_theirs: str | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder next to `path`; when the block succeeds, rename it to `path`.
 
     Before the rename every file and folder inside gets the umask's mode and is fsynced; after it the
     parent is fsynced. A folder cannot be renamed over a non-empty one, so an existing `path` moves
     to `NAME.old` first and is removed after: a kill in between leaves `NAME.old` (RunDir clears it).
     If the block raises, the temporary folder is removed and `path` is untouched.
+
+    keep_theirs: for caches that several processes may build at once (same key, same content). It
+    names the file a finished folder holds (e.g. "meta.json"): if `path` holds it when ours is done,
+    another process got there first, and its folder stays (it may be in use) while ours is dropped.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _settle(tmp)
+        if keep_theirs is not None:
+            try:
+                os.replace(tmp, path)  # fails if theirs is there: a folder is never renamed over a full one
+            except OSError:
+                if not (path / keep_theirs).exists():
+                    raise
+            else:
+                fsync_dir(path.parent)
+            return
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)  # a leftover of an earlier kill
         if path.exists():
