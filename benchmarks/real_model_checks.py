@@ -9,7 +9,6 @@ reviews, seed 42, 2 threads); prints a markdown table, and with --write puts it 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import ARCHIVE, take, write_archive  # noqa: E402
+from docs_block import write_block  # noqa: E402
 
 from sentitune.config import load_config  # noqa: E402
 from sentitune.data.imdb import read_imdb  # noqa: E402
@@ -34,7 +34,6 @@ CHECKS = {  # keep in step with tests/test_real_models.py
                                         "train.lr=0.003"],
 }
 DOC = ROOT / "docs" / "METHODS.md"
-START, END = "<!-- real-models:start -->", "<!-- real-models:end -->"
 
 
 def main() -> None:
@@ -56,9 +55,8 @@ def main() -> None:
     text = "\n".join(rows)
     print(text)
     if args.write:
-        block = f"{START}\n`.venv/bin/python benchmarks/real_model_checks.py --write`\n\n{text}\n{END}"
-        doc = DOC.read_text()
-        DOC.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S))
+        write_block(DOC, "real-models", f"`.venv/bin/python benchmarks/real_model_checks.py --write`\n\n{text}\n",
+                    require=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from docs_block import write_block
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -266,20 +268,6 @@ def main() -> None:
         write_json(args.out, report)
     if args.write:
         write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, f"```\n{report['command']}\n```\n\n{table}\n")
-
-
-def write_block(doc: Path, name: str, body: str) -> None:
-    """Replace the text between <!-- NAME:start --> and <!-- NAME:end --> (appended if missing)."""
-    from sentitune.atomic import write_text
-
-    text = doc.read_text() if doc.exists() else ""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body}{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + f"\n\n{block}\n"
-    write_text(doc, text)
 
 
 def format_report(r: dict[str, Any]) -> str:
