@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sentitune import zero_shot
+from sentitune.atomic import write_csv
 from sentitune.config import replace
 from sentitune.data.batching import encode
 from sentitune.data.records import Example
@@ -17,7 +17,7 @@ from sentitune.errors import DataError
 from sentitune.models.adapt import count_parameters
 from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
-from sentitune.runs import RunDir, load_model, saved_precision, spreadsheet_safe
+from sentitune.runs import RunDir, load_model, saved_precision
 from sentitune.train import build_classifier, device, evaluate, score, seed_everything
 
 
@@ -141,16 +141,8 @@ def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32, precisi
 
 
 def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:
-    """The reviews are user text: written spreadsheet-safe (see runs.spreadsheet_safe)."""
-    from sentitune.atomic import write_atomic
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["text", "label", "prob_positive"])
-            for p in predictions:
-                w.writerow([spreadsheet_safe(p.text), p.label, f"{p.prob_positive:.6f}"])
-
-    write_atomic(path, write)
+    """The reviews are user text: written spreadsheet-safe (see atomic.write_csv)."""
+    rows = ([p.text, p.label, f"{p.prob_positive:.6f}"] for p in predictions)
+    write_csv(path, ["text", "label", "prob_positive"], rows, text_columns={"text"})
 
 

@@ -15,10 +15,8 @@ file that happens to sit in a run directory survives, and a folder that is not a
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import fnmatch
-import io
 import json
 import pickle
 import re
@@ -30,7 +28,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from sentitune.atomic import append_line, atomic_dir, write_atomic, write_json, write_text
+from sentitune.atomic import append_line, atomic_dir, write_atomic, write_csv, write_json, write_text
+from sentitune.atomic import spreadsheet_safe as spreadsheet_safe  # re-exported: zero_shot._write_margins uses it
 from sentitune.config import ExperimentConfig, dump_yaml, load_config, to_dict
 from sentitune.errors import RunError, SentituneError
 from sentitune.models.classifier import SentimentClassifier
@@ -149,13 +148,9 @@ class RunDir:
 
     def write_predictions(self, ids: list[str], labels: list[int], scores: list[float], threshold: float = 0.5,
                           name: str = "predictions.csv") -> None:
-        """Ids can come from the user (data.id_column): written spreadsheet-safe (see `spreadsheet_safe`)."""
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["id", "label", "prob_positive", "pred"])
-        for i, y, s in zip(ids, labels, scores, strict=True):
-            writer.writerow([spreadsheet_safe(str(i)), y, f"{s:.6f}", int(s > threshold)])
-        write_text(self.path / name, buf.getvalue())
+        """Ids can come from the user (data.id_column): written spreadsheet-safe (see atomic.write_csv)."""
+        rows = ([i, y, f"{s:.6f}", int(s > threshold)] for i, y, s in zip(ids, labels, scores, strict=True))
+        write_csv(self.path / name, ["id", "label", "prob_positive", "pred"], rows, text_columns={"id"})
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -313,25 +308,6 @@ def saved_precision(model_dir: Path) -> str:
         return str(json.loads((model_dir / MODEL_META).read_text()).get("precision", "fp32"))
     except (OSError, ValueError, AttributeError):
         return "fp32"  # load_model reports an unreadable sentitune.json with its own message
-
-
-# Characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(cell: str) -> str:
-    """A text cell that Excel, LibreOffice or Google Sheets shows as text instead of running it as a formula.
-
-    Why: predictions CSVs carry text we do not control (reviews, ids from the user's CSV); a cell such
-    as `=HYPERLINK("http://x","click")` would run when the file is opened in a spreadsheet (CSV or
-    formula injection). As OWASP recommends, a cell that starts with = + - @, a tab or a carriage return
-    gets a leading single quote: spreadsheets show it as text, and a program reading the CSV sees the
-    quote, which is the price (strip one leading "'" to get the original back). Quotes and commas inside
-    a cell need nothing more: csv.writer quotes such a field, so no new cell can start mid-text. Only
-    text cells go through this; the numbers we write (labels, probabilities) stay as they are.
-    Used by RunDir.write_predictions (predictions*.csv) and inference.write_predictions_csv (predict --output).
-    """
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
 
 
 # Keys load_model reads from sentitune.json (later versions add more; older runs lack those).
