@@ -54,7 +54,7 @@ def gpt2_124m_random() -> str:
     return str(folder)
 
 
-def experiment(args: argparse.Namespace, model: str) -> Any:
+def experiment(args: argparse.Namespace, model: str, feature_cache_dir: str | None = None) -> Any:
     from sentitune.config import load_config
 
     sets = [
@@ -65,6 +65,7 @@ def experiment(args: argparse.Namespace, model: str) -> Any:
         f"method.freeze_layers={args.freeze}", f"train.feature_cache={str(args.method != 'lora').lower()}",
         "method.lora.r=8", "method.lora.alpha=16", "name=speed", f"train.warmup_ratio={args.warmup_ratio}",
         f"train.weight_decay={args.weight_decay}", f"model.pooling={args.pooling}",
+        f"train.feature_cache_dir={json.dumps(feature_cache_dir)}",  # JSON: null, or a quoted path
     ]
     return load_config(None, sets)
 
@@ -176,16 +177,11 @@ def run_sentitune(args: argparse.Namespace, model: str) -> dict[str, Any]:
 
     from sentitune.train import train
 
-    cfg = experiment(args, model)
     run_dir = Path(tempfile.mkdtemp()) / "run"
     with tempfile.TemporaryDirectory(prefix="sentitune-features-") as cold:
-        if not args.warm_cache:
-            # A cold feature cache: the first epoch and the test pass pay for computing the frozen prefix,
-            # as in a first run. (The user's cache would otherwise hold it from an earlier benchmark.)
-            import sentitune.features
-
-            sentitune.features.cache_dir = lambda *parts: Path(cold)
-        metrics = train(cfg, run_dir)
+        # A cold feature cache: the first epoch and the test pass pay for computing the frozen prefix,
+        # as in a first run. (The user's cache would otherwise hold it from an earlier benchmark.)
+        metrics = train(experiment(args, model, None if args.warm_cache else cold), run_dir)
     return {"epoch_seconds": metrics["epoch_seconds"], "eval_seconds": metrics["test_seconds"],
             "eval_reviews": metrics["test"]["n"], "train_tokens_per_epoch": metrics["train_tokens"] / args.epochs,
             "accuracy": metrics["test"]["accuracy"], "threads": torch.get_num_threads(),
