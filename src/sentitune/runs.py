@@ -133,18 +133,8 @@ class RunDir:
     def log(self, record: dict[str, Any]) -> None:
         append_line(self.path / "log.jsonl", json.dumps(record))
 
-    def read_log(self) -> list[dict[str, Any]]:
-        file = self.path / "log.jsonl"
-        return [json.loads(x) for x in file.read_text().splitlines() if x.strip()] if file.exists() else []
-
     def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> None:
         write_json(self.path / name, metrics)
-
-    def metrics(self) -> dict[str, Any]:
-        file = self.path / "metrics.json"
-        if not file.exists():
-            raise RunError(f"{self.path}: no metrics.json (the run has not finished)")
-        return json.loads(file.read_text())
 
     def write_predictions(self, ids: list[str], labels: list[int], scores: list[float], threshold: float = 0.5,
                           name: str = "predictions.csv") -> None:

@@ -15,7 +15,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -302,9 +302,3 @@ def download_file(
             f"{ARCHIVE_NAME} or extracted aclImdb/ folder, or set ${ENV_PATH}"
         ) from None
     return dest
-
-
-def iter_reviews(path: Path) -> Iterator[Example]:
-    """All labelled reviews of both splits, for tools that do not care about the split."""
-    for examples in read_imdb(path).values():
-        yield from examples
