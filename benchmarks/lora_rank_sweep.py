@@ -13,11 +13,11 @@ out of reach; the packaged models are loaded for real.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from docs_block import write_block
 
 from sentitune.config import LoraSettings, MethodConfig
 from sentitune.errors import ModelError
@@ -29,7 +29,6 @@ from sentitune.models.registry import default_lora_targets, load_backbone, resol
 RANKS = (4, 8, 16, 32)
 MODELS = ("gpt2", "smollm2-135m", "bert-base-uncased", "minilm")
 DOC = Path(__file__).resolve().parents[1] / "docs" / "METHODS.md"
-START, END = "<!-- lora-rank-sweep:start -->", "<!-- lora-rank-sweep:end -->"
 COMMAND = ".venv/bin/python benchmarks/lora_rank_sweep.py --write"
 
 
@@ -84,11 +83,7 @@ def main() -> None:
     text = table(rows)
     print(text)
     if args.write:
-        doc = DOC.read_text()
-        block = f"{START}\n`{COMMAND}`\n\n{text}\n{END}"
-        if START not in doc:
-            raise SystemExit(f"{DOC}: no {START} marker to write the table into")
-        DOC.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S))
+        write_block(DOC, "lora-rank-sweep", f"`{COMMAND}`\n\n{text}\n", require=True)
 
 
 if __name__ == "__main__":

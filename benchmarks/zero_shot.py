@@ -118,16 +118,13 @@ def markdown(result: dict[str, Any], command: str) -> str:
 
 
 def write_outputs(args: argparse.Namespace, result: dict[str, Any], command: str) -> None:
-    from sentitune.atomic import write_json, write_text
+    from docs_block import write_block
+
+    from sentitune.atomic import write_json
 
     write_json(args.json, result)
-    block = markdown(result, command)
-    text = args.docs.read_text() if args.docs.exists() else f"# Zero-shot sentiment\n\n{START}\n{END}\n"
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text += "\n" + block + "\n"
-    write_text(args.docs, text)
+    body = markdown(result, command).removeprefix(START + "\n").removesuffix(END)  # markdown() adds the markers
+    write_block(args.docs, "zero-shot-results", body, new_doc="# Zero-shot sentiment\n")
 
 
 def main() -> int:

@@ -103,6 +103,7 @@ class TrainConfig:
     threads: int | None = None  # torch threads; None: all cores
     baseline: bool = True  # evaluate the untrained classifier on test before training
     feature_cache: bool = False  # frozen prefix computed once, stored on disk (docs/PERFORMANCE.md)
+    feature_cache_dir: str | None = None  # its folder; None: features/ in $SENTITUNE_CACHE (~/.cache/sentitune)
 
 
 @dataclass

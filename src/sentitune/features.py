@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sentitune.atomic import current_umask
+from sentitune.atomic import atomic_dir
 from sentitune.data.batching import Encoded, iterate, sorted_batches
 from sentitune.models.adapt import base_model
 from sentitune.models.split import Prefix, prefix_forward
@@ -89,7 +86,7 @@ class FeatureCache:
 def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerprint: str | None = None,
                 batch_size: int = 32, progress: bool = False, root: Path | None = None,
                 backbone_kwargs: Callable[[torch.Tensor], dict[str, Any]] | None = None) -> FeatureCache:
-    """Compute (or reuse) the cache for `data`; written in a temp folder and renamed into place."""
+    """Compute (or reuse) the cache for `data`; written in a temp folder and renamed into place (atomic_dir)."""
     root = root or cache_dir("features")
     fingerprint = fingerprint or prefix_fingerprint(backbone, n)
     folder = root / cache_key(fingerprint, n, data)
@@ -98,9 +95,8 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
     offsets = np.zeros(len(data) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(x) for x in data.input_ids])
     hidden_size = base_model(backbone).config.hidden_size
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the files inside follow the umask
-    try:
+    # Keys are content hashes: a folder another run finished meanwhile holds the same states, so keep theirs.
+    with atomic_dir(folder, keep_theirs="meta.json") as tmp:
         out = np.memmap(tmp / "hidden.bin", dtype=np.uint16, mode="w+", shape=(int(offsets[-1]), hidden_size))
         was_training = backbone.training
         backbone.eval()
@@ -121,13 +117,6 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
         np.save(tmp / "offsets.npy", offsets)
         (tmp / "meta.json").write_text(json.dumps({"hidden_size": hidden_size, "n": n, "reviews": len(data),
                                                    "tokens": int(offsets[-1]), "fingerprint": fingerprint}))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # built concurrently by another run: keep theirs
-            if not (folder / "meta.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return FeatureCache(folder)
 
 

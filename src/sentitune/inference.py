@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentitune.atomic import write_csv
 from sentitune.config import replace
 from sentitune.data.batching import encode
 from sentitune.data.records import Example
@@ -19,7 +19,7 @@ from sentitune.models.methods import build_classifier
 from sentitune.models.saving import load_model, saved_precision
 from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
-from sentitune.runs import RunDir, spreadsheet_safe
+from sentitune.runs import RunDir
 from sentitune.runtime import device, seed_everything
 from sentitune.zero_shot.predictor import is_zero_shot_run, probabilities, saved_margins
 
@@ -145,16 +145,8 @@ def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32, precisi
 
 
 def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:
-    """The reviews are user text: written spreadsheet-safe (see runs.spreadsheet_safe)."""
-    from sentitune.atomic import write_atomic
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["text", "label", "prob_positive"])
-            for p in predictions:
-                w.writerow([spreadsheet_safe(p.text), p.label, f"{p.prob_positive:.6f}"])
-
-    write_atomic(path, write)
+    """The reviews are user text: written spreadsheet-safe (see atomic.write_csv)."""
+    rows = ([p.text, p.label, f"{p.prob_positive:.6f}"] for p in predictions)
+    write_csv(path, ["text", "label", "prob_positive"], rows, text_columns={"text"})
 
 

@@ -15,10 +15,8 @@ file that happens to sit in a run directory survives, and a folder that is not a
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import fnmatch
-import io
 import json
 import pickle
 import re
@@ -29,7 +27,7 @@ from typing import Any
 import torch
 import yaml
 
-from sentitune.atomic import append_line, write_atomic, write_json, write_text
+from sentitune.atomic import append_line, write_atomic, write_csv, write_json, write_text
 from sentitune.config import ExperimentConfig, dump_yaml, load_config, to_dict
 from sentitune.errors import RunError, SentituneError
 
@@ -131,28 +129,14 @@ class RunDir:
     def log(self, record: dict[str, Any]) -> None:
         append_line(self.path / "log.jsonl", json.dumps(record))
 
-    def read_log(self) -> list[dict[str, Any]]:
-        file = self.path / "log.jsonl"
-        return [json.loads(x) for x in file.read_text().splitlines() if x.strip()] if file.exists() else []
-
     def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> None:
         write_json(self.path / name, metrics)
 
-    def metrics(self) -> dict[str, Any]:
-        file = self.path / "metrics.json"
-        if not file.exists():
-            raise RunError(f"{self.path}: no metrics.json (the run has not finished)")
-        return json.loads(file.read_text())
-
     def write_predictions(self, ids: list[str], labels: list[int], scores: list[float], threshold: float = 0.5,
                           name: str = "predictions.csv") -> None:
-        """Ids can come from the user (data.id_column): written spreadsheet-safe (see `spreadsheet_safe`)."""
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["id", "label", "prob_positive", "pred"])
-        for i, y, s in zip(ids, labels, scores, strict=True):
-            writer.writerow([spreadsheet_safe(str(i)), y, f"{s:.6f}", int(s > threshold)])
-        write_text(self.path / name, buf.getvalue())
+        """Ids can come from the user (data.id_column): written spreadsheet-safe (see atomic.write_csv)."""
+        rows = ([i, y, f"{s:.6f}", int(s > threshold)] for i, y, s in zip(ids, labels, scores, strict=True))
+        write_csv(self.path / name, ["id", "label", "prob_positive", "pred"], rows, text_columns={"id"})
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -263,23 +247,3 @@ def _load_failure(e: Exception) -> str:
                  if not x.startswith(("Please file an issue", "Check the documentation"))] or lines[:1]
     first = lines[0].split(". ")[0].rstrip(".") if lines else type(e).__name__
     return first if len(first) <= 160 else first[:157] + "..."
-
-
-# ---------------------------------------------------------------------- spreadsheet-safe cells
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(cell: str) -> str:
-    """A text cell that Excel, LibreOffice or Google Sheets shows as text instead of running it as a formula.
-
-    Why: predictions CSVs carry text we do not control (reviews, ids from the user's CSV); a cell such
-    as `=HYPERLINK("http://x","click")` would run when the file is opened in a spreadsheet (CSV or
-    formula injection). As OWASP recommends, a cell that starts with = + - @, a tab or a carriage return
-    gets a leading single quote: spreadsheets show it as text, and a program reading the CSV sees the
-    quote, which is the price (strip one leading "'" to get the original back). Quotes and commas inside
-    a cell need nothing more: csv.writer quotes such a field, so no new cell can start mid-text. Only
-    text cells go through this; the numbers we write (labels, probabilities) stay as they are.
-    Used by RunDir.write_predictions (predictions*.csv) and inference.write_predictions_csv (predict --output).
-    """
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell

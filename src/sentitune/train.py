@@ -51,12 +51,13 @@ def phase_features(p: Prepared, cfg: ExperimentConfig, phase: PhaseConfig, progr
     if not cfg.train.feature_cache or n == 0:
         return None
     fingerprint = prefix_fingerprint(model.backbone, n)
+    root = Path(cfg.train.feature_cache_dir).expanduser() if cfg.train.feature_cache_dir else None  # None: the default
     out = {}
     for split, data in p.encoded.items():
         if len(data):
             started = time.perf_counter()
             cache = build_cache(model.backbone, data, n, p.tokenizer.pad_token_id, fingerprint,
-                                cfg.train.eval_batch_size, progress, backbone_kwargs=model.backbone_kwargs)
+                                cfg.train.eval_batch_size, progress, root=root, backbone_kwargs=model.backbone_kwargs)
             out[split] = Features(n, cache, time.perf_counter() - started)
     return out
 

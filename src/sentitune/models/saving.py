@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from sentitune.atomic import atomic_dir
 from sentitune.errors import RunError, SentituneError
 from sentitune.models.classifier import SentimentClassifier
-from sentitune.models.registry import load_backbone, resolve
+from sentitune.models.registry import ensure_pad_token, load_backbone, resolve
 
 MODEL_META = "sentitune.json"
 
@@ -147,9 +147,7 @@ def load_model(model_dir: Path) -> tuple[SentimentClassifier, Any]:
         vocabulary = model_dir / "tokenizer.json"
         raise RunError(f"{vocabulary}: missing — the run's model folder is incomplete" if not vocabulary.exists()
                        else f"{model_dir}: the tokenizer has no vocabulary — {_DAMAGED}")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token_id = meta["pad_token_id"]
-    tokenizer.padding_side = "right"
+    ensure_pad_token(tokenizer, str(model_dir), meta["pad_token_id"])
     if meta["weights"] == "backbone":
         with _Loading(model_dir / "backbone"):
             backbone = load_backbone(str(model_dir / "backbone"))

@@ -3,8 +3,6 @@ calibrated decisions, optional few-shot, and the run's outputs (metrics, predict
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from sentitune.atomic import write_text
+from sentitune.atomic import write_csv
 from sentitune.config import ConfigError, ExperimentConfig, PromptTemplate, to_dict
 from sentitune.data.records import Example
 from sentitune.data.sources import load_splits
 from sentitune.data.splits import sample
 from sentitune.metrics import classification_metrics
-from sentitune.runs import RunDir, spreadsheet_safe
+from sentitune.runs import RunDir
 from sentitune.runtime import seed_everything, set_threads
 from sentitune.zero_shot.calibration import (
     calibrate,
@@ -159,9 +157,5 @@ def run_zero_shot(cfg: ExperimentConfig, out: Path | None = None, overwrite: boo
 
 
 def _write_margins(path: Path, examples: Sequence[Example], margins: np.ndarray) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["id", "label", "margin"])
-    for e, m in zip(examples, margins, strict=True):
-        writer.writerow([spreadsheet_safe(e.id), e.label, f"{m:.6f}"])  # ids can be the user's
-    write_text(path, buf.getvalue())
+    rows = ([e.id, e.label, f"{m:.6f}"] for e, m in zip(examples, margins, strict=True))
+    write_csv(path, ["id", "label", "margin"], rows, text_columns={"id"})  # ids can be the user's
