@@ -14,6 +14,7 @@ import torch
 from sentitune.cli import main
 from sentitune.config import ConfigError, PromptTemplate, load_config
 from sentitune.data.sources import load_splits
+from sentitune.errors import ModelError
 from sentitune.inference import evaluate_run, predict_texts
 from sentitune.models.registry import load_tokenizer, resolve
 from sentitune.zero_shot import (
@@ -187,6 +188,16 @@ def test_run_and_cli_write_a_complete_run(tiny: tuple, imdb_slice_archive: Path,
     assert main(["train", "--model", "gpt2-tiny-random", "--method", "zero-shot", "--data", str(imdb_slice_archive),
                  "--eval-size", "10", "--val-size", "10", "--set", "zero_shot.calibration_size=6",
                  "--out", str(tmp_path / "train"), "--no-progress"]) == 0
+    # The recipe for trained methods says where zero-shot runs instead of failing somewhere inside.
+    from sentitune.train import train
+
+    with pytest.raises(ConfigError, match="method.name=zero-shot trains nothing"):
+        train(cfg, tmp_path / "not-trained")
+    assert not (tmp_path / "not-trained").exists()
+    # What the run is comes from its config.yaml: without zero_shot.json, predict names the missing file.
+    (tmp_path / "run" / "zero_shot.json").unlink()
+    with pytest.raises(ModelError, match="zero_shot.json: not a readable zero-shot predictor"):
+        predict_texts(tmp_path / "run", ["A fine film."])
 
 
 def test_ensemble_margin_is_the_mean_of_spread_normalised_members() -> None:

@@ -21,7 +21,7 @@ from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
 from sentitune.runs import RunDir
 from sentitune.runtime import device, seed_everything
-from sentitune.zero_shot.predictor import is_zero_shot_run, probabilities, saved_margins
+from sentitune.zero_shot.predictor import probabilities, saved_margins
 
 
 def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = None, eval_size: int | None = None,
@@ -42,7 +42,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     examples = getattr(splits, split)
     if not examples:
         raise DataError(f"{run_dir}: the {split} split is empty for this run's data settings (data.val_size?)")
-    if is_zero_shot_run(run_dir):
+    if cfg.method.name == "zero-shot":  # the run's own config says what it is, not a file's presence
         return _evaluate_zero_shot(run, examples, split, progress)
     model, tokenizer = load_model(run.model_dir)
     model.to(device())
@@ -115,7 +115,7 @@ class Predictor:
     def __init__(self, run_dir: Path, precision: str | None = None) -> None:
         self.run = RunDir(run_dir)
         self.cfg = self.run.config()
-        self.zero_shot = is_zero_shot_run(run_dir)
+        self.zero_shot = self.cfg.method.name == "zero-shot"  # a prompt and a threshold, no trained weights
         if not self.zero_shot:
             self.model, self.tokenizer = load_model(self.run.model_dir)
             self.model.to(device())

@@ -187,6 +187,9 @@ def train(
 ) -> dict[str, Any]:
     """Run the experiment `cfg` into `run_dir`; returns the final metrics (also in metrics.json)."""
     started = time.perf_counter()
+    if cfg.method.name == "zero-shot":  # nothing trains: the prompting recipe runs it (`sentitune zero-shot`)
+        raise ConfigError("method.name=zero-shot trains nothing: run it with sentitune.zero_shot.run_zero_shot "
+                          "(the CLI's `train` and `zero-shot` commands both do)")
     if resume:
         run = RunDir.create(Path(run_dir), cfg, resume=True)
     else:

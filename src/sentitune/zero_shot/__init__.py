@@ -23,7 +23,7 @@ from sentitune.zero_shot.calibration import (
     label_free_threshold,
     member_scales,
 )
-from sentitune.zero_shot.predictor import is_zero_shot_run, probabilities, saved_margins
+from sentitune.zero_shot.predictor import probabilities, saved_margins
 from sentitune.zero_shot.prompts import Demonstration, PromptEncoder, describe_prompts, draw_demonstrations
 from sentitune.zero_shot.recipe import run_zero_shot, sweep_row
 from sentitune.zero_shot.scoring import CausalScorer, load_causal_lm
@@ -45,7 +45,6 @@ __all__ = [
     "fit_threshold",
     "get_template",
     "get_templates",
-    "is_zero_shot_run",
     "label_free_threshold",
     "load_causal_lm",
     "member_scales",

@@ -34,11 +34,6 @@ def save_predictor(run_dir: Path, spec: str, templates: Sequence[PromptTemplate]
         "threshold": threshold, "decision": decision})
 
 
-def is_zero_shot_run(run_dir: Path) -> bool:
-    """A zero-shot run has a predictor file instead of trained weights."""
-    return (Path(run_dir) / PREDICTOR).exists()
-
-
 def saved_margins(run_dir: Path, texts: Sequence[str], batch_size: int = 8,
                   progress: bool = False) -> tuple[np.ndarray, float]:
     """Margins of `texts` under a saved zero-shot run's prompt, and the run's decision threshold."""
