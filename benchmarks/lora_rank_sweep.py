@@ -1,7 +1,7 @@
 """LoRA parameter accounting for r = 4, 8, 16, 32 on decoder and encoder backbones (no training).
 
 Builds each classifier through the same code a run uses (load_backbone -> SentimentClassifier ->
-add_lora with the per-architecture default targets -> set_trainable("lora")) and counts. Parameter
+add_lora with the per-architecture default targets -> the lora method's apply) and counts. Parameter
 counts depend only on the architecture, so `gpt2` and `bert-base-uncased` are built from their
 default configs (GPT2Config() is GPT-2 small, BertConfig() is bert-base-uncased) when the hub is
 out of reach; the packaged models are loaded for real.
@@ -13,22 +13,22 @@ out of reach; the packaged models are loaded for real.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from docs_block import write_block
 
-from sentitune.config import LoraSettings
+from sentitune.config import LoraSettings, MethodConfig
 from sentitune.errors import ModelError
-from sentitune.models.adapt import add_lora, count_parameters, set_trainable
+from sentitune.models.adapt import add_lora, count_parameters
 from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.methods import method
 from sentitune.models.registry import default_lora_targets, load_backbone, resolve
 
 RANKS = (4, 8, 16, 32)
 MODELS = ("gpt2", "smollm2-135m", "bert-base-uncased", "minilm")
 DOC = Path(__file__).resolve().parents[1] / "docs" / "METHODS.md"
-START, END = "<!-- lora-rank-sweep:start -->", "<!-- lora-rank-sweep:end -->"
 COMMAND = ".venv/bin/python benchmarks/lora_rank_sweep.py --write"
 
 
@@ -53,7 +53,7 @@ def sweep(spec: str) -> list[dict[str, Any]]:
         backbone, model_type, origin = backbone_for(spec)
         model = SentimentClassifier(backbone, backbone.config.hidden_size, "mean", 2, 0.0)
         add_lora(model, LoraSettings(r=r, alpha=2 * r), model_type)
-        set_trainable(model, "lora")
+        method("lora").apply(model, MethodConfig(lora=LoraSettings(r=r, alpha=2 * r)))
         counts = count_parameters(model)
         lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
         rows.append({"model": spec, "type": model_type, "origin": origin, "r": r, "total": counts["total"],
@@ -83,11 +83,7 @@ def main() -> None:
     text = table(rows)
     print(text)
     if args.write:
-        doc = DOC.read_text()
-        block = f"{START}\n`{COMMAND}`\n\n{text}\n{END}"
-        if START not in doc:
-            raise SystemExit(f"{DOC}: no {START} marker to write the table into")
-        DOC.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S))
+        write_block(DOC, "lora-rank-sweep", f"`{COMMAND}`\n\n{text}\n", require=True)
 
 
 if __name__ == "__main__":

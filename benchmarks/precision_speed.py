@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from sentitune.precision import autocast, cpu_has_bf16, pick_precision
-from sentitune.train import device
+from sentitune.runtime import device
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:

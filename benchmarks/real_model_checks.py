@@ -9,20 +9,21 @@ reviews, seed 42, 2 threads); prints a markdown table, and with --write puts it 
 from __future__ import annotations
 
 import argparse
-import re
-import sys
+import os
 import tempfile
 import time
 from pathlib import Path
 
+from docs_block import write_block
+
+from sentitune.config import load_config
+from sentitune.data.imdb import read_imdb
+from sentitune.data.records import Example
+from sentitune.train import train
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from conftest import ARCHIVE, take, write_archive  # noqa: E402
-
-from sentitune.config import load_config  # noqa: E402
-from sentitune.data.imdb import read_imdb  # noqa: E402
-from sentitune.train import train  # noqa: E402
+# The archive the tests read (tests/conftest.py).
+ARCHIVE = Path(os.environ.get("SENTITUNE_TEST_IMDB", ROOT.parent / "shared" / "data" / "aclImdb_v1.tar.gz"))
 
 COMMON = ["data.val_size=0", "train.batch_size=16", "train.baseline=false", "train.checkpoint_every=null",
           "train.threads=2"]
@@ -34,7 +35,23 @@ CHECKS = {  # keep in step with tests/test_real_models.py
                                         "train.lr=0.003"],
 }
 DOC = ROOT / "docs" / "METHODS.md"
-START, END = "<!-- real-models:start -->", "<!-- real-models:end -->"
+
+
+def shortest(examples: list[Example], per_class: int) -> list[Example]:
+    """The `per_class` shortest reviews of each label: the slice tests/conftest.py `take(..., shortest=True)` makes."""
+    out: list[Example] = []
+    for label in (0, 1):
+        out += sorted((e for e in examples if e.label == label), key=lambda e: len(e.text))[:per_class]
+    return out
+
+
+def write_folder(root: Path, examples: list[Example]) -> Path:
+    """The reviews in the official extracted layout (aclImdb/train/pos/123_9.txt), which read_imdb reads back."""
+    for e in examples:
+        file = root / "aclImdb" / f"{e.id}.txt"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(e.text.encode("utf-8"))
+    return root / "aclImdb"
 
 
 def main() -> None:
@@ -45,20 +62,18 @@ def main() -> None:
     full = read_imdb(args.imdb)
     rows = ["| check | train reviews | accuracy | ROC AUC | train s | wall s |", "|---|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
-        archive = write_archive(Path(tmp) / "aclImdb_v1.tar.gz", {"train": take(full["train"], 100, shortest=True),
-                                                                  "test": take(full["test"], 50, shortest=True)})
+        folder = write_folder(Path(tmp) / "data", shortest(full["train"], 100) + shortest(full["test"], 50))
         for name, overrides in CHECKS.items():
             start = time.perf_counter()
-            m = train(load_config(None, [f"data.path={archive}"] + COMMON + overrides), Path(tmp) / name)
+            m = train(load_config(None, [f"data.path={folder}"] + COMMON + overrides), Path(tmp) / name)
             rows.append(f"| {name} | {m['data']['train']['n']} | {m['test']['accuracy']:.3f} | "
                         f"{m['test']['roc_auc']:.3f} | {m['train_seconds']:.0f} | {time.perf_counter() - start:.0f} |")
             print(rows[-1], flush=True)
     text = "\n".join(rows)
     print(text)
     if args.write:
-        block = f"{START}\n`.venv/bin/python benchmarks/real_model_checks.py --write`\n\n{text}\n{END}"
-        doc = DOC.read_text()
-        DOC.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S))
+        write_block(DOC, "real-models", f"`.venv/bin/python benchmarks/real_model_checks.py --write`\n\n{text}\n",
+                    require=True)
 
 
 if __name__ == "__main__":

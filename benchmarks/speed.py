@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from docs_block import write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,7 @@ def gpt2_124m_random() -> str:
     """A GPT-2-size model folder (random weights, real GPT-2 tokenizer), built once in the cache."""
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
+    from sentitune.atomic import atomic_dir
     from sentitune.models.registry import resolve
     from sentitune.paths import cache_dir
 
@@ -46,14 +48,13 @@ def gpt2_124m_random() -> str:
         tiny = Path(resolve("gpt2-tiny-random").source)  # has the real GPT-2 vocab.json/merges.txt
         tokenizer = GPT2TokenizerFast.from_pretrained(tiny)
         torch.manual_seed(0)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent))
-        GPT2LMHeadModel(GPT2Config()).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, folder)
+        with atomic_dir(folder, keep_theirs="config.json") as tmp:  # another benchmark run may finish it first
+            GPT2LMHeadModel(GPT2Config()).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     return str(folder)
 
 
-def experiment(args: argparse.Namespace, model: str) -> Any:
+def experiment(args: argparse.Namespace, model: str, feature_cache_dir: str | None = None) -> Any:
     from sentitune.config import load_config
 
     sets = [
@@ -64,6 +65,7 @@ def experiment(args: argparse.Namespace, model: str) -> Any:
         f"method.freeze_layers={args.freeze}", f"train.feature_cache={str(args.method != 'lora').lower()}",
         "method.lora.r=8", "method.lora.alpha=16", "name=speed", f"train.warmup_ratio={args.warmup_ratio}",
         f"train.weight_decay={args.weight_decay}", f"model.pooling={args.pooling}",
+        f"train.feature_cache_dir={json.dumps(feature_cache_dir)}",  # JSON: null, or a quoted path
     ]
     return load_config(None, sets)
 
@@ -175,16 +177,11 @@ def run_sentitune(args: argparse.Namespace, model: str) -> dict[str, Any]:
 
     from sentitune.train import train
 
-    cfg = experiment(args, model)
     run_dir = Path(tempfile.mkdtemp()) / "run"
     with tempfile.TemporaryDirectory(prefix="sentitune-features-") as cold:
-        if not args.warm_cache:
-            # A cold feature cache: the first epoch and the test pass pay for computing the frozen prefix,
-            # as in a first run. (The user's cache would otherwise hold it from an earlier benchmark.)
-            import sentitune.features
-
-            sentitune.features.cache_dir = lambda *parts: Path(cold)
-        metrics = train(cfg, run_dir)
+        # A cold feature cache: the first epoch and the test pass pay for computing the frozen prefix,
+        # as in a first run. (The user's cache would otherwise hold it from an earlier benchmark.)
+        metrics = train(experiment(args, model, None if args.warm_cache else cold), run_dir)
     return {"epoch_seconds": metrics["epoch_seconds"], "eval_seconds": metrics["test_seconds"],
             "eval_reviews": metrics["test"]["n"], "train_tokens_per_epoch": metrics["train_tokens"] / args.epochs,
             "accuracy": metrics["test"]["accuracy"], "threads": torch.get_num_threads(),
@@ -267,20 +264,6 @@ def main() -> None:
         write_json(args.out, report)
     if args.write:
         write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, f"```\n{report['command']}\n```\n\n{table}\n")
-
-
-def write_block(doc: Path, name: str, body: str) -> None:
-    """Replace the text between <!-- NAME:start --> and <!-- NAME:end --> (appended if missing)."""
-    from sentitune.atomic import write_text
-
-    text = doc.read_text() if doc.exists() else ""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body}{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + f"\n\n{block}\n"
-    write_text(doc, text)
 
 
 def format_report(r: dict[str, Any]) -> str:

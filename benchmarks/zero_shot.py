@@ -118,16 +118,13 @@ def markdown(result: dict[str, Any], command: str) -> str:
 
 
 def write_outputs(args: argparse.Namespace, result: dict[str, Any], command: str) -> None:
-    from sentitune.atomic import write_json, write_text
+    from docs_block import write_block
+
+    from sentitune.atomic import write_json
 
     write_json(args.json, result)
-    block = markdown(result, command)
-    text = args.docs.read_text() if args.docs.exists() else f"# Zero-shot sentiment\n\n{START}\n{END}\n"
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text += "\n" + block + "\n"
-    write_text(args.docs, text)
+    body = markdown(result, command).removeprefix(START + "\n").removesuffix(END)  # markdown() adds the markers
+    write_block(args.docs, "zero-shot-results", body, new_doc="# Zero-shot sentiment\n")
 
 
 def main() -> int:
@@ -143,10 +140,11 @@ def main() -> int:
     from sentitune.data.sources import load_splits
     from sentitune.data.splits import sample
     from sentitune.zero_shot import (
+        Calibration,
         CausalScorer,
         PromptEncoder,
+        calibrate,
         calibrated_rows,
-        calibration_thresholds,
         combine_margins,
         contextual_offset,
         describe_prompts,
@@ -154,7 +152,6 @@ def main() -> int:
         get_templates,
         label_free_threshold,
         load_causal_lm,
-        member_scales,
         sweep_row,
     )
 
@@ -212,7 +209,7 @@ def main() -> int:
         result["sweep"][f"{name}@{tokens}"] = {
             "prompt": ts[0].prompt if len(ts) == 1 else "ensemble (mean of spread-normalised margins)",
             "words": "; ".join(f"{t.positive}/{t.negative}" for t in ts), "chat": ts[0].chat and len(ts) == 1,
-            "review_tokens": tokens, **sweep_row(y_cal, combine_margins(parts, member_scales(parts)))}
+            "review_tokens": tokens, **sweep_row(y_cal, parts)}
         finish(partial=True)
     # (2) The choice, by validation ROC AUC (the threshold does not move it).
     if args.template == "auto":
@@ -227,23 +224,22 @@ def main() -> int:
     if args.shots:
         demos = draw_demonstrations(splits.train, args.shots, args.seed)
         kinds[f"{args.shots}-shot"] = encoders_for(name, tokens, demos)
-    thresholds, scales = {}, {}
+    calibrations: dict[str, Calibration] = {}
     for kind, encoders in kinds.items():
         parts = member_margins(kind, encoders, tokens, "calibration", calib)
-        scales[kind] = member_scales(parts)
-        cal = combine_margins(parts, scales[kind])
         offsets = [offset(f"{kind} {e.template.name}@{tokens}", e) for e in encoders]
-        thresholds[kind] = calibration_thresholds(offsets, scales[kind], y_cal, cal)
+        calibrations[kind] = calibrate(parts, offsets, y_cal)
         words, result["prompts"][kind] = describe_prompts(encoders)
         result["label_words"] = result["label_words"] or words
-    result["scales"] = scales
+    result["scales"] = {kind: c.scales for kind, c in calibrations.items()}
     members = kinds["zero-shot"] if len(kinds["zero-shot"]) > 1 else []
     # Zero- and few-shot advance through test together, so a partial result compares them on the same reviews.
     for n in range(args.chunk, len(test) + args.chunk, args.chunk):
         for kind, encoders in kinds.items():
             m = n if kind == "zero-shot" else min(n, args.few_shot_size)
-            margins = combine_margins(member_margins(kind, encoders, tokens, "test", test[:m]), scales[kind])
-            rows = calibrated_rows(y_test[:m], margins, thresholds[kind])
+            fitted = calibrations[kind]
+            margins = combine_margins(member_margins(kind, encoders, tokens, "test", test[:m]), fitted.scales)
+            rows = calibrated_rows(y_test[:m], margins, fitted.thresholds)
             result["rows"].update({f"{kind} {k}": v for k, v in rows.items()})
         # An ensemble's members alone on the same reviews (their margins are already cached): what it adds.
         for e in members:

@@ -9,8 +9,9 @@ import torch
 from conftest import take
 
 from sentitune.data.batching import collate, encode
-from sentitune.features import build_cache, prefix_forward, top_forward
+from sentitune.features import build_cache
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
+from sentitune.models.split import prefix_forward, top_forward
 
 pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
 
@@ -111,3 +112,19 @@ def test_training_from_the_cache_matches_recomputing_the_prefix(
     # A second run with the same frozen prefix reuses the cache instead of writing a new one.
     train(load_config(None, [*base, "train.feature_cache=true", "train.lr=0.002"]), tmp_path / "again")
     assert sorted(p.name for p in (tmp_path / "cache" / "features").iterdir()) == folders
+
+
+def test_feature_cache_dir_says_where_the_cache_goes(imdb_slice_archive: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.feature_cache_dir: a cold cache for a benchmark, or a faster disk, without touching $SENTITUNE_CACHE."""
+    from sentitune.config import load_config
+    from sentitune.train import train
+
+    monkeypatch.setenv("SENTITUNE_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(None, ["model.spec=gpt2-tiny-random", "method.name=partial", "method.freeze_layers=1",
+                             f"data.path={imdb_slice_archive}", "data.max_length=32", "data.train_size=16",
+                             "data.val_size=0", "data.eval_size=8", "train.batch_size=8", "train.baseline=false",
+                             "train.feature_cache=true", f"train.feature_cache_dir={tmp_path / 'elsewhere'}"])
+    assert train(cfg, tmp_path / "run")["feature_cache"]
+    assert len(list((tmp_path / "elsewhere").iterdir())) == 2  # train and test, each under its own key
+    assert not (tmp_path / "cache" / "features").exists()

@@ -132,6 +132,18 @@ def test_predict_output_neutralises_formula_cells(
     assert 0.0 <= float(row["prob_positive"]) <= 1.0  # numbers stay numbers
 
 
+def test_write_csv_guards_text_columns_only(tmp_path: Path) -> None:
+    """The one CSV writer: text columns get the quote, other cells (a negative number) are written as given."""
+    from sentitune.atomic import write_csv
+
+    out = tmp_path / "out.csv"
+    write_csv(out, ["id", "score"], iter([["=1+1", "-0.5"], ["-note", -2]]), text_columns={"id"})
+    assert out.read_bytes() == b"id,score\r\n'=1+1,-0.5\r\n'-note,-2\r\n"
+    with pytest.raises(ValueError, match="not in the header"):
+        write_csv(tmp_path / "bad.csv", ["id"], [], text_columns={"text"})
+    assert not (tmp_path / "bad.csv").exists()
+
+
 @pytest.mark.parametrize("writer", ["train-predictions.csv", "evaluate-predictions-test.csv"])
 def test_run_predictions_neutralise_user_given_ids(runs: dict[str, Path], tmp_path: Path, writer: str) -> None:
     """The CSV source's ids all start with = + - or @; predictions.csv must not hand them to a spreadsheet."""

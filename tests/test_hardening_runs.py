@@ -248,7 +248,7 @@ def test_renames_are_followed_by_an_fsync_of_their_folder(tmp_path: Path, monkey
     from sentitune.atomic import write_text
     from sentitune.models.classifier import SentimentClassifier
     from sentitune.models.registry import load_backbone, load_tokenizer, resolve
-    from sentitune.runs import save_model
+    from sentitune.models.saving import save_model
 
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -277,3 +277,23 @@ def test_renames_are_followed_by_an_fsync_of_their_folder(tmp_path: Path, monkey
         assert events[i + 1:i + 2] == [("fsync", str(run.resolve()))], f"no fsync of {run} right after {events[i]}"
     staged = [path for kind, path in events[:renames[1]] if kind == "fsync"]
     assert any(p.endswith("/head.safetensors") for p in staged), "the model's files are fsynced before the rename"
+
+
+def test_a_cache_folder_another_process_finished_first_is_kept(tmp_path: Path) -> None:
+    """atomic_dir(keep_theirs=...): two runs building the same cache key end with one folder, never an error."""
+    from sentitune.atomic import atomic_dir
+
+    dest = tmp_path / "key"
+    with atomic_dir(dest, keep_theirs="meta.json") as tmp:
+        (tmp / "meta.json").write_text("ours")
+        dest.mkdir()
+        (dest / "meta.json").write_text("theirs")  # the other run renames its folder into place first
+    assert (dest / "meta.json").read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["key"], "ours is dropped, no temporary folder left"
+    # A folder there that is not a finished one (no meta.json) is not taken for theirs.
+    other = tmp_path / "other"
+    with pytest.raises(OSError), atomic_dir(other, keep_theirs="meta.json") as tmp:
+        (tmp / "meta.json").write_text("ours")
+        other.mkdir()
+        (other / "half-written.bin").write_text("")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key", "other"]

@@ -3,12 +3,13 @@
 The models are tiny random-init transformers with real tokenizers: the packaged `gpt2-tiny-random`
 (GPT-2 code path, Conv1D, no pad token) and a 2-layer BERT built here with MiniLM's real WordPiece
 files. Each run goes through `sentitune.train.train` on real IMDb reviews, is saved, and is loaded
-back through `sentitune.runs.load_model`. What must train and what must not is written out here per
+back through `sentitune.models.saving.load_model`. What must train and what must not is written out here per
 architecture by parameter name, independently of how models/adapt.py decides it.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -22,7 +23,7 @@ import sentitune.train as train_mod
 from sentitune.config import ExperimentConfig, load_config
 from sentitune.models.classifier import SentimentClassifier, pool
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
-from sentitune.runs import load_model
+from sentitune.models.saving import load_model
 from sentitune.train import Interrupted, train
 
 pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
@@ -47,6 +48,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "two-phase": ("two-phase", [TWO_PHASE]),
 }
 ARCHS = ("gpt2", "bert")
+EVALUATE = train_mod.evaluate  # the real one, whose signature names the arguments of its calls
 
 
 @pytest.fixture(scope="module")
@@ -99,25 +101,32 @@ def positive_scores(model: SentimentClassifier, tokenizer: Any, texts: list[str]
     return out
 
 
+def evaluate_arguments(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """A call of sentitune.train.evaluate, by parameter name (model, desc: the split...), not by position."""
+    return dict(inspect.signature(EVALUATE).bind(*args, **kwargs).arguments)
+
+
 class Recorder:
-    """Wraps the real build/phase/save steps of sentitune.train to see the model at each point."""
+    """Wraps the public build/evaluate/save steps sentitune.train calls, to see the model at each point."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, texts: list[str]) -> None:
         self.texts = texts
         self.initial: dict[str, torch.Tensor] = {}
-        self.phase_ends: list[dict[str, torch.Tensor]] = []
+        self.validations: list[dict[str, torch.Tensor]] = []  # the weights each validation saw
         self.final: dict[str, torch.Tensor] = {}
         self.scores: torch.Tensor | None = None
-        real_build, real_phase, real_save = train_mod.build_classifier, train_mod._train_phase, train_mod.save_model
+        real_build, real_evaluate, real_save = train_mod.build_classifier, train_mod.evaluate, train_mod.save_model
 
         def build(*args: Any, **kwargs: Any) -> SentimentClassifier:
             model = real_build(*args, **kwargs)
             self.initial = params_of(model)
             return model
 
-        def phase(p: Any, *args: Any, **kwargs: Any) -> None:
-            real_phase(p, *args, **kwargs)
-            self.phase_ends.append(params_of(p.model))
+        def evaluate(*args: Any, **kwargs: Any) -> Any:
+            call = evaluate_arguments(*args, **kwargs)
+            if call["desc"] == "validation":
+                self.validations.append(params_of(call["model"]))
+            return real_evaluate(*args, **kwargs)
 
         def save(model: SentimentClassifier, tokenizer: Any, *args: Any) -> None:
             self.final = params_of(model)
@@ -125,7 +134,7 @@ class Recorder:
             real_save(model, tokenizer, *args)
 
         monkeypatch.setattr(train_mod, "build_classifier", build)
-        monkeypatch.setattr(train_mod, "_train_phase", phase)
+        monkeypatch.setattr(train_mod, "evaluate", evaluate)
         monkeypatch.setattr(train_mod, "save_model", save)
 
 
@@ -194,7 +203,7 @@ def test_method_matrix(case: str, arch: str, specs: dict[str, str], imdb_slice_a
     assert params["trainable_ratio"] == pytest.approx(params["trainable"] / params["total"])
 
     if case == "two-phase":  # phase 2 (probe) moved the head only
-        first, second = rec.phase_ends
+        first, second = rec.validations  # one epoch per phase: one validation each, at the phase's end
         for n in first:
             assert torch.equal(first[n], second[n]) != n.startswith("head."), n
 
@@ -329,7 +338,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(
         real_evaluate = train_mod.evaluate
 
         def evaluate(*args: Any, **kwargs: Any) -> Any:
-            if args[5] == "validation":
+            if evaluate_arguments(*args, **kwargs)["desc"] == "validation":
                 calls["n"] += 1
                 if calls["n"] == k:
                     raise KeyboardInterrupt
@@ -357,10 +366,11 @@ def test_early_stopping_restores_the_best_weights(imdb_slice_archive: Path, tmp_
     at_validation: list[dict[str, torch.Tensor]] = []
     real_evaluate = train_mod.evaluate
 
-    def evaluate(model: SentimentClassifier, *args: Any, **kwargs: Any) -> Any:
-        metrics, scores = real_evaluate(model, *args, **kwargs)
-        if args[4] == "validation":
-            at_validation.append(params_of(model))
+    def evaluate(*args: Any, **kwargs: Any) -> Any:
+        metrics, scores = real_evaluate(*args, **kwargs)
+        call = evaluate_arguments(*args, **kwargs)
+        if call["desc"] == "validation":
+            at_validation.append(params_of(call["model"]))
             metrics = {**metrics, "loss": next(losses)}
         return metrics, scores
 
@@ -420,16 +430,17 @@ def _tiny(family: str) -> tuple[torch.nn.Module, str, tuple[str, ...]]:
 @pytest.mark.parametrize("family", ["distilbert", "mpnet", "llama"])
 def test_partial_and_lora_select_the_right_parameters(family: str) -> None:
     """The structural rules hold beyond GPT-2 and BERT: DistilBERT, MPNet and Llama layouts."""
-    from sentitune.config import LoraSettings
-    from sentitune.models.adapt import add_lora, set_trainable
+    from sentitune.config import LoraSettings, MethodConfig
+    from sentitune.models.adapt import add_lora
+    from sentitune.models.methods import method
 
     backbone, model_type, frozen = _tiny(family)
     model = SentimentClassifier(backbone, backbone.config.hidden_size, "mean", 2, 0.0)
-    set_trainable(model, "partial", freeze_layers=1)
+    method("partial").apply(model, MethodConfig(freeze_layers=1))
     for name, p in model.backbone.named_parameters():
         assert p.requires_grad != name.startswith(frozen), name
     add_lora(model, LoraSettings(r=2, top_layers=1), model_type)
-    set_trainable(model, "lora", lora_top=1)
+    method("lora").apply(model, MethodConfig(lora=LoraSettings(r=2, top_layers=1)))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
     assert all((".1." in n) for n in trainable if "lora_" in n)  # top block only

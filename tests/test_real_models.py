@@ -16,11 +16,12 @@ import pytest
 import torch
 from conftest import take, write_archive
 
-from sentitune.config import LoraSettings, load_config
-from sentitune.models.adapt import add_lora, count_parameters, set_trainable
+from sentitune.config import LoraSettings, MethodConfig, load_config
+from sentitune.models.adapt import add_lora, count_parameters
 from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.methods import method
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
-from sentitune.runs import load_model
+from sentitune.models.saving import load_model
 from sentitune.train import train
 
 
@@ -75,7 +76,7 @@ def test_mpnet_packaged_resolves_once_and_loads() -> None:
     torch.manual_seed(0)
     model = SentimentClassifier(backbone, 768, "mean", 2, 0.0)
     add_lora(model, LoraSettings(r=4), first.model_type)  # default targets for MPNet: q and v
-    set_trainable(model, "lora")
+    method("lora").apply(model, MethodConfig(lora=LoraSettings(r=4)))
     counts = count_parameters(model)
     assert counts["trainable"] == 12 * 2 * 4 * (768 + 768) + 768 * 2 + 2  # r * (in + out) per adapted layer, + head
     enc = tokenizer(["A wonderful, moving film.", "Dull."], padding=True, return_tensors="pt")

@@ -74,6 +74,21 @@ def test_gpt2_tokenizer_gets_a_pad_token() -> None:
     assert batch["input_ids"][0][-1] == 50256 and batch["attention_mask"][0][-1] == 0
 
 
+def test_a_saved_models_pad_token_wins_over_eos_and_no_pad_nor_eos_is_an_error() -> None:
+    """ensure_pad_token, as load_model uses it: a recorded pad id is used as is; without one, EOS."""
+    from transformers import AutoTokenizer
+
+    from sentitune.models.registry import ensure_pad_token
+
+    source = resolve("gpt2-tiny-random").source
+    recorded = ensure_pad_token(AutoTokenizer.from_pretrained(source), "run/model", pad_token_id=0)
+    assert recorded.pad_token_id == 0 and recorded.padding_side == "right"
+    bare = AutoTokenizer.from_pretrained(source)
+    bare.eos_token = None
+    with pytest.raises(ModelError, match="somewhere: tokenizer has neither a pad nor an EOS token"):
+        ensure_pad_token(bare, "somewhere")
+
+
 def test_models_command_lists_packaged(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out

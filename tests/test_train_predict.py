@@ -20,10 +20,10 @@ from sentitune.config import load_config
 from sentitune.data.batching import collate, encode
 from sentitune.data.records import Example
 from sentitune.data.text import clean_text
+from sentitune.evaluation import score
 from sentitune.models.classifier import pool
 from sentitune.models.registry import resolve
-from sentitune.runs import load_model
-from sentitune.train import score
+from sentitune.models.saving import load_model
 
 pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
 
@@ -262,7 +262,7 @@ def test_saved_model_from_a_relative_folder_loads_from_anywhere(
 
     from sentitune.models.classifier import SentimentClassifier
     from sentitune.models.registry import load_backbone, load_tokenizer
-    from sentitune.runs import save_model
+    from sentitune.models.saving import save_model
 
     shutil.copytree(resolve("gpt2-tiny-random").source, tmp_path / "tiny", copy_function=os.symlink)
     monkeypatch.chdir(tmp_path)

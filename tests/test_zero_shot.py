@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from sentitune import zero_shot
 from sentitune.cli import main
 from sentitune.config import ConfigError, PromptTemplate, load_config
 from sentitune.data.sources import load_splits
+from sentitune.errors import ModelError
 from sentitune.inference import evaluate_run, predict_texts
 from sentitune.models.registry import load_tokenizer, resolve
 from sentitune.zero_shot import (
@@ -32,6 +32,7 @@ from sentitune.zero_shot import (
     load_causal_lm,
     member_scales,
     run_zero_shot,
+    scoring,
 )
 
 TEXTS = ["A wonderful film with great acting.", "Terrible. Two hours I will never get back, honestly.", "Meh.",
@@ -93,7 +94,7 @@ def test_batched_scores_equal_one_by_one(tiny: tuple, monkeypatch: pytest.Monkey
     for enc in (PromptEncoder(tok, BUILTIN_TEMPLATES["published"], 8),  # 8 tokens: some reviews cut, some not
                 PromptEncoder(tok, BUILTIN_TEMPLATES["movie-was"], 50, demonstrations=demos)):
         batched = CausalScorer(model, tok.pad_token_id, batch_size=4).margins(enc, TEXTS)
-        monkeypatch.setattr(zero_shot, "MIN_SHARED_PREFIX", 10**9)  # no shared-prefix KV cache, no padding
+        monkeypatch.setattr(scoring, "MIN_SHARED_PREFIX", 10**9)  # no shared-prefix KV cache, no padding
         alone = np.array([CausalScorer(model, tok.pad_token_id, 1).margins(enc, [t])[0] for t in TEXTS])
         monkeypatch.undo()
         np.testing.assert_allclose(batched, alone, atol=1e-4)
@@ -187,6 +188,16 @@ def test_run_and_cli_write_a_complete_run(tiny: tuple, imdb_slice_archive: Path,
     assert main(["train", "--model", "gpt2-tiny-random", "--method", "zero-shot", "--data", str(imdb_slice_archive),
                  "--eval-size", "10", "--val-size", "10", "--set", "zero_shot.calibration_size=6",
                  "--out", str(tmp_path / "train"), "--no-progress"]) == 0
+    # The recipe for trained methods says where zero-shot runs instead of failing somewhere inside.
+    from sentitune.train import train
+
+    with pytest.raises(ConfigError, match="method.name=zero-shot trains nothing"):
+        train(cfg, tmp_path / "not-trained")
+    assert not (tmp_path / "not-trained").exists()
+    # What the run is comes from its config.yaml: without zero_shot.json, predict names the missing file.
+    (tmp_path / "run" / "zero_shot.json").unlink()
+    with pytest.raises(ModelError, match="zero_shot.json: not a readable zero-shot predictor"):
+        predict_texts(tmp_path / "run", ["A fine film."])
 
 
 def test_ensemble_margin_is_the_mean_of_spread_normalised_members() -> None:

@@ -8,12 +8,13 @@ Modes follow the umask, as a plain `open` would (mkstemp/mkdtemp alone give 0600
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +78,32 @@ def _disk_full(folder: Path, slack: int = 1 << 20) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(path: Path, keep_theirs: str | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder next to `path`; when the block succeeds, rename it to `path`.
 
     Before the rename every file and folder inside gets the umask's mode and is fsynced; after it the
     parent is fsynced. A folder cannot be renamed over a non-empty one, so an existing `path` moves
     to `NAME.old` first and is removed after: a kill in between leaves `NAME.old` (RunDir clears it).
     If the block raises, the temporary folder is removed and `path` is untouched.
+
+    keep_theirs: for caches that several processes may build at once (same key, same content). It
+    names the file a finished folder holds (e.g. "meta.json"): if `path` holds it when ours is done,
+    another process got there first, and its folder stays (it may be in use) while ours is dropped.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _settle(tmp)
+        if keep_theirs is not None:
+            try:
+                os.replace(tmp, path)  # fails if theirs is there: a folder is never renamed over a full one
+            except OSError:
+                if not (path / keep_theirs).exists():
+                    raise
+            else:
+                fsync_dir(path.parent)
+            return
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)  # a leftover of an earlier kill
         if path.exists():
@@ -142,3 +156,43 @@ def append_line(path: Path, line: str) -> None:
     """Append by rewriting atomically: logs are small and must survive a kill mid-append."""
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     write_text(path, old + line.rstrip("\n") + "\n")
+
+
+# Characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A text cell that Excel, LibreOffice or Google Sheets shows as text instead of running it as a formula.
+
+    Why: CSVs we write carry text we do not control (reviews, ids from the user's CSV); a cell such
+    as `=HYPERLINK("http://x","click")` would run when the file is opened in a spreadsheet (CSV or
+    formula injection). As OWASP recommends, a cell that starts with = + - @, a tab or a carriage return
+    gets a leading single quote: spreadsheets show it as text, and a program reading the CSV sees the
+    quote, which is the price (strip one leading "'" to get the original back). Quotes and commas inside
+    a cell need nothing more: csv.writer quotes such a field, so no new cell can start mid-text. Only
+    text cells go through this (see write_csv); the numbers we write (labels, probabilities) stay as they are.
+    """
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: Collection[str]) -> None:
+    """Write a CSV atomically; the cells of `text_columns` are user text, written spreadsheet-safe.
+
+    Every CSV sentitune writes goes through here, so none can forget the formula guard.
+    """
+    if missing := set(text_columns) - set(header):
+        raise ValueError(f"text_columns {sorted(missing)} not in the header {list(header)}")
+    text = [i for i, name in enumerate(header) if name in text_columns]
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as f:  # csv writes its own \r\n line ends
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for row in rows:
+                cells = list(row)
+                for i in text:
+                    cells[i] = spreadsheet_safe(str(cells[i]))
+                writer.writerow(cells)
+
+    write_atomic(path, write)

@@ -128,12 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_overrides(args: argparse.Namespace, flags: list[tuple[str, str, type, str]]) -> list[str]:
+    """`key=value` overrides for the flags given (argparse stores each under its config key)."""
+    # Strings are JSON-quoted: --model yes or --data "a #1.tar.gz" must not be read as YAML (bool, comment).
+    return [f"{key}={json.dumps(value) if isinstance(value, str) else value}" for _, key, _, _ in flags
+            if (value := getattr(args, key)) is not None]
+
+
 def _train_config(args: argparse.Namespace) -> Any:
     from sentitune.config import load_config
 
-    # Strings are JSON-quoted: --model yes or --data "a #1.tar.gz" must not be read as YAML (bool, comment).
-    overrides = [f"{key}={json.dumps(value) if isinstance(value, str) else value}" for _, key, _, _ in TRAIN_FLAGS
-                 if (value := getattr(args, key)) is not None]
+    overrides = _flag_overrides(args, TRAIN_FLAGS)
     if getattr(args, "feature_cache", False):
         overrides.append("train.feature_cache=true")
     return load_config(args.config, overrides + args.overrides)
@@ -227,7 +232,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _zero_shot(cfg: Any, out: Path, overwrite: bool, progress: bool) -> int:
     from sentitune.metrics import format_table
     from sentitune.paths import ensure_writable_dir
-    from sentitune.zero_shot import run_zero_shot
+    from sentitune.zero_shot.recipe import run_zero_shot
 
     ensure_writable_dir(out)  # before the data and the model load, not after
     result = run_zero_shot(cfg, out, overwrite=overwrite, progress=progress, report=lambda s: print(s, flush=True))
@@ -247,9 +252,7 @@ def _zero_shot(cfg: Any, out: Path, overwrite: bool, progress: bool) -> int:
 def cmd_zero_shot(args: argparse.Namespace) -> int:
     from sentitune.config import load_config
 
-    overrides = ["method.name=zero-shot"] + [
-        f"{key}={json.dumps(value) if isinstance(value, str) else value}"
-        for _, key, _, _ in ZERO_SHOT_FLAGS if (value := getattr(args, key)) is not None]
+    overrides = ["method.name=zero-shot", *_flag_overrides(args, ZERO_SHOT_FLAGS)]
     cfg = load_config(args.config, overrides + args.overrides)
     args.target = Path(args.out or Path("runs") / cfg.name)
     return _zero_shot(cfg, args.target, args.overwrite, not args.no_progress)

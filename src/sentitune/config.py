@@ -17,7 +17,8 @@ import yaml
 
 from sentitune.errors import SentituneError
 
-METHODS = ("probe", "partial", "full", "lora", "two-phase", "zero-shot")
+PHASE_METHODS = ("probe", "partial", "full", "lora")  # one class each in models/methods.py
+METHODS = (*PHASE_METHODS, "two-phase", "zero-shot")
 POOLINGS = ("auto", "mean", "cls", "last")
 HEADS = ("softmax", "sigmoid")
 TRUNCATIONS = ("head", "tail", "head+tail")
@@ -102,6 +103,7 @@ class TrainConfig:
     threads: int | None = None  # torch threads; None: all cores
     baseline: bool = True  # evaluate the untrained classifier on test before training
     feature_cache: bool = False  # frozen prefix computed once, stored on disk (docs/PERFORMANCE.md)
+    feature_cache_dir: str | None = None  # its folder; None: features/ in $SENTITUNE_CACHE (~/.cache/sentitune)
 
 
 @dataclass
@@ -160,7 +162,7 @@ class ExperimentConfig:
         if self.method.name == "two-phase" and not self.method.phases:
             raise ConfigError("method.phases: two-phase needs at least one phase")
         for i, p in enumerate(self.method.phases):
-            _check_choice(f"method.phases[{i}].method", p.method, ("probe", "partial", "full", "lora"))
+            _check_choice(f"method.phases[{i}].method", p.method, PHASE_METHODS)
             _positive(f"method.phases[{i}].epochs", p.epochs)
         _positive("data.max_length", self.data.max_length, minimum=8)
         if self.data.train_size is not None:

@@ -5,10 +5,8 @@ their output for a review never changes, yet the usual pipeline recomputes it on
 epoch. Here it is computed once (eval mode, no grad), stored as bf16 in one memory-mapped file, and
 the top blocks run from it.
 
-The split is architecture-agnostic: the block ModuleList is temporarily swapped for a slice of
-itself, block N-1's output is captured with a forward hook, and for the top part a pre-hook on block
-N replaces its input with the cached states. The model still builds its own attention masks and
-position embeddings, so GPT-2, Llama, BERT, MPNet and DistilBERT all work unchanged.
+Running a backbone in two parts (prefix, then top from given states) is models/split.py: this module
+is only the cache, which the training recipe reads; the model layer never calls up into it.
 
 What changes: frozen layers run in eval mode (no dropout) — as they do in sentitune without the
 cache — and the cached states are rounded to bf16, so results differ slightly from recomputing the
@@ -18,13 +16,10 @@ token id, so runs that share a frozen prefix (partial-10 and LoRA-top-2 of one m
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,78 +28,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sentitune.atomic import current_umask
+from sentitune.atomic import atomic_dir
 from sentitune.data.batching import Encoded, iterate, sorted_batches
-from sentitune.models.adapt import base_model, blocks_of
+from sentitune.models.adapt import base_model
+from sentitune.models.split import Prefix, prefix_forward
 from sentitune.paths import cache_dir
-
-
-@contextlib.contextmanager
-def _blocks_slice(backbone: nn.Module, start: int, stop: int) -> Iterator[nn.ModuleList]:
-    """Temporarily make the model see only blocks[start:stop]."""
-    model = base_model(backbone)
-    name, blocks = blocks_of(backbone)
-    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    attr = name.rsplit(".", 1)[-1]
-    setattr(parent, attr, nn.ModuleList(list(blocks)[start:stop]))
-    try:
-        yield blocks
-    finally:
-        setattr(parent, attr, blocks)
-
-
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once the prefix output is captured."""
-
-
-def _hidden_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def prefix_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, n: int,
-                   **kwargs: Any) -> torch.Tensor:
-    """Hidden states after embeddings + blocks[:n] (n = all blocks: the backbone's final output).
-
-    Captured as the input of block n, and the forward stops there: the top is never computed.
-    """
-    _, blocks = blocks_of(backbone)
-    if n >= len(blocks):
-        return backbone(input_ids=input_ids, attention_mask=mask, **kwargs).last_hidden_state
-    captured: list[torch.Tensor] = []
-
-    def grab(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        captured.append(_hidden_arg(args, kwargs))
-        raise _Stop
-
-    hook = blocks[n].register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        backbone(input_ids=input_ids, attention_mask=mask, **kwargs)
-    except _Stop:
-        pass
-    finally:
-        hook.remove()
-    return captured[0]
-
-
-def top_forward(backbone: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor,
-                n: int, **kwargs: Any) -> torch.Tensor:
-    """The backbone's last_hidden_state computed from `hidden`, the output of blocks[:n]."""
-    _, blocks = blocks_of(backbone)
-    if n >= len(blocks):
-        return hidden
-
-    def swap(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict]:
-        if args:
-            return (hidden.to(args[0].dtype), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden.to(kwargs["hidden_states"].dtype)}
-
-    hook = blocks[n].register_forward_pre_hook(swap, with_kwargs=True)
-    try:
-        with _blocks_slice(backbone, n, len(blocks)):
-            return backbone(input_ids=input_ids, attention_mask=mask, **kwargs).last_hidden_state
-    finally:
-        hook.remove()
-
 
 # ---------------------------------------------------------------------------- the on-disk cache
 
@@ -158,7 +86,7 @@ class FeatureCache:
 def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerprint: str | None = None,
                 batch_size: int = 32, progress: bool = False, root: Path | None = None,
                 backbone_kwargs: Callable[[torch.Tensor], dict[str, Any]] | None = None) -> FeatureCache:
-    """Compute (or reuse) the cache for `data`; written in a temp folder and renamed into place."""
+    """Compute (or reuse) the cache for `data`; written in a temp folder and renamed into place (atomic_dir)."""
     root = root or cache_dir("features")
     fingerprint = fingerprint or prefix_fingerprint(backbone, n)
     folder = root / cache_key(fingerprint, n, data)
@@ -167,9 +95,8 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
     offsets = np.zeros(len(data) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(x) for x in data.input_ids])
     hidden_size = base_model(backbone).config.hidden_size
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the files inside follow the umask
-    try:
+    # Keys are content hashes: a folder another run finished meanwhile holds the same states, so keep theirs.
+    with atomic_dir(folder, keep_theirs="meta.json") as tmp:
         out = np.memmap(tmp / "hidden.bin", dtype=np.uint16, mode="w+", shape=(int(offsets[-1]), hidden_size))
         was_training = backbone.training
         backbone.eval()
@@ -190,11 +117,20 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
         np.save(tmp / "offsets.npy", offsets)
         (tmp / "meta.json").write_text(json.dumps({"hidden_size": hidden_size, "n": n, "reviews": len(data),
                                                    "tokens": int(offsets[-1]), "fingerprint": fingerprint}))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # built concurrently by another run: keep theirs
-            if not (folder / "meta.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return FeatureCache(folder)
+
+
+@dataclass
+class Features:
+    """A split's cached prefix states, and how deep the prefix is (embeddings + blocks[:n])."""
+
+    n: int
+    cache: FeatureCache
+    build_seconds: float  # ~0 when the cache already existed
+
+
+def prefix_of(features: Features | None, batch: dict[str, torch.Tensor], dev: torch.device) -> Prefix | None:
+    """The batch's cached prefix states, for SentimentClassifier.forward (None: run the whole model)."""
+    if features is None:
+        return None
+    return Prefix(features.n, features.cache.batch(batch["index"].tolist(), batch["input_ids"].shape[1]).to(dev))

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sentitune import zero_shot
+from sentitune.atomic import write_csv
 from sentitune.config import replace
 from sentitune.data.batching import encode
 from sentitune.data.records import Example
 from sentitune.data.sources import load_splits
 from sentitune.data.text import clean_text
 from sentitune.errors import DataError
+from sentitune.evaluation import evaluate, score
 from sentitune.models.adapt import count_parameters
+from sentitune.models.methods import build_classifier
+from sentitune.models.saving import load_model, saved_precision
 from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
-from sentitune.runs import RunDir, load_model, saved_precision, spreadsheet_safe
-from sentitune.train import build_classifier, device, evaluate, score, seed_everything
+from sentitune.runs import RunDir
+from sentitune.runtime import device, seed_everything
+from sentitune.zero_shot.predictor import probabilities, saved_margins
 
 
 def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = None, eval_size: int | None = None,
@@ -39,7 +42,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     examples = getattr(splits, split)
     if not examples:
         raise DataError(f"{run_dir}: the {split} split is empty for this run's data settings (data.val_size?)")
-    if zero_shot.is_zero_shot_run(run_dir):
+    if cfg.method.name == "zero-shot":  # the run's own config says what it is, not a file's presence
         return _evaluate_zero_shot(run, examples, split, progress)
     model, tokenizer = load_model(run.model_dir)
     model.to(device())
@@ -48,14 +51,15 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     dtype = pick_precision(chosen, device())
     result: dict[str, Any] = {"run": str(run_dir), "split": split, "precision": chosen,
                               "warnings": splits.warnings}
-    result["model"], scores = evaluate(model, data, cfg, tokenizer.pad_token_id, dtype, split, progress)
+    batch_size, pad_id = cfg.train.eval_batch_size, tokenizer.pad_token_id
+    result["model"], scores = evaluate(model, data, batch_size, pad_id, dtype, split, progress)
     result["parameters"] = {"total": count_parameters(model)["total"]}
     if baseline:
         seed_everything(cfg.train.seed)
         from sentitune.models.registry import resolve
 
         untrained = build_classifier(cfg, resolve(cfg.model.spec), tokenizer.pad_token_id).to(device())
-        result["baseline"], _ = evaluate(untrained, data, cfg, tokenizer.pad_token_id, dtype, "baseline", progress)
+        result["baseline"], _ = evaluate(untrained, data, batch_size, pad_id, dtype, "baseline", progress)
     run.write_metrics(result, f"eval-{split}.json")
     run.write_predictions(data.ids, data.labels, scores.tolist(), name=f"predictions-{split}.csv")
     return result
@@ -65,12 +69,12 @@ def _evaluate_zero_shot(run: RunDir, examples: list[Example], split: str, progre
     """A zero-shot run has no trained weights: re-score the split with its saved prompt and threshold."""
     from sentitune.metrics import classification_metrics
 
-    margins, threshold = zero_shot.saved_margins(run.path, [e.text for e in examples], progress=progress)
+    margins, threshold = saved_margins(run.path, [e.text for e in examples], progress=progress)
     labels = [e.label for e in examples]
     result: dict[str, Any] = {"run": str(run.path), "split": split}
     result["model"] = {**classification_metrics(labels, margins.tolist(), threshold=threshold), "threshold": threshold}
     run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions([e.id for e in examples], labels, zero_shot.probabilities(margins, threshold),
+    run.write_predictions([e.id for e in examples], labels, probabilities(margins, threshold),
                           name=f"predictions-{split}.csv")
     return result
 
@@ -111,7 +115,7 @@ class Predictor:
     def __init__(self, run_dir: Path, precision: str | None = None) -> None:
         self.run = RunDir(run_dir)
         self.cfg = self.run.config()
-        self.zero_shot = zero_shot.is_zero_shot_run(run_dir)
+        self.zero_shot = self.cfg.method.name == "zero-shot"  # a prompt and a threshold, no trained weights
         if not self.zero_shot:
             self.model, self.tokenizer = load_model(self.run.model_dir)
             self.model.to(device())
@@ -124,8 +128,8 @@ class Predictor:
             if not t.strip():
                 raise DataError(f"review {i + 1}: empty")
         if self.zero_shot:
-            margins, threshold = zero_shot.saved_margins(self.run.path, cleaned)
-            probs = zero_shot.probabilities(margins, threshold)
+            margins, threshold = saved_margins(self.run.path, cleaned)
+            probs = probabilities(margins, threshold)
         else:
             examples = [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
             data = encode(examples, self.tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
@@ -141,16 +145,8 @@ def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32, precisi
 
 
 def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:
-    """The reviews are user text: written spreadsheet-safe (see runs.spreadsheet_safe)."""
-    from sentitune.atomic import write_atomic
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["text", "label", "prob_positive"])
-            for p in predictions:
-                w.writerow([spreadsheet_safe(p.text), p.label, f"{p.prob_positive:.6f}"])
-
-    write_atomic(path, write)
+    """The reviews are user text: written spreadsheet-safe (see atomic.write_csv)."""
+    rows = ([p.text, p.label, f"{p.prob_positive:.6f}"] for p in predictions)
+    write_csv(path, ["text", "label", "prob_positive"], rows, text_columns={"text"})
 
 

@@ -15,10 +15,8 @@ file that happens to sit in a run directory survives, and a folder that is not a
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import fnmatch
-import io
 import json
 import pickle
 import re
@@ -28,13 +26,10 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
 
-from sentitune.atomic import append_line, atomic_dir, write_atomic, write_json, write_text
+from sentitune.atomic import append_line, write_atomic, write_csv, write_json, write_text
 from sentitune.config import ExperimentConfig, dump_yaml, load_config, to_dict
 from sentitune.errors import RunError, SentituneError
-from sentitune.models.classifier import SentimentClassifier
-from sentitune.models.registry import load_backbone, resolve
 
 MODEL_META = "sentitune.json"
 
@@ -134,28 +129,14 @@ class RunDir:
     def log(self, record: dict[str, Any]) -> None:
         append_line(self.path / "log.jsonl", json.dumps(record))
 
-    def read_log(self) -> list[dict[str, Any]]:
-        file = self.path / "log.jsonl"
-        return [json.loads(x) for x in file.read_text().splitlines() if x.strip()] if file.exists() else []
-
     def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> None:
         write_json(self.path / name, metrics)
 
-    def metrics(self) -> dict[str, Any]:
-        file = self.path / "metrics.json"
-        if not file.exists():
-            raise RunError(f"{self.path}: no metrics.json (the run has not finished)")
-        return json.loads(file.read_text())
-
     def write_predictions(self, ids: list[str], labels: list[int], scores: list[float], threshold: float = 0.5,
                           name: str = "predictions.csv") -> None:
-        """Ids can come from the user (data.id_column): written spreadsheet-safe (see `spreadsheet_safe`)."""
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["id", "label", "prob_positive", "pred"])
-        for i, y, s in zip(ids, labels, scores, strict=True):
-            writer.writerow([spreadsheet_safe(str(i)), y, f"{s:.6f}", int(s > threshold)])
-        write_text(self.path / name, buf.getvalue())
+        """Ids can come from the user (data.id_column): written spreadsheet-safe (see atomic.write_csv)."""
+        rows = ([i, y, f"{s:.6f}", int(s > threshold)] for i, y, s in zip(ids, labels, scores, strict=True))
+        write_csv(self.path / name, ["id", "label", "prob_positive", "pred"], rows, text_columns={"id"})
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -266,167 +247,3 @@ def _load_failure(e: Exception) -> str:
                  if not x.startswith(("Please file an issue", "Check the documentation"))] or lines[:1]
     first = lines[0].split(". ")[0].rstrip(".") if lines else type(e).__name__
     return first if len(first) <= 160 else first[:157] + "..."
-
-
-# ---------------------------------------------------------------------- saving and loading models
-
-
-def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: str, dest: Path,
-               precision: str = "fp32") -> None:
-    """Write the classifier so Hugging Face tools can read it, into a temp folder renamed to `dest`.
-
-    weights: "adapter" (PEFT LoRA adapter, loadable with PeftModel.from_pretrained on the base),
-    "merged" (LoRA folded into the base, saved as a transformers folder), "backbone" (a fine-tuned
-    transformers folder) or "base" (backbone untouched: only the head is new). precision: what
-    `predict` computes in, recorded in sentitune.json (see sentitune.precision).
-    """
-    with atomic_dir(dest) as tmp:
-        backbone = model.backbone
-        backbone.config.pad_token_id = tokenizer.pad_token_id
-        if weights == "adapter":
-            backbone.save_pretrained(tmp / "adapter")
-        elif weights == "merged":
-            backbone.merge_and_unload().save_pretrained(tmp / "backbone")
-        elif weights == "backbone":
-            backbone.save_pretrained(tmp / "backbone")
-        save_file({k: v.detach().float().contiguous() for k, v in model.head.state_dict().items()},
-                  str(tmp / "head.safetensors"))
-        tokenizer.save_pretrained(tmp)
-        if Path(spec).expanduser().is_dir():  # a relative folder would not resolve from another cwd
-            spec = str(Path(spec).expanduser().resolve())
-        meta = {
-            "base": spec,
-            "weights": "backbone" if weights == "merged" else weights,
-            "pooling": model.pooling,
-            "num_logits": model.num_logits,
-            "hidden_size": model.head.in_features,
-            "dropout": model.dropout.p,
-            "pad_token_id": tokenizer.pad_token_id,
-            "precision": precision,  # what predict computes in (sentitune.precision: fp32 is the same anywhere)
-        }
-        (tmp / MODEL_META).write_text(json.dumps(meta, indent=2))
-
-
-def saved_precision(model_dir: Path) -> str:
-    """The inference precision a saved model records (fp32 for models saved before it was recorded)."""
-    try:
-        return str(json.loads((model_dir / MODEL_META).read_text()).get("precision", "fp32"))
-    except (OSError, ValueError, AttributeError):
-        return "fp32"  # load_model reports an unreadable sentitune.json with its own message
-
-
-# Characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(cell: str) -> str:
-    """A text cell that Excel, LibreOffice or Google Sheets shows as text instead of running it as a formula.
-
-    Why: predictions CSVs carry text we do not control (reviews, ids from the user's CSV); a cell such
-    as `=HYPERLINK("http://x","click")` would run when the file is opened in a spreadsheet (CSV or
-    formula injection). As OWASP recommends, a cell that starts with = + - @, a tab or a carriage return
-    gets a leading single quote: spreadsheets show it as text, and a program reading the CSV sees the
-    quote, which is the price (strip one leading "'" to get the original back). Quotes and commas inside
-    a cell need nothing more: csv.writer quotes such a field, so no new cell can start mid-text. Only
-    text cells go through this; the numbers we write (labels, probabilities) stay as they are.
-    Used by RunDir.write_predictions (predictions*.csv) and inference.write_predictions_csv (predict --output).
-    """
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
-
-
-# Keys load_model reads from sentitune.json (later versions add more; older runs lack those).
-_META_KEYS = ("base", "weights", "pooling", "num_logits", "hidden_size", "dropout", "pad_token_id")
-_DAMAGED = "the run's model folder is damaged"
-
-
-class _Loading:
-    """`with _Loading(file):` turns what a library raises on a damaged file into one RunError naming it.
-
-    Why: a truncated safetensors file, a broken adapter or tokenizer surface as SafetensorError,
-    HFValidationError, ValueError... with 30-line tracebacks that never say which file of the run is bad.
-    """
-
-    def __init__(self, path: Path | str, damaged: str = _DAMAGED) -> None:
-        self.path, self.damaged = path, damaged
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
-        if not isinstance(error, Exception) or isinstance(error, (SentituneError, MemoryError)):
-            return  # no error, one with a message already, or not about the file: propagate unchanged
-        detail = " ".join(str(error).split())
-        detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise RunError(f"{self.path}: cannot load ({type(error).__name__}: {detail}) — {self.damaged}") from error
-
-
-def _read_model_meta(meta_file: Path) -> dict[str, Any]:
-    """sentitune.json, checked: a truncated or hand-edited file is one RunError, not a KeyError later."""
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RunError(f"{meta_file}: not valid JSON ({e.msg}, line {e.lineno}) — {_DAMAGED}") from None
-    except UnicodeDecodeError:
-        raise RunError(f"{meta_file}: not UTF-8 text — {_DAMAGED}") from None
-    except OSError as e:
-        raise RunError(f"{meta_file}: cannot read ({e.strerror})") from None
-    if not isinstance(meta, dict):
-        raise RunError(f"{meta_file}: expected a JSON object, got {type(meta).__name__} — {_DAMAGED}")
-    missing = [key for key in _META_KEYS if key not in meta]
-    if missing:
-        raise RunError(f"{meta_file}: missing key {missing[0]!r} — {_DAMAGED}")
-    return meta
-
-
-def load_model(model_dir: Path) -> tuple[SentimentClassifier, Any]:
-    """Load a saved classifier through the same registry and PEFT code a user would use.
-
-    A model folder copied half-way or edited by hand fails with a RunError naming the file: every file
-    is checked before the (slow) loads start, and every load is wrapped (see _Loading).
-    """
-    from transformers import AutoTokenizer
-
-    model_dir = Path(model_dir)
-    meta_file = model_dir / MODEL_META
-    if not meta_file.exists():
-        raise RunError(f"{model_dir}: no saved model ({MODEL_META} missing)")
-    meta = _read_model_meta(meta_file)
-    needed = [model_dir / "head.safetensors", model_dir / "tokenizer_config.json"]
-    if meta["weights"] == "backbone":
-        needed.append(model_dir / "backbone" / "config.json")
-    elif meta["weights"] == "adapter":
-        needed.append(model_dir / "adapter" / "adapter_config.json")
-    elif meta["weights"] != "base":
-        raise RunError(f"{meta_file}: weights {meta['weights']!r} is not one of adapter, backbone, base — {_DAMAGED}")
-    for path in needed:
-        if not path.exists():  # name the folder when the whole folder is gone
-            gone = path.parent if path.parent != model_dir and not path.parent.exists() else path
-            raise RunError(f"{gone}: missing — the run's model folder is incomplete")
-    with _Loading(model_dir / "tokenizer_config.json"):
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # without tokenizer.json it loads, with no vocabulary
-        vocabulary = model_dir / "tokenizer.json"
-        raise RunError(f"{vocabulary}: missing — the run's model folder is incomplete" if not vocabulary.exists()
-                       else f"{model_dir}: the tokenizer has no vocabulary — {_DAMAGED}")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token_id = meta["pad_token_id"]
-    tokenizer.padding_side = "right"
-    if meta["weights"] == "backbone":
-        with _Loading(model_dir / "backbone"):
-            backbone = load_backbone(str(model_dir / "backbone"))
-    else:
-        source = resolve(meta["base"]).source
-        with _Loading(source, f"it is the base model of the run in {model_dir.parent}"):
-            backbone = load_backbone(source)
-        if meta["weights"] == "adapter":
-            from peft import PeftModel
-
-            with _Loading(model_dir / "adapter"):
-                backbone = PeftModel.from_pretrained(backbone, model_dir / "adapter")
-    with _Loading(meta_file):
-        model = SentimentClassifier(backbone, meta["hidden_size"], meta["pooling"], meta["num_logits"],
-                                    meta["dropout"])
-    with _Loading(model_dir / "head.safetensors"):
-        model.head.load_state_dict(load_file(str(model_dir / "head.safetensors")))
-    model.eval()
-    return model, tokenizer

@@ -7,34 +7,31 @@ pure function of the seed, so a resumed run replays exactly what an uninterrupte
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from sentitune.config import ConfigError, ExperimentConfig, PhaseConfig
-from sentitune.data.batching import Encoded, encode, iterate, length_grouped_batches, sorted_batches
+from sentitune.data.batching import Encoded, encode, iterate, length_grouped_batches
 from sentitune.data.records import Splits
 from sentitune.data.sources import load_splits
 from sentitune.errors import DataError
-from sentitune.features import FeatureCache, build_cache, prefix_fingerprint
-from sentitune.metrics import classification_metrics
-from sentitune.models.adapt import add_lora, frozen_prefix_depth, set_trainable
+from sentitune.evaluation import evaluate
+from sentitune.features import Features, build_cache, prefix_fingerprint, prefix_of
 from sentitune.models.classifier import SentimentClassifier
-from sentitune.models.registry import ResolvedModel, load_backbone, load_tokenizer, resolve
+from sentitune.models.methods import build_classifier, method, saved_form
+from sentitune.models.registry import ResolvedModel, load_tokenizer, resolve
+from sentitune.models.saving import save_model
 from sentitune.precision import autocast, pick_precision
 from sentitune.precision import name as precision_name
-from sentitune.runs import RunDir, save_model
+from sentitune.runs import RunDir
+from sentitune.runtime import deferred_interrupt, device, seed_everything, set_threads
 
 Report = Callable[[str], None]
 
@@ -43,141 +40,26 @@ class Interrupted(Exception):
     """Training stopped by Ctrl-C after a checkpoint was saved; `--resume` continues."""
 
 
-# ---------------------------------------------------------------------------- environment
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def set_threads(threads: int | None) -> None:
-    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends: an optimizer step and the counters that describe it must
-    change together, or a checkpoint would pair new weights with an old step (resume would redo it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[Any] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
-# ---------------------------------------------------------------------------- building
-
-
-def build_classifier(cfg: ExperimentConfig, resolved: ResolvedModel, pad_token_id: int) -> SentimentClassifier:
-    backbone = load_backbone(resolved.source)
-    backbone.config.pad_token_id = pad_token_id
-    pooling = cfg.model.pooling if cfg.model.pooling != "auto" else ("last" if resolved.is_decoder else "mean")
-    torch.manual_seed(cfg.train.seed)  # the head's initial weights are part of the experiment
-    model = SentimentClassifier(backbone, backbone.config.hidden_size, pooling,
-                                1 if cfg.model.head == "sigmoid" else 2, cfg.model.dropout)
-    if any(p.method == "lora" for p in cfg.phases()):
-        add_lora(model, cfg.method.lora, resolved.model_type)
-    return model
-
-
-def saved_weights(cfg: ExperimentConfig) -> str:
-    """Which form of the backbone to save, from what the phases changed."""
-    methods = {p.method for p in cfg.phases()}
-    touches_base = bool(methods & {"partial", "full"})
-    if "lora" in methods:
-        return "merged" if cfg.method.lora.merge or touches_base else "adapter"
-    return "backbone" if touches_base else "base"
-
-
 # ---------------------------------------------------------------------------- frozen-prefix features
-
-
-@dataclass
-class Features:
-    """Cached states of the frozen prefix (embeddings + blocks[:n]) for one split."""
-
-    n: int
-    cache: FeatureCache
-    build_seconds: float  # ~0 when the cache already existed
-
-
-def prefix_of(features: Features | None, batch: dict[str, torch.Tensor], dev: torch.device
-              ) -> tuple[int, torch.Tensor] | None:
-    if features is None:
-        return None
-    states = features.cache.batch(batch["index"].tolist(), batch["input_ids"].shape[1])
-    return features.n, states.to(dev)
 
 
 def phase_features(p: Prepared, cfg: ExperimentConfig, phase: PhaseConfig, progress: bool
                    ) -> dict[str, Features] | None:
     """With train.feature_cache, the frozen prefix's states for every split (built once, reused)."""
     model = p.model
-    n = frozen_prefix_depth(model, phase.method, cfg.method.freeze_layers, cfg.method.lora.top_layers)
+    n = method(phase.method).frozen_depth(model, cfg.method)
     if not cfg.train.feature_cache or n == 0:
         return None
     fingerprint = prefix_fingerprint(model.backbone, n)
+    root = Path(cfg.train.feature_cache_dir).expanduser() if cfg.train.feature_cache_dir else None  # None: the default
     out = {}
     for split, data in p.encoded.items():
         if len(data):
             started = time.perf_counter()
             cache = build_cache(model.backbone, data, n, p.tokenizer.pad_token_id, fingerprint,
-                                cfg.train.eval_batch_size, progress, backbone_kwargs=model.backbone_kwargs)
+                                cfg.train.eval_batch_size, progress, root=root, backbone_kwargs=model.backbone_kwargs)
             out[split] = Features(n, cache, time.perf_counter() - started)
     return out
-
-
-# ---------------------------------------------------------------------------- evaluation
-
-
-@torch.inference_mode()
-def score(
-    model: SentimentClassifier,
-    data: Encoded,
-    batch_size: int,
-    pad_id: int,
-    precision: torch.dtype | None = None,
-    desc: str = "eval",
-    progress: bool = False,
-    features: Features | None = None,
-) -> tuple[np.ndarray, float]:
-    """Positive-class probabilities in `data` order, and the mean loss (from cached prefix states if given)."""
-    dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    scores = np.zeros(len(data), dtype=np.float64)
-    total_loss = 0.0
-    batches = sorted_batches([len(x) for x in data.input_ids], batch_size)
-    for batch in tqdm(iterate(data, batches, pad_id), total=len(batches), desc=desc, disable=not progress,
-                      leave=False, unit="batch"):
-        with autocast(dev, precision):
-            logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), prefix_of(features, batch, dev))
-        labels = batch["labels"].to(dev)
-        total_loss += model.loss(logits, labels).item() * len(labels)
-        scores[batch["index"].numpy()] = model.positive_score(logits).cpu().numpy()
-    model.train(was_training)
-    return scores, total_loss / max(1, len(data))
-
-
-def evaluate(model: SentimentClassifier, data: Encoded, cfg: ExperimentConfig, pad_id: int,
-             precision: torch.dtype | None, desc: str, progress: bool,
-             features: Features | None = None) -> tuple[dict[str, Any], np.ndarray]:
-    scores, loss = score(model, data, cfg.train.eval_batch_size, pad_id, precision, desc, progress, features)
-    return classification_metrics(data.labels, scores, loss=loss), scores
 
 
 # ---------------------------------------------------------------------------- training state
@@ -205,15 +87,7 @@ class State:
 
 def tracked_names(model: SentimentClassifier, cfg: ExperimentConfig) -> list[str]:
     """Parameters that any phase trains: the only ones a checkpoint needs to hold."""
-    names: set[str] = set()
-    for phase in cfg.phases():
-        apply_method(model, cfg, phase)
-        names |= {n for n, p in model.named_parameters() if p.requires_grad}
-    return sorted(names)
-
-
-def apply_method(model: SentimentClassifier, cfg: ExperimentConfig, phase: PhaseConfig) -> None:
-    set_trainable(model, phase.method, cfg.method.freeze_layers, cfg.method.lora.top_layers)
+    return sorted(set().union(*(method(p.method).trainable(model, cfg.method) for p in cfg.phases())))
 
 
 def parameter_report(model: SentimentClassifier, cfg: ExperimentConfig, names: list[str]) -> dict[str, Any]:
@@ -223,8 +97,7 @@ def parameter_report(model: SentimentClassifier, cfg: ExperimentConfig, names: l
     trainable = sum(params[n].numel() for n in names)
     per_phase = []
     for phase in cfg.phases():
-        apply_method(model, cfg, phase)
-        n = sum(p.numel() for p in params.values() if p.requires_grad)
+        n = sum(params[name].numel() for name in method(phase.method).trainable(model, cfg.method))
         per_phase.append({"method": phase.method, "trainable": n, "trainable_ratio": n / total})
     lora = sum(p.numel() for name, p in params.items() if "lora_" in name)
     return {"total": total, "trainable": trainable, "trainable_ratio": trainable / total, "lora": lora,
@@ -314,6 +187,9 @@ def train(
 ) -> dict[str, Any]:
     """Run the experiment `cfg` into `run_dir`; returns the final metrics (also in metrics.json)."""
     started = time.perf_counter()
+    if cfg.method.name == "zero-shot":  # nothing trains: the prompting recipe runs it (`sentitune zero-shot`)
+        raise ConfigError("method.name=zero-shot trains nothing: run it with sentitune.zero_shot.run_zero_shot "
+                          "(the CLI's `train` and `zero-shot` commands both do)")
     if resume:
         run = RunDir.create(Path(run_dir), cfg, resume=True)
     else:
@@ -340,11 +216,11 @@ def train(
         restore(model, checkpoint["params"])
         report(f"resuming: phase {state.phase + 1}, step {state.step}")
     phases = cfg.phases()
-    apply_method(model, cfg, phases[state.phase])
+    method(phases[state.phase].method).apply(model, cfg.method)
     features, features_phase = phase_features(p, cfg, phases[state.phase], progress), state.phase
     if checkpoint is None and cfg.train.baseline and len(p.encoded["test"]):
-        state.baseline, _ = evaluate(model, p.encoded["test"], cfg, pad_id, eval_precision, "baseline", progress,
-                                     features and features["test"])
+        state.baseline, _ = evaluate(model, p.encoded["test"], cfg.train.eval_batch_size, pad_id, eval_precision,
+                                     "baseline", progress, features and features["test"])
         run.log({"event": "baseline", "split": "test", **state.baseline})
 
     params = parameter_report(model, cfg, names)
@@ -370,11 +246,11 @@ def train(
     if state.best_params is not None:
         restore(model, state.best_params)
     test_started = time.perf_counter()
-    test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg, pad_id, eval_precision, "test", progress,
-                                         features and features["test"])
+    test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg.train.eval_batch_size, pad_id,
+                                         eval_precision, "test", progress, features and features["test"])
     test_seconds = time.perf_counter() - test_started + (features["test"].build_seconds if features else 0.0)
     run.log({"event": "final", "split": "test", **test_metrics})
-    apply_method(model, cfg, phases[-1])
+    method(phases[-1].method).apply(model, cfg.method)
     metrics = {
         "name": cfg.name,
         "model": cfg.model.spec,
@@ -395,8 +271,8 @@ def train(
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     run.write_predictions(p.encoded["test"].ids, p.encoded["test"].labels, test_scores.tolist())
-    save_model(model, p.tokenizer, cfg.model.spec, saved_weights(cfg), run.model_dir,
-               precision_name(eval_precision))
+    form = saved_form([phase.method for phase in phases], cfg.method)
+    save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision))
     run.write_metrics(metrics)
     run.clear_checkpoint()
     return metrics
@@ -416,7 +292,7 @@ def _train_phase(
     features: dict[str, Features] | None = None,
 ) -> None:
     model, data, pad_id, dev = p.model, p.encoded["train"], p.tokenizer.pad_token_id, device()
-    apply_method(model, cfg, phase)
+    method(phase.method).apply(model, cfg.method)
     features = features or {}
     if "train" in features and state.micro == 0:  # computing the cache is part of the first epoch's cost
         state.train_seconds += features["train"].build_seconds
@@ -454,8 +330,8 @@ def _train_phase(
         if not len(p.encoded["validation"]):
             state.pending_validation = False
             return False
-        metrics, _ = evaluate(model, p.encoded["validation"], cfg, pad_id, precision, "validation", progress,
-                              features.get("validation"))
+        metrics, _ = evaluate(model, p.encoded["validation"], cfg.train.eval_batch_size, pad_id, precision,
+                              "validation", progress, features.get("validation"))
         record = {"event": "validation", "phase": state.phase + 1, "step": state.step,
                   "epoch": round(state.micro / per_epoch, 3), **metrics}
         with deferred_interrupt():  # the record, the best weights and the flag change together

@@ -7,7 +7,6 @@ sorted only within large windows, and the resulting batches are shuffled again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +94,3 @@ def collate(data: Encoded, batch: list[int], pad_id: int) -> dict[str, torch.Ten
 def iterate(data: Encoded, batches: list[list[int]], pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
     for batch in batches:
         yield collate(data, batch, pad_id)
-
-
-def steps_per_epoch(n: int, batch_size: int, grad_accum: int) -> int:
-    return max(1, math.ceil(math.ceil(n / batch_size) / grad_accum))

@@ -12,15 +12,14 @@ import lzma
 import os
 import re
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from sentitune.atomic import current_umask, fsync_dir
+from sentitune.atomic import write_atomic
 from sentitune.data.records import Example
 from sentitune.errors import DataError
 from sentitune.paths import cache_dir
@@ -278,12 +277,11 @@ def locate_imdb(
 def download_file(
     url: str, dest: Path, md5: str | None = None, progress: Callable[[int, int | None], None] | None = None
 ) -> Path:
-    """Download to a temporary file beside `dest`, verify the MD5, then rename: never a half file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.md5()
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+    """Download to a temporary file beside `dest`, verify the MD5, then rename (write_atomic): never a half file."""
+
+    def fetch(tmp: Path) -> None:
+        digest = hashlib.md5()
+        with tmp.open("wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             size = resp.headers.get("Content-Length")  # file:// responses have no .length
             total = int(size) if size and size.isdigit() else None
             while chunk := resp.read(1 << 20):
@@ -293,9 +291,9 @@ def download_file(
                     progress(len(chunk), total)
         if md5 and digest.hexdigest() != md5:
             raise DataError(f"{url}: checksum mismatch (md5 {digest.hexdigest()}, expected {md5}); not saved")
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a download is an ordinary file
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
+
+    try:
+        write_atomic(dest, fetch)
     except ValueError as e:  # a malformed URL in $SENTITUNE_IMDB_URL
         raise DataError(f"{url}: not a usable URL ({e}); check $SENTITUNE_IMDB_URL") from None
     except (urllib.error.URLError, OSError) as e:
@@ -303,13 +301,4 @@ def download_file(
             f"{url}: download failed ({getattr(e, 'reason', e)}). Offline? Pass --data PATH to a local "
             f"{ARCHIVE_NAME} or extracted aclImdb/ folder, or set ${ENV_PATH}"
         ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
-
-
-def iter_reviews(path: Path) -> Iterator[Example]:
-    """All labelled reviews of both splits, for tools that do not care about the split."""
-    for examples in read_imdb(path).values():
-        yield from examples

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 class Example:
     id: str  # IMDb: "train/pos/123_9"; CSV: the id column or "file:line"
     text: str
-    label: int  # 1 positive, 0 negative (or a class index for multi-class sources)
+    label: int  # 1 positive, 0 negative
     rating: int | None = None  # IMDb star rating from the file name
-    target: str | None = None  # target-dependent sentiment: the aspect term
 
 
 @dataclass

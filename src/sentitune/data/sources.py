@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,7 @@ def prepare(examples: list[Example], cfg: DataConfig, skipped: dict[str, int]) -
                 skipped["empty"] = skipped.get("empty", 0) + 1
                 continue
             raise DataError(f"{e.id}: empty or whitespace-only review (use data.empty=skip to skip and count)")
-        out.append(e if text == e.text else Example(e.id, text, e.label, e.rating, e.target))
+        out.append(e if text == e.text else dataclasses.replace(e, text=text))
     return out
 
 

@@ -1,4 +1,6 @@
-"""What trains: probe, partial, full, LoRA — one function per method, the same on every architecture.
+"""Structure of a backbone and LoRA: find its blocks, its frozen prefix, add adapters — on any architecture.
+
+The methods themselves (what each trains) are in models/methods.py, built on these helpers.
 
 Freezing is by structure, not by parameter-name lists: the transformer blocks are the ModuleList
 with `num_hidden_layers` entries; what sits outside them is either embedding (frozen with the
@@ -63,41 +65,6 @@ def num_blocks(backbone: nn.Module) -> int:
     return len(blocks_of(backbone)[1])
 
 
-def set_trainable(
-    model: SentimentClassifier, method: str, freeze_layers: int = 10, lora_top: int | None = None
-) -> None:
-    """Set requires_grad for `method`; frozen leading modules run in eval mode (no dropout)."""
-    n = num_blocks(model.backbone)
-    for p in model.parameters():
-        p.requires_grad = False
-    for p in model.head.parameters():
-        p.requires_grad = True
-    model.frozen_modules = []
-    if method == "probe":
-        model.frozen_modules = [model.backbone]
-    elif method == "full":
-        for p in model.backbone.parameters():
-            p.requires_grad = True
-    elif method == "partial":
-        if freeze_layers > n:
-            raise ModelError(f"method.freeze_layers={freeze_layers} but the model has only {n} blocks")
-        prefix, modules = frozen_prefix(model.backbone, freeze_layers)
-        frozen = {id(p) for p in prefix}
-        for p in model.backbone.parameters():
-            p.requires_grad = id(p) not in frozen
-        model.frozen_modules = modules
-    elif method == "lora":
-        if not has_lora(model):
-            raise ModelError("method lora: adapters were not added (call add_lora first)")
-        for name, p in model.backbone.named_parameters():
-            p.requires_grad = "lora_" in name
-        if lora_top is not None:
-            _, modules = frozen_prefix(model.backbone, max(0, n - lora_top))
-            model.frozen_modules = modules
-    else:
-        raise ModelError(f"unknown method {method!r}")
-
-
 def has_lora(model: SentimentClassifier) -> bool:
     return any("lora_" in name for name, _ in model.backbone.named_parameters())
 
@@ -146,16 +113,3 @@ def count_parameters(model: nn.Module) -> dict[str, float]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable, "trainable_ratio": trainable / total if total else 0.0}
-
-
-def frozen_prefix_depth(model: SentimentClassifier, method: str, freeze_layers: int, lora_top: int | None) -> int:
-    """How many leading blocks (with the embeddings) `method` leaves frozen: what a feature cache can hold."""
-    n = num_blocks(model.backbone)
-    if method == "probe":
-        return n
-    if method == "partial":
-        return freeze_layers
-    if method == "lora" and lora_top is not None:
-        return n - lora_top
-    return 0
-

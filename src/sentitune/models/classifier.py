@@ -14,8 +14,8 @@ import inspect
 import torch
 from torch import nn
 
-from sentitune.features import top_forward
 from sentitune.models.registry import is_decoder
+from sentitune.models.split import Prefix, top_forward
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -55,14 +55,13 @@ class SentimentClassifier(nn.Module):
         return {"position_ids": (attention_mask.long().cumsum(1) - 1).clamp(min=0)}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                prefix: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
-        """Logits; with `prefix` = (n, states of embeddings + blocks[:n]) only the top blocks run."""
+                prefix: Prefix | None = None) -> torch.Tensor:
+        """Logits; with a `prefix` (states after embeddings + blocks[:depth]) only the top blocks run."""
         backbone_trains = any(p.requires_grad for p in self.backbone.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and backbone_trains):
             kwargs = self.backbone_kwargs(attention_mask)
             if prefix is not None:
-                n, states = prefix
-                hidden = top_forward(self.backbone, input_ids, attention_mask, states, n, **kwargs)
+                hidden = top_forward(self.backbone, input_ids, attention_mask, prefix.states, prefix.depth, **kwargs)
             else:
                 hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)).to(self.head.weight.dtype))

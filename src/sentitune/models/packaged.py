@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sentitune.atomic import atomic_dir
 from sentitune.errors import ModelError
 from sentitune.paths import cache_dir
 
@@ -49,20 +48,11 @@ def _dist_file(dist: str, relative: str, pip: str) -> Path:
 
 def _build_once(name: str, build: Callable[[Path], None]) -> Path:
     """Return cache/models/<name>, building it into a temporary folder and renaming on success."""
-    root = cache_dir("models")
-    final = root / name
+    final = cache_dir("models") / name
     if (final / "config.json").exists():
         return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
-    try:
+    with atomic_dir(final, keep_theirs="config.json") as tmp:  # another process finished first: keep theirs
         build(tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished first: keep theirs
-            if not (final / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

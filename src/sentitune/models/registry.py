@@ -95,11 +95,22 @@ def load_tokenizer(source: str) -> Any:
     """The tokenizer, with a pad token set when it has none (GPT-2): EOS doubles as padding."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ModelError(f"{source}: tokenizer has neither a pad nor an EOS token")
-        tokenizer.pad_token = tokenizer.eos_token
+    return ensure_pad_token(AutoTokenizer.from_pretrained(source), source)
+
+
+def ensure_pad_token(tokenizer: Any, where: str, pad_token_id: int | None = None) -> Any:
+    """Give a tokenizer without a pad token one, and pad on the right (where the pooling expects padding).
+
+    Why: batches are padded, and GPT-2-style tokenizers have no pad token; EOS doubles as padding
+    (the attention mask hides it). `pad_token_id`: the one a saved model recorded, used instead of EOS.
+    """
+    if tokenizer.pad_token_id is None:
+        if pad_token_id is not None:
+            tokenizer.pad_token_id = pad_token_id
+        elif tokenizer.eos_token is None:
+            raise ModelError(f"{where}: tokenizer has neither a pad nor an EOS token")
+        else:
+            tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return tokenizer
 

@@ -1,0 +1,56 @@
+"""Scoring a classifier on encoded reviews: probabilities, loss, and the metrics of a split.
+
+Used by training (baseline, validation, test) and by saved runs (evaluate, predict) alike, so a
+number in metrics.json and the same number from `sentitune evaluate` come from one function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sentitune.data.batching import Encoded, iterate, sorted_batches
+from sentitune.features import Features, prefix_of
+from sentitune.metrics import classification_metrics
+from sentitune.models.classifier import SentimentClassifier
+from sentitune.precision import autocast
+
+
+@torch.inference_mode()
+def score(
+    model: SentimentClassifier,
+    data: Encoded,
+    batch_size: int,
+    pad_id: int,
+    precision: torch.dtype | None = None,
+    desc: str = "eval",
+    progress: bool = False,
+    features: Features | None = None,
+) -> tuple[np.ndarray, float]:
+    """Positive-class probabilities in `data` order, and the mean loss (from cached prefix states if given)."""
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    scores = np.zeros(len(data), dtype=np.float64)
+    total_loss = 0.0
+    batches = sorted_batches([len(x) for x in data.input_ids], batch_size)
+    for batch in tqdm(iterate(data, batches, pad_id), total=len(batches), desc=desc, disable=not progress,
+                      leave=False, unit="batch"):
+        with autocast(dev, precision):
+            logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), prefix_of(features, batch, dev))
+        labels = batch["labels"].to(dev)
+        total_loss += model.loss(logits, labels).item() * len(labels)
+        scores[batch["index"].numpy()] = model.positive_score(logits).cpu().numpy()
+    model.train(was_training)
+    return scores, total_loss / max(1, len(data))
+
+
+def evaluate(model: SentimentClassifier, data: Encoded, batch_size: int, pad_id: int,
+             precision: torch.dtype | None, desc: str, progress: bool,
+             features: Features | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics (accuracy, F1, ROC AUC, loss, confusion matrix...) of `data`, and its scores."""
+    scores, loss = score(model, data, batch_size, pad_id, precision, desc, progress, features)
+    return classification_metrics(data.labels, scores, loss=loss), scores

@@ -1,0 +1,169 @@
+"""A trained classifier on disk, in formats Hugging Face tools read, and loaded back.
+
+    model/sentitune.json     base model, backbone form, pooling, head size, pad id, inference precision
+    model/head.safetensors   the classification head
+    model/adapter/           a PEFT LoRA adapter (PeftModel.from_pretrained on the base), or
+    model/backbone/          a transformers folder (fine-tuned or LoRA merged), or neither (base untouched)
+    model/tokenizer*         the tokenizer, with the pad token the run used
+
+A folder is written with atomic_dir (temp folder, renamed into place). Loading checks every file
+first and names the one that is missing or damaged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from sentitune.atomic import atomic_dir
+from sentitune.errors import RunError, SentituneError
+from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.registry import ensure_pad_token, load_backbone, resolve
+
+MODEL_META = "sentitune.json"
+
+
+def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: str, dest: Path,
+               precision: str = "fp32") -> None:
+    """Write the classifier so Hugging Face tools can read it, into a temp folder renamed to `dest`.
+
+    weights: "adapter" (PEFT LoRA adapter, loadable with PeftModel.from_pretrained on the base),
+    "merged" (LoRA folded into the base, saved as a transformers folder), "backbone" (a fine-tuned
+    transformers folder) or "base" (backbone untouched: only the head is new). precision: what
+    `predict` computes in, recorded in sentitune.json (see sentitune.precision).
+    """
+    with atomic_dir(dest) as tmp:
+        backbone = model.backbone
+        backbone.config.pad_token_id = tokenizer.pad_token_id
+        if weights == "adapter":
+            backbone.save_pretrained(tmp / "adapter")
+        elif weights == "merged":
+            backbone.merge_and_unload().save_pretrained(tmp / "backbone")
+        elif weights == "backbone":
+            backbone.save_pretrained(tmp / "backbone")
+        save_file({k: v.detach().float().contiguous() for k, v in model.head.state_dict().items()},
+                  str(tmp / "head.safetensors"))
+        tokenizer.save_pretrained(tmp)
+        if Path(spec).expanduser().is_dir():  # a relative folder would not resolve from another cwd
+            spec = str(Path(spec).expanduser().resolve())
+        meta = {
+            "base": spec,
+            "weights": "backbone" if weights == "merged" else weights,
+            "pooling": model.pooling,
+            "num_logits": model.num_logits,
+            "hidden_size": model.head.in_features,
+            "dropout": model.dropout.p,
+            "pad_token_id": tokenizer.pad_token_id,
+            "precision": precision,  # what predict computes in (sentitune.precision: fp32 is the same anywhere)
+        }
+        (tmp / MODEL_META).write_text(json.dumps(meta, indent=2))
+
+
+def saved_precision(model_dir: Path) -> str:
+    """The inference precision a saved model records (fp32 for models saved before it was recorded)."""
+    try:
+        return str(json.loads((model_dir / MODEL_META).read_text()).get("precision", "fp32"))
+    except (OSError, ValueError, AttributeError):
+        return "fp32"  # load_model reports an unreadable sentitune.json with its own message
+
+
+# Characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection").
+
+
+# Keys load_model reads from sentitune.json (later versions add more; older runs lack those).
+_META_KEYS = ("base", "weights", "pooling", "num_logits", "hidden_size", "dropout", "pad_token_id")
+_DAMAGED = "the run's model folder is damaged"
+
+
+class _Loading:
+    """`with _Loading(file):` turns what a library raises on a damaged file into one RunError naming it.
+
+    Why: a truncated safetensors file, a broken adapter or tokenizer surface as SafetensorError,
+    HFValidationError, ValueError... with 30-line tracebacks that never say which file of the run is bad.
+    """
+
+    def __init__(self, path: Path | str, damaged: str = _DAMAGED) -> None:
+        self.path, self.damaged = path, damaged
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        if not isinstance(error, Exception) or isinstance(error, (SentituneError, MemoryError)):
+            return  # no error, one with a message already, or not about the file: propagate unchanged
+        detail = " ".join(str(error).split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        raise RunError(f"{self.path}: cannot load ({type(error).__name__}: {detail}) — {self.damaged}") from error
+
+
+def _read_model_meta(meta_file: Path) -> dict[str, Any]:
+    """sentitune.json, checked: a truncated or hand-edited file is one RunError, not a KeyError later."""
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RunError(f"{meta_file}: not valid JSON ({e.msg}, line {e.lineno}) — {_DAMAGED}") from None
+    except UnicodeDecodeError:
+        raise RunError(f"{meta_file}: not UTF-8 text — {_DAMAGED}") from None
+    except OSError as e:
+        raise RunError(f"{meta_file}: cannot read ({e.strerror})") from None
+    if not isinstance(meta, dict):
+        raise RunError(f"{meta_file}: expected a JSON object, got {type(meta).__name__} — {_DAMAGED}")
+    missing = [key for key in _META_KEYS if key not in meta]
+    if missing:
+        raise RunError(f"{meta_file}: missing key {missing[0]!r} — {_DAMAGED}")
+    return meta
+
+
+def load_model(model_dir: Path) -> tuple[SentimentClassifier, Any]:
+    """Load a saved classifier through the same registry and PEFT code a user would use.
+
+    A model folder copied half-way or edited by hand fails with a RunError naming the file: every file
+    is checked before the (slow) loads start, and every load is wrapped (see _Loading).
+    """
+    from transformers import AutoTokenizer
+
+    model_dir = Path(model_dir)
+    meta_file = model_dir / MODEL_META
+    if not meta_file.exists():
+        raise RunError(f"{model_dir}: no saved model ({MODEL_META} missing)")
+    meta = _read_model_meta(meta_file)
+    needed = [model_dir / "head.safetensors", model_dir / "tokenizer_config.json"]
+    if meta["weights"] == "backbone":
+        needed.append(model_dir / "backbone" / "config.json")
+    elif meta["weights"] == "adapter":
+        needed.append(model_dir / "adapter" / "adapter_config.json")
+    elif meta["weights"] != "base":
+        raise RunError(f"{meta_file}: weights {meta['weights']!r} is not one of adapter, backbone, base — {_DAMAGED}")
+    for path in needed:
+        if not path.exists():  # name the folder when the whole folder is gone
+            gone = path.parent if path.parent != model_dir and not path.parent.exists() else path
+            raise RunError(f"{gone}: missing — the run's model folder is incomplete")
+    with _Loading(model_dir / "tokenizer_config.json"):
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # without tokenizer.json it loads, with no vocabulary
+        vocabulary = model_dir / "tokenizer.json"
+        raise RunError(f"{vocabulary}: missing — the run's model folder is incomplete" if not vocabulary.exists()
+                       else f"{model_dir}: the tokenizer has no vocabulary — {_DAMAGED}")
+    ensure_pad_token(tokenizer, str(model_dir), meta["pad_token_id"])
+    if meta["weights"] == "backbone":
+        with _Loading(model_dir / "backbone"):
+            backbone = load_backbone(str(model_dir / "backbone"))
+    else:
+        source = resolve(meta["base"]).source
+        with _Loading(source, f"it is the base model of the run in {model_dir.parent}"):
+            backbone = load_backbone(source)
+        if meta["weights"] == "adapter":
+            from peft import PeftModel
+
+            with _Loading(model_dir / "adapter"):
+                backbone = PeftModel.from_pretrained(backbone, model_dir / "adapter")
+    with _Loading(meta_file):
+        model = SentimentClassifier(backbone, meta["hidden_size"], meta["pooling"], meta["num_logits"],
+                                    meta["dropout"])
+    with _Loading(model_dir / "head.safetensors"):
+        model.head.load_state_dict(load_file(str(model_dir / "head.safetensors")))
+    model.eval()
+    return model, tokenizer

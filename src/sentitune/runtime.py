@@ -1,0 +1,47 @@
+"""The process a run executes in: seeds, threads, device, and Ctrl-C held across a training step."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch RNGs from one seed: splits, initialisation and batch order follow it."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None) -> None:
+    """torch threads: `threads`, or every core this process may run on (not every core of the machine)."""
+    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends: an optimizer step and the counters that describe it must
+    change together, or a checkpoint would pair new weights with an old step (resume would redo it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
