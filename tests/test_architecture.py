@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("feature cache", ("features",)),
     ("evaluation", ("evaluation",)),
     ("run directory", ("runs",)),
-    ("recipes", ("train", "zero_shot")),
+    ("recipes", ("train", "zero_shot", "classical")),
     ("using a run", ("inference",)),
     ("command line", ("cli",)),
 ]

@@ -33,7 +33,7 @@ EXAMPLES = """examples:
 # Flags that map onto config fields, so the common settings do not need --set.
 TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--model", "model.spec", str, "hub id, local folder or packaged name (see `sentitune models`)"),
-    ("--method", "method.name", str, "probe | partial | full | lora | two-phase"),
+    ("--method", "method.name", str, "probe | partial | full | lora | two-phase | zero-shot | tfidf"),
     ("--data", "data.path", str,
      "IMDb archive or extracted aclImdb/ folder (default: $SENTITUNE_IMDB, cache, download)"),
     ("--source", "data.source", str, "imdb, hf:imdb, or a CSV/JSONL file of text,label"),
@@ -159,6 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.method.name == "zero-shot":
         return _zero_shot(cfg, out, args.overwrite, not args.no_progress)
     ensure_writable_dir(out)  # before minutes of data and model loading, not after
+    if cfg.method.name == "tfidf":
+        return _tfidf(cfg, out, args.overwrite)
     args.resumable = True  # a full disk once the run started: --resume continues it
     metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                     report=lambda s: print(s, flush=True))
@@ -171,6 +173,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['test']['confusion_matrix']}")
     print(f"training: {metrics['train_tokens']:,} tokens in {metrics['train_seconds']:.0f} s "
           f"({metrics['train_tokens_per_second']} tokens/s, {metrics['precision']}); "
+          f"wall {metrics['wall_seconds']:.0f} s")
+    print(f"run directory: {out}")
+    return 0
+
+
+def _tfidf(cfg: Any, out: Path, overwrite: bool) -> int:
+    from sentitune.classical import run_tfidf
+    from sentitune.metrics import format_table
+
+    metrics = run_tfidf(cfg, out, overwrite=overwrite, report=lambda s: print(s, flush=True))
+    print(f"\ntest set, {metrics['test']['n']} reviews ({metrics['model']}):")
+    print(format_table({"tfidf (trained)": metrics["test"]}))
+    print(f"features: {metrics['parameters']['features']:,} n-grams")
+    print(f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['test']['confusion_matrix']}")
+    print(f"training: {metrics['train_seconds']:.1f} s; test {metrics['test_seconds']:.1f} s; "
           f"wall {metrics['wall_seconds']:.0f} s")
     print(f"run directory: {out}")
     return 0

@@ -18,7 +18,7 @@ import yaml
 from sentitune.errors import SentituneError
 
 PHASE_METHODS = ("probe", "partial", "full", "lora")  # one class each in models/methods.py
-METHODS = (*PHASE_METHODS, "two-phase", "zero-shot")
+METHODS = (*PHASE_METHODS, "two-phase", "zero-shot", "tfidf")
 POOLINGS = ("auto", "mean", "cls", "last")
 HEADS = ("softmax", "sigmoid")
 TRUNCATIONS = ("head", "tail", "head+tail")
@@ -59,6 +59,18 @@ class LoraSettings:
 
 
 @dataclass
+class TfidfSettings:
+    """method.name=tfidf: the classical reference, TF-IDF n-grams + logistic regression (sentitune.classical)."""
+
+    variant: str = "lr"  # lr: TF-IDF + logistic regression; nb: features scaled by NB log-count ratios (NBSVM-style)
+    ngram_max: int = 2  # n-grams from 1 to this (2: unigrams and bigrams)
+    min_df: int = 2  # drop n-grams seen in fewer training reviews
+    max_features: int | None = None  # keep the most frequent n-grams only; None: all
+    c: float = 4.0  # inverse regularisation strength of the logistic regression
+    nb_alpha: float = 1.0  # smoothing of the NB ratios
+
+
+@dataclass
 class PhaseConfig:
     """One phase of a schedule: what trains, for how long, how fast."""
 
@@ -69,10 +81,11 @@ class PhaseConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "lora"  # probe | partial | full | lora | two-phase
+    name: str = "lora"  # probe | partial | full | lora | two-phase | zero-shot | tfidf (the classical reference)
     freeze_layers: int = 10  # partial: embeddings + first N blocks frozen
     lora: LoraSettings = field(default_factory=LoraSettings)
     phases: list[PhaseConfig] = field(default_factory=list)  # two-phase
+    tfidf: TfidfSettings = field(default_factory=TfidfSettings)  # tfidf
 
 
 @dataclass
@@ -195,6 +208,14 @@ class ExperimentConfig:
             raise ConfigError(f"method.lora.dropout: must be in [0, 1), got {lora.dropout}")
         if lora.top_layers is not None:
             _positive("method.lora.top_layers", lora.top_layers, minimum=1)
+        tf = self.method.tfidf
+        _check_choice("method.tfidf.variant", tf.variant, ("lr", "nb"))
+        _positive("method.tfidf.ngram_max", tf.ngram_max, minimum=1)
+        _positive("method.tfidf.min_df", tf.min_df, minimum=1)
+        if tf.max_features is not None:
+            _positive("method.tfidf.max_features", tf.max_features, minimum=1)
+        _positive("method.tfidf.c", tf.c)
+        _positive("method.tfidf.nb_alpha", tf.nb_alpha)
         zs = self.zero_shot
         _check_choice("zero_shot.truncation", zs.truncation, TRUNCATIONS)
         _check_choice("zero_shot.decision", zs.decision, ("raw", "contextual", "validation", "label-free"))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sentitune.atomic import write_csv
+from sentitune.classical import TfidfClassifier
 from sentitune.config import replace
 from sentitune.data.batching import encode
 from sentitune.data.records import Example
@@ -44,6 +45,8 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
         raise DataError(f"{run_dir}: the {split} split is empty for this run's data settings (data.val_size?)")
     if cfg.method.name == "zero-shot":  # the run's own config says what it is, not a file's presence
         return _evaluate_zero_shot(run, examples, split, progress)
+    if cfg.method.name == "tfidf":
+        return _evaluate_tfidf(run, examples, split, splits.warnings)
     model, tokenizer = load_model(run.model_dir)
     model.to(device())
     data = encode(examples, tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
@@ -62,6 +65,19 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
         result["baseline"], _ = evaluate(untrained, data, batch_size, pad_id, dtype, "baseline", progress)
     run.write_metrics(result, f"eval-{split}.json")
     run.write_predictions(data.ids, data.labels, scores.tolist(), name=f"predictions-{split}.csv")
+    return result
+
+
+def _evaluate_tfidf(run: RunDir, examples: list[Example], split: str, warnings: list[str]) -> dict[str, Any]:
+    """A tfidf run: its saved vocabulary, weights and classifier score the split (no baseline: nothing untrained)."""
+    from sentitune.metrics import classification_metrics
+
+    scores = TfidfClassifier.load(run.model_dir).positive_proba([e.text for e in examples])
+    labels = [e.label for e in examples]
+    result: dict[str, Any] = {"run": str(run.path), "split": split, "warnings": warnings,
+                              "model": classification_metrics(labels, scores.tolist())}
+    run.write_metrics(result, f"eval-{split}.json")
+    run.write_predictions([e.id for e in examples], labels, scores.tolist(), name=f"predictions-{split}.csv")
     return result
 
 
@@ -106,7 +122,7 @@ def read_reviews(path: Path, text_column: str = "text") -> list[str]:
 
 
 class Predictor:
-    """A saved run, loaded once, that classifies any number of reviews (a trained or a zero-shot run).
+    """A saved run, loaded once, that classifies any number of reviews (trained, zero-shot or tfidf).
 
     precision None computes in the precision the model was saved with: fp32 by default, which gives
     the same probabilities on any CPU and whatever reviews share a batch (sentitune.precision).
@@ -115,8 +131,11 @@ class Predictor:
     def __init__(self, run_dir: Path, precision: str | None = None) -> None:
         self.run = RunDir(run_dir)
         self.cfg = self.run.config()
-        self.zero_shot = self.cfg.method.name == "zero-shot"  # a prompt and a threshold, no trained weights
-        if not self.zero_shot:
+        self.kind = self.cfg.method.name  # the run's own config says what it is, not a file's presence
+        self.zero_shot = self.kind == "zero-shot"  # a prompt and a threshold, no trained weights
+        if self.kind == "tfidf":
+            self.tfidf = TfidfClassifier.load(self.run.model_dir)
+        elif not self.zero_shot:
             self.model, self.tokenizer = load_model(self.run.model_dir)
             self.model.to(device())
             self.dtype = pick_precision(precision or saved_precision(self.run.model_dir), device())
@@ -130,6 +149,8 @@ class Predictor:
         if self.zero_shot:
             margins, threshold = saved_margins(self.run.path, cleaned)
             probs = probabilities(margins, threshold)
+        elif self.kind == "tfidf":
+            probs = self.tfidf.positive_proba(cleaned).tolist()
         else:
             examples = [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
             data = encode(examples, self.tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
