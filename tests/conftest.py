@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import tarfile
+import traceback
 from pathlib import Path
 
 import pytest
@@ -83,13 +84,33 @@ TRAIN_SIZE, VAL_SIZE, EVAL_SIZE, MAX_LENGTH, BATCH = 48, 16, 20, 64, 16
 
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:
-    """`sentitune ARGS` in-process: (exit code, stdout, stderr)."""
+    """`sentitune ARGS` in-process: (exit code, stdout, stderr). argparse's exits count; an uncaught
+    exception is exit 1 with its traceback on stderr, as the real command would show it."""
     from sentitune.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
+        try:
+            code = main(args)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except Exception:
+            traceback.print_exc()
+            code = 1
     return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(code: int, err: str, expect: list[str]) -> str:
+    """Exit code 2 and exactly one stderr line, `sentitune...error: ...`, that contains every `expect`."""
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err, err
+    assert code == 2, f"exit code {code}, stderr: {err!r}"
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {err!r}"
+    line = lines[0]
+    assert line.startswith("sentitune") and "error:" in line, line
+    for part in expect:
+        assert part in line, f"{part!r} not in {line!r}"
+    return line
 
 
 def train_args(archive: Path, out: Path) -> list[str]:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_cli
 
-from sentitune.cli import main
 from sentitune.config import dump_yaml, load_config
 
 MODEL = ["--model", "gpt2-tiny-random", "--method", "lora", "--max-length", "32", "--no-progress"]
@@ -376,33 +376,14 @@ CASES = [
 ]
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of `sentitune ARGV` run in-process (argparse exits count too)."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def assert_one_line_error(code: int, err: str, expect: list[str]) -> str:
-    lines = err.strip().splitlines()
-    assert code == 2, f"exit code {code}, stderr: {err!r}"
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {err!r}"
-    line = lines[0]
-    assert line.startswith("sentitune"), line
-    assert "error:" in line, line
-    assert "Traceback" not in err
-    for part in expect:
-        assert part in line, f"{part!r} not in {line!r}"
-    return line
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_fails_cleanly(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_fails_cleanly(case: Case, tmp_path: Path) -> None:
     argv, expect = case.build(tmp_path)
-    code, _, err = run_cli(argv, capsys)
+    code, _, err = run_cli(argv)
     assert_one_line_error(code, err, expect)
     left = sorted(p.name for p in (tmp_path / "run").iterdir()) if (tmp_path / "run").exists() else None
     assert left is None, f"a failed start left {left}"
@@ -433,7 +414,7 @@ RUN_CASES = ["resume-other-config", "resume-without-config", "out-exists-not-emp
 
 
 @pytest.mark.parametrize("which", RUN_CASES)
-def test_bad_run_directory_fails_cleanly(which: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_run_directory_fails_cleanly(which: str, tmp_path: Path) -> None:
     run, argv = _started_run(tmp_path, "--set", "train.seed=1")
     if which == "resume-other-config":
         argv = [a if a != "train.seed=1" else "train.seed=2" for a in argv] + ["--resume"]
@@ -460,7 +441,7 @@ def test_bad_run_directory_fails_cleanly(which: str, tmp_path: Path, capsys: pyt
     else:
         argv, expect = ["predict", str(run), "--file", str(tmp_path / "new.txt")], [str(tmp_path / "new.txt")]
     before = _snapshot(run) if run.is_dir() else run.read_bytes()
-    code, _, err = run_cli(argv, capsys)
+    code, _, err = run_cli(argv)
     assert_one_line_error(code, err, expect)
     assert (_snapshot(run) if run.is_dir() else run.read_bytes()) == before, "a refused command changed the run"
     assert not any((run / name).exists() for name in OUTPUTS[:3]) if run.is_dir() else True
@@ -470,7 +451,7 @@ def test_bad_run_directory_fails_cleanly(which: str, tmp_path: Path, capsys: pyt
 
 
 @pytest.mark.parametrize("source", ["archive", "csv"])
-def test_empty_reviews_skipped_with_count(source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_empty_reviews_skipped_with_count(source: str, tmp_path: Path) -> None:
     """data.empty=skip trains on the rest and reports how many were skipped, on stdout and in metrics."""
     if source == "archive":
         data = _archive_with(tmp_path, aclImdb__train__neg__40_1=b"  ", aclImdb__train__pos__41_9=b"<br />",
@@ -481,7 +462,7 @@ def test_empty_reviews_skipped_with_count(source: str, tmp_path: Path, capsys: p
         rows[2], rows[5], rows[9] = '"",pos', '"  ",neg', '"\t",neg'
         argv = _table(write_lines(tmp_path / "r.csv", rows), tmp_path / "run", "--set", "data.empty=skip")
     argv += ["--epochs", "0.5", "--set", "train.baseline=false", "--val-size", "0"]
-    code, out, err = run_cli(argv, capsys)
+    code, out, err = run_cli(argv)
     assert code == 0, err
     assert "skipped {'empty': 3}" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import io
 import json
 import os
 import shutil
@@ -27,32 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from sentitune.cli import main
+from conftest import assert_one_line_error, run_cli
 
 MODEL = ["--model", "gpt2-tiny-random", "--max-length", "32", "--epochs", "1", "--no-progress"]
 ID_PREFIXES = "=+-@"  # every review id starts with a character spreadsheets treat as a formula
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of `sentitune ARGV` run in-process (argparse exits count too)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
-def assert_one_line_error(code: int, err: str, expect: list[str]) -> str:
-    lines = err.strip().splitlines()
-    assert "Traceback" not in err, err
-    assert code == 2, f"exit code {code}, stderr: {err!r}"
-    assert len(lines) == 1 and lines[0].startswith("sentitune: error: "), err
-    for part in expect:
-        assert part in lines[0], f"{part!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def write_reviews(path: Path, n: int = 40) -> Path:

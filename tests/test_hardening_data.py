@@ -18,9 +18,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_archive
+from conftest import assert_one_line_error, run_cli, write_archive
 
-from sentitune.cli import main
 from sentitune.data.imdb import read_archive
 from sentitune.data.records import Example
 from sentitune.errors import DataError
@@ -32,24 +31,8 @@ SMALL_RUN = ["--train-size", "16", "--eval-size", "16", "--val-size", "8", "--ep
 CORRUPT = "corrupt or truncated archive ("
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of `sentitune ARGV` run in-process (argparse exits count too)."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def assert_one_line_error(code: int, err: str, expect: list[str]) -> str:
-    lines = err.strip().splitlines()
-    assert code == 2, f"exit code {code}, stderr: {err!r}"
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {err!r}"
-    assert lines[0].startswith("sentitune: error: "), lines[0]
-    for part in expect:
-        assert part in lines[0], f"{part!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def synthetic(per_class: int = 3) -> dict[str, list[Example]]:
@@ -82,8 +65,7 @@ REAL_DAMAGE = {  # id -> (position as a fraction of the archive, bytes XORed in)
 
 
 @pytest.mark.parametrize("damage", list(REAL_DAMAGE), ids=list(REAL_DAMAGE))
-def test_damaged_real_archive_is_corrupt(damage: str, imdb_archive: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_damaged_real_archive_is_corrupt(damage: str, imdb_archive: Path, tmp_path: Path) -> None:
     """Before: the flips exited 0 (50,000 reviews, some text changed: only the gzip CRC knew), and the
     overwrite at 50% said "unexpected layout" (the tar ended early, before train/)."""
     frac, mask = REAL_DAMAGE[damage]
@@ -92,7 +74,7 @@ def test_damaged_real_archive_is_corrupt(damage: str, imdb_archive: Path, tmp_pa
     raw[at:at + len(mask)] = bytes(b ^ m for b, m in zip(raw[at:at + len(mask)], mask, strict=True))
     bad = tmp_path / "aclImdb_v1.tar.gz"  # no .sha256 beside it: the gzip CRC alone must catch it
     bad.write_bytes(bytes(raw))
-    code, _, err = run_cli(["train", *MODEL, "--data", str(bad), "--out", str(tmp_path / "run"), *SMALL_RUN], capsys)
+    code, _, err = run_cli(["train", *MODEL, "--data", str(bad), "--out", str(tmp_path / "run"), *SMALL_RUN])
     line = assert_one_line_error(code, err, [f"{bad}: {CORRUPT}"])
     assert "unexpected layout" not in line
     assert not (tmp_path / "run" / "metrics.json").exists()
@@ -157,11 +139,11 @@ def test_sha256_sidecar(case: str, tmp_path: Path) -> None:
         assert part in str(info.value), f"{part!r} not in {info.value}"
 
 
-def test_sha256_mismatch_through_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sha256_mismatch_through_cli(tmp_path: Path) -> None:
     archive = write_archive(tmp_path / "aclImdb_v1.tar.gz", synthetic())
     sidecar(archive, "ab" * 32)
     code, _, err = run_cli(["train", *MODEL, "--data", str(archive), "--out", str(tmp_path / "run"),
-                            "--epochs", "1", "--val-size", "0", "--set", "train.baseline=false"], capsys)
+                            "--epochs", "1", "--val-size", "0", "--set", "train.baseline=false"])
     assert_one_line_error(code, err, [f"{archive}: checksum mismatch", f"expected {'ab' * 32}"])
 
 
@@ -178,12 +160,12 @@ TABLES = {  # id -> (file name, content, kind named in the message)
 
 
 @pytest.mark.parametrize("table", list(TABLES), ids=list(TABLES))
-def test_table_given_as_imdb_archive(table: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_table_given_as_imdb_archive(table: str, tmp_path: Path) -> None:
     """Before: "corrupt or truncated archive (ReadError: file could not be opened successfully ...)"."""
     name, content, kind = TABLES[table]
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
-    code, _, err = run_cli(["train", *MODEL, "--data", str(path), "--out", str(tmp_path / "run")], capsys)
+    code, _, err = run_cli(["train", *MODEL, "--data", str(path), "--out", str(tmp_path / "run")])
     line = assert_one_line_error(code, err, [f"{path}: not an IMDb archive (looks like a {kind} file)",
                                              f"use --source {path}"])
     assert "corrupt" not in line
@@ -206,7 +188,7 @@ def _write(path: Path, rows: list[dict[str, object]]) -> Path:
 
 
 @pytest.mark.parametrize("case", ["train-csv-one-class", "train-jsonl-one-class", "test-file-one-class"])
-def test_one_class_is_refused(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_class_is_refused(case: str, tmp_path: Path) -> None:
     """Before: trained, and reported accuracy 1.0 with ROC AUC nan."""
     extra: list[str] = []
     if case == "train-csv-one-class":
@@ -221,7 +203,7 @@ def test_one_class_is_refused(case: str, tmp_path: Path, capsys: pytest.CaptureF
         extra = ["--set", f"data.test_path={test}"]
         expect = [f"{test}: ", "one class", "label 1", "ROC AUC is undefined"]
     code, _, err = run_cli(["train", *MODEL, "--source", str(source), "--out", str(tmp_path / "run"),
-                            "--epochs", "1", "--val-size", "0", "--set", "train.baseline=false", *extra], capsys)
+                            "--epochs", "1", "--val-size", "0", "--set", "train.baseline=false", *extra])
     assert_one_line_error(code, err, expect)
 
 
@@ -229,14 +211,13 @@ def test_one_class_is_refused(case: str, tmp_path: Path, capsys: pytest.CaptureF
 
 
 @pytest.mark.parametrize("case", ["train-size-too-large", "eval-size-too-large", "sizes-fit"])
-def test_sizes_larger_than_the_data_are_reported(case: str, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_sizes_larger_than_the_data_are_reported(case: str, tmp_path: Path) -> None:
     """Before: --train-size 5000 on 40 rows silently trained on 29 (and said nothing in metrics.json)."""
     source = _write(tmp_path / "reviews.csv", _rows(40, [0, 1]))  # 32 train (3 validation), 8 held-out test
     sizes = {"train-size-too-large": ["--train-size", "5000"], "eval-size-too-large": ["--eval-size", "5000"],
              "sizes-fit": ["--train-size", "20", "--eval-size", "8"]}[case]
     code, out, err = run_cli(["train", *MODEL, "--source", str(source), "--out", str(tmp_path / "run"),
-                              "--epochs", "1", "--set", "train.baseline=false", *sizes], capsys)
+                              "--epochs", "1", "--set", "train.baseline=false", *sizes])
     assert code == 0, err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     want = {

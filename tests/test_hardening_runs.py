@@ -9,20 +9,16 @@ random GPT-2 with a few synthetic reviews, so the whole file runs in well under 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shlex
 import shutil
 import stat
-import traceback
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-
-from sentitune.cli import main
+from conftest import run_cli
 
 
 def write_reviews(path: Path, n: int = 40) -> Path:
@@ -39,18 +35,6 @@ def train_argv(data: Path, out: Path | str, *extra: str) -> list[str]:
             "--set", "train.threads=1", "--out", str(out), *extra]
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of `sentitune ARGV` in-process; a traceback counts as exit 1."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        except Exception:  # before the fixes some cases crashed: report, so the asserts say what happened
-            traceback.print_exc()
-            code = 1
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_line_error(code: int, err: str, *parts: str) -> str:
