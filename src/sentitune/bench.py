@@ -1,0 +1,386 @@
+"""A benchmark: a matrix of ordinary runs from one YAML file, and results read back from their run directories.
+
+Why runs and not a new format: every row is an ordinary experiment config (built with `load_config`, so each
+override is validated as usual) in an ordinary run directory; a finished row is skipped and a checkpointed
+one resumed, so a bench interrupted anywhere continues where it stopped. The results tables are generated
+from the run directories only (metrics.json, config.yaml, predictions.csv): no number is ever typed.
+
+    name: minilm-vs-tfidf
+    base: ../configs/minilm-lora-quickstart.yaml   # optional, relative to this file
+    set: [data.eval_size=2000]                      # optional, for every row
+    matrix:                                         # rows: the cartesian product, in file order
+      method.name: [lora, probe]
+      train.seed: [1, 2]
+    rows:                                           # optional extra rows
+      - {name: tfidf, set: [method.name=tfidf]}
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from sentitune.atomic import write_csv, write_json, write_text
+from sentitune.config import ExperimentConfig, load_config, to_dict
+from sentitune.errors import SentituneError
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+RESULT_COLUMNS = ("name", "model", "method", "seed", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+                  "precision", "recall", "f1", "roc_auc", "trainable_parameters", "total_parameters",
+                  "train_seconds", "test_seconds", "train_tokens_per_second", "mcnemar_p_vs_tfidf")
+SEED_COLUMNS = ("group", "runs", "seeds", "accuracy_mean", "accuracy_sd", "roc_auc_mean", "roc_auc_sd")
+_BENCH_KEYS = ("name", "base", "set", "matrix", "rows")
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class BenchError(SentituneError):
+    """A bench file is missing, malformed, or names a setting that does not validate."""
+
+
+@dataclass
+class BenchRow:
+    name: str
+    overrides: list[str]
+    config: ExperimentConfig
+
+
+@dataclass
+class Bench:
+    name: str
+    path: Path
+    base: Path | None
+    rows: list[BenchRow]
+
+
+@dataclass
+class Outcome:
+    """What happened to one row: ran, resumed, skipped or failed (with the error's one-line message)."""
+
+    row: str
+    status: str
+    message: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------ the bench file
+
+
+def slug(value: Any) -> str:
+    """A filesystem-safe piece of a row name: `org/model` -> `org-model`, `[query, value]` -> `query-value`."""
+    text = "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-.") or "x"
+
+
+def _piece(key: str, value: Any) -> str:
+    """Numbers are named by their key (`train.seed: 1` -> `seed1`): a bare `1` says nothing in a folder name."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return slug(f"{key.rsplit('.', 1)[-1]}{value}")
+    return slug(value)
+
+
+def _override(key: str, value: Any) -> str:
+    """`key=value` with the value as JSON (which is YAML): a string such as `yes` stays a string."""
+    return f"{key}={json.dumps(value)}"
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return out
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise BenchError(f"{where}: expected a list of key=value strings, got {value!r}")
+    return list(value)
+
+
+def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str]]]:
+    """(row name, row overrides) for the matrix (cartesian product, in file order) and the explicit rows."""
+    matrix = data.get("matrix") or {}
+    if not isinstance(matrix, dict):
+        raise BenchError(f"{where}: matrix: expected a mapping of config key -> list of values")
+    for key, values in matrix.items():
+        if not isinstance(values, list) or not values:
+            raise BenchError(f"{where}: matrix.{key}: expected a non-empty list of values, got {values!r}")
+    rows: list[tuple[str, list[str]]] = []
+    if matrix:
+        keys = list(matrix)
+        combos = list(itertools.product(*(matrix[k] for k in keys)))
+        names = _unique(["-".join(_piece(k, v) for k, v in zip(keys, combo, strict=True)) for combo in combos])
+        rows = [(n, [_override(k, v) for k, v in zip(keys, combo, strict=True)])
+                for n, combo in zip(names, combos, strict=True)]
+    extra = data.get("rows") or []
+    if not isinstance(extra, list):
+        raise BenchError(f"{where}: rows: expected a list of {{name, set}} mappings")
+    for i, row in enumerate(extra):
+        if not isinstance(row, dict) or set(row) - {"name", "set"}:
+            raise BenchError(f"{where}: rows[{i}]: expected a mapping with name and set, got {row!r}")
+        name = row.get("name")
+        if not isinstance(name, str) or not _SAFE.fullmatch(name):
+            raise BenchError(f"{where}: rows[{i}].name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
+        rows.append((name, _strings(row.get("set"), f"{where}: rows[{i}].set")))
+    taken = [n for n, _ in rows]
+    if dup := next((n for n in taken if taken.count(n) > 1), None):
+        raise BenchError(f"{where}: rows: the name {dup!r} is used twice")
+    if not rows:
+        raise BenchError(f"{where}: no rows: give a matrix, rows, or both")
+    return rows
+
+
+def load_bench(path: str | Path) -> Bench:
+    """Read and check a bench file; every row's config is built (and validated) before anything runs."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"{path}: bench file not found") from None
+    except OSError as e:
+        raise BenchError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise BenchError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BenchError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path}: top level must be a mapping with name, matrix and/or rows")
+    if unknown := sorted(set(data) - set(_BENCH_KEYS)):
+        raise BenchError(f"{path}: unknown key {unknown[0]} (known: {', '.join(_BENCH_KEYS)})")
+    name = data.get("name")
+    if not isinstance(name, str) or not _SAFE.fullmatch(name):
+        raise BenchError(f"{path}: name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
+    base = data.get("base")
+    if base is not None and not isinstance(base, str):
+        raise BenchError(f"{path}: base: expected a path to an experiment YAML, got {base!r}")
+    base_path = (path.parent / base) if base else None
+    if base_path is not None and not base_path.is_file():
+        raise BenchError(f"{path}: base: {base_path} not found")
+    common = _strings(data.get("set"), f"{path}: set")
+    rows = []
+    for row_name, overrides in expand(data, str(path)):
+        everything = [*common, *overrides, f"name={row_name}"]
+        try:
+            cfg = load_config(base_path, everything)
+        except SentituneError as e:
+            raise BenchError(f"{path}: row {row_name}: {e}") from None
+        rows.append(BenchRow(row_name, everything, cfg))
+    return Bench(name, path, base_path, rows)
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def _run_row(row: BenchRow, run_dir: Path, resume: bool, progress: bool) -> dict[str, Any]:
+    """The library function of the row's method; an unfinished row without a checkpoint starts over."""
+    method = row.config.method.name
+    if method == "zero-shot":
+        from sentitune.zero_shot.recipe import run_zero_shot
+
+        return run_zero_shot(row.config, run_dir, overwrite=True, progress=progress)
+    if method == "tfidf":
+        from sentitune.classical import run_tfidf
+
+        return run_tfidf(row.config, run_dir, overwrite=True)
+    from sentitune.train import train
+
+    return train(row.config, run_dir, resume=resume, overwrite=not resume, progress=progress)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines and not isinstance(error, SentituneError) else (
+        lines[0] if lines else type(error).__name__)
+
+
+def run_bench(bench: Bench, out: Path, progress: bool = False,
+              started: Callable[[BenchRow], None] = lambda r: None,
+              finished: Callable[[Outcome], None] = lambda o: None) -> list[Outcome]:
+    """Run every row into `out/<row>`: finished rows are skipped, checkpointed ones resumed, and a row that
+    fails is recorded (one line) while the others go on. The results files are rewritten after each row."""
+    from sentitune.train import Interrupted
+
+    outcomes = []
+    for row in bench.rows:
+        run_dir = out / row.name
+        started(row)
+        try:
+            if (run_dir / "metrics.json").is_file():
+                saved = load_config(run_dir / "config.yaml")
+                if to_dict(saved) != to_dict(row.config):
+                    raise BenchError(f"{run_dir}: finished with another config than this bench row; delete it "
+                                     "or use another --out")
+                outcome = Outcome(row.name, "skipped")
+            else:
+                resume = (run_dir / "checkpoint.pt").is_file()
+                metrics = _run_row(row, run_dir, resume, progress)
+                outcome = Outcome(row.name, "resumed" if resume else "ran", metrics=metrics)
+        except (Interrupted, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - one failed row must not stop the bench
+            outcome = Outcome(row.name, "failed", _one_line(e))
+        outcomes.append(outcome)
+        write_results(bench, out)  # after every row: an interrupted bench still has its tables so far
+        finished(outcome)
+    return outcomes
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def _predictions(path: Path) -> dict[str, tuple[int, int]]:
+    """id -> (label, pred) from a run's predictions.csv."""
+    with path.open(newline="", encoding="utf-8") as f:
+        return {r["id"]: (int(r["label"]), int(r["pred"])) for r in csv.DictReader(f)}
+
+
+def accuracy_ci(correct: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the accuracy, resampling test examples (seeded: reports are stable)."""
+    if len(correct) == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // len(correct))  # ~16 MB of indices at a time, also on 25,000 test reviews
+    means = np.concatenate([correct[rng.integers(0, len(correct), size=(min(chunk, resamples - start),
+                                                                        len(correct)))].mean(axis=1)
+                            for start in range(0, resamples, chunk)])
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def mcnemar_p(reference: dict[str, tuple[int, int]], other: dict[str, tuple[int, int]]) -> float | None:
+    """Exact McNemar test (binomial on the discordant pairs); None unless both rows hold the same test ids."""
+    from scipy.stats import binomtest
+
+    if set(reference) != set(other):
+        return None
+    ref_only = sum(1 for i, (y, p) in reference.items() if p == y and other[i][1] != other[i][0])
+    other_only = sum(1 for i, (y, p) in reference.items() if p != y and other[i][1] == other[i][0])
+    if ref_only + other_only == 0:
+        return 1.0
+    return float(binomtest(ref_only, ref_only + other_only, 0.5).pvalue)
+
+
+def _group_name(names: list[str]) -> str:
+    """The name pieces all seeds share (`minilm-lora-seed1`, `minilm-lora-seed2` -> `minilm-lora`)."""
+    pieces = [n.split("-") for n in names]
+    common = [p for p in pieces[0] if all(p in other for other in pieces[1:])]
+    return "-".join(common) or names[0]
+
+
+def collect(bench: Bench, out: Path) -> dict[str, Any]:
+    """The results of every finished row, read from its run directory."""
+    rows, preds, configs, unfinished = [], {}, {}, []
+    for bench_row in bench.rows:
+        run_dir = out / bench_row.name
+        if not (run_dir / "metrics.json").is_file():
+            unfinished.append(bench_row.name)
+            continue
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+            cfg = load_config(run_dir / "config.yaml")
+            pred = _predictions(run_dir / "predictions.csv")
+        except (OSError, ValueError, KeyError) as e:
+            raise BenchError(f"{run_dir}: unreadable run ({type(e).__name__}: {e})") from None
+        test, par = metrics.get("test") or {}, metrics.get("parameters") or {}
+        low, high = accuracy_ci(np.array([p == y for y, p in pred.values()], dtype=float))
+        rows.append({
+            "name": bench_row.name, "model": metrics.get("model", cfg.model.spec), "method": cfg.method.name,
+            "seed": cfg.train.seed, "n": test.get("n"), "accuracy": test.get("accuracy"),
+            "accuracy_ci_low": low, "accuracy_ci_high": high, "precision": test.get("precision"),
+            "recall": test.get("recall"), "f1": test.get("f1"), "roc_auc": test.get("roc_auc"),
+            "trainable_parameters": par.get("trainable"), "total_parameters": par.get("total"),
+            "train_seconds": metrics.get("train_seconds"), "test_seconds": metrics.get("test_seconds"),
+            "train_tokens_per_second": metrics.get("train_tokens_per_second"), "mcnemar_p_vs_tfidf": None,
+        })
+        preds[bench_row.name], configs[bench_row.name] = pred, cfg
+    reference = next((r["name"] for r in rows if r["method"] == "tfidf"), None)
+    for r in rows:
+        if reference is not None and r["name"] != reference:
+            r["mcnemar_p_vs_tfidf"] = mcnemar_p(preds[reference], preds[r["name"]])
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:  # rows that differ only in train.seed
+        d = to_dict(configs[r["name"]])
+        d.pop("name")
+        d["train"].pop("seed")
+        groups.setdefault(json.dumps(d, sort_keys=True), []).append(r)
+    seeds = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        entry: dict[str, Any] = {"group": _group_name([m["name"] for m in members]),
+                                 "runs": [m["name"] for m in members], "seeds": [m["seed"] for m in members]}
+        for metric in ("accuracy", "roc_auc"):
+            values = np.array([m[metric] if m[metric] is not None else math.nan for m in members], dtype=float)
+            entry[f"{metric}_mean"], entry[f"{metric}_sd"] = float(values.mean()), float(values.std(ddof=1))
+        seeds.append(entry)
+    return {"bench": bench.name, "reference": reference, "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES,
+            "seed": BOOTSTRAP_SEED, "level": 0.95}, "rows": rows, "seed_groups": seeds, "unfinished": unfinished}
+
+
+def _cell(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """results.md: the runs table, the seed table, and how the numbers were made."""
+    lines = [f"# Bench {results['bench']}", "", "Generated by `sentitune bench` from the run directories; "
+             "accuracy CI: 95% percentile bootstrap over test reviews "
+             f"({results['bootstrap']['resamples']} resamples, seed {results['bootstrap']['seed']}).", ""]
+    if results["reference"]:
+        lines += [f"McNemar p: exact test against the classical reference `{results['reference']}` on the "
+                  "same test reviews (blank when the test sets differ).", ""]
+    head = ["run", "model", "method", "seed", "n", "accuracy", "95% CI", "F1", "ROC AUC", "trainable / total",
+            "train s", "test s", "tokens/s", "McNemar p"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results["rows"]:
+        ci = f"[{_cell(r['accuracy_ci_low'], 3)}, {_cell(r['accuracy_ci_high'], 3)}]"
+        params = (f"{r['trainable_parameters']:,} / {r['total_parameters']:,}"
+                  if r["trainable_parameters"] is not None and r["total_parameters"] is not None else "")
+        cells = [r["name"], r["model"], r["method"], _cell(r["seed"]), _cell(r["n"]), _cell(r["accuracy"]), ci,
+                 _cell(r["f1"]), _cell(r["roc_auc"]), params, _cell(r["train_seconds"], 1),
+                 _cell(r["test_seconds"], 1), _cell(r["train_tokens_per_second"], 0),
+                 _cell(r["mcnemar_p_vs_tfidf"], 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if results["seed_groups"]:
+        lines += ["", "## Across seeds (mean ± sd)", "", "Rows that differ only in train.seed (which also draws "
+                  "the data subsamples).", "", "| runs | seeds | accuracy | ROC AUC |", "|---|---|---|---|"]
+        for g in results["seed_groups"]:
+            lines.append(f"| {g['group']} | {_cell(g['seeds'])} | {_cell(g['accuracy_mean'])} ± "
+                         f"{_cell(g['accuracy_sd'])} | {_cell(g['roc_auc_mean'])} ± {_cell(g['roc_auc_sd'])} |")
+    if results["unfinished"]:
+        lines += ["", f"Not finished (no metrics.json): {', '.join(results['unfinished'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(bench: Bench, out: Path) -> dict[str, Any]:
+    """results.json, results.csv and results.md in `out`, from the run directories (atomic writes)."""
+    results = collect(bench, out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", results)
+    write_csv(out / "results.csv", RESULT_COLUMNS, ([_cell(r[c], 6) for c in RESULT_COLUMNS]
+                                                    for r in results["rows"]), text_columns={"name", "model"})
+    write_text(out / "results.md", markdown(results))
+    return results
