@@ -6,7 +6,7 @@ saving a checkpoint.
 
 Exit codes: 0 done; 2 an error the user can act on, printed as one line `sentitune: error: ...` (bad
 arguments or input, a damaged run, a folder that cannot be written, a full disk, out of memory);
-130 interrupted; 1 only for a bug (a Python traceback).
+130 interrupted; 1 for a bug (a Python traceback), or when `bench` finished with a failed row.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   sentitune evaluate runs/minilm-lora --split test
   sentitune predict runs/minilm-lora "A wonderful film." "Two hours I will never get back."
   sentitune models
+  sentitune bench my-bench.yaml --out runs/bench/mine
 """
 
 # Flags that map onto config fields, so the common settings do not need --set.
@@ -125,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sub.add_parser("models", help="list the offline packaged models")
+
+    b = sub.add_parser("bench", help="run a matrix of experiments from a bench YAML and tabulate the results")
+    b.add_argument("bench_file", type=Path, help="bench YAML: name, base, set, matrix, rows")
+    b.add_argument("--out", type=Path, help="folder of the row run directories (default: runs/bench/<name>)")
+    b.add_argument("--report-only", action="store_true",
+                   help="only rewrite results.json/csv/md from the existing run directories")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -275,6 +283,33 @@ def cmd_zero_shot(args: argparse.Namespace) -> int:
     return _zero_shot(cfg, args.target, args.overwrite, not args.no_progress)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sentitune.bench import BenchError, Outcome, load_bench, run_bench, write_results
+
+    bench = load_bench(args.bench_file)
+    out = args.out or Path("runs") / "bench" / bench.name
+    args.target = out
+    if args.report_only:
+        if not out.is_dir():
+            raise BenchError(f"{out}: no bench output to report on (run the bench first, or give its --out)")
+        results = write_results(bench, out)
+        print(f"{len(results['rows'])} finished runs; results in {out}/results.md")
+        return 0
+    total = len(bench.rows)
+    print(f"bench {bench.name}: {total} rows -> {out}", flush=True)
+
+    def finished(o: Outcome) -> None:
+        number = [r.name for r in bench.rows].index(o.row) + 1
+        accuracy = o.metrics.get("test", {}).get("accuracy") if o.metrics else None
+        detail = f": {o.message}" if o.message else (f" (accuracy {accuracy:.4f})" if accuracy is not None else "")
+        print(f"[{number}/{total}] {o.row}: {o.status}{detail}", flush=True)
+
+    outcomes = run_bench(bench, out, progress=not args.no_progress, finished=finished)
+    failed = [o.row for o in outcomes if o.status == "failed"]
+    print(f"results in {out}/results.md" + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 # OS errors that reach main (a full disk, a folder that turned read-only mid-run) -> what the user reads.
 _OS_ERRORS = {errno.ENOSPC: "no space left on device (disk full)", errno.EDQUOT: "disk quota exceeded",
               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
@@ -317,7 +352,7 @@ def _os_message(args: argparse.Namespace, code: int, filename: str | None) -> st
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
-            "zero-shot": cmd_zero_shot}
+            "zero-shot": cmd_zero_shot, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,212 @@
+"""`sentitune bench`: a tiny matrix (LoRA on gpt2-tiny-random, two seeds; a TF-IDF reference; one row that
+fails) run through the CLI, and results that agree with the run directories they are read from."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_cli
+from scipy.stats import binomtest
+
+from sentitune.bench import BenchError, load_bench
+
+COMMON = ["model.spec=gpt2-tiny-random", "data.max_length=32", "data.train_size=16", "data.eval_size=16",
+          "data.val_size=8", "train.epochs=1", "train.baseline=false", "method.tfidf.min_df=1"]
+
+
+FINISHED = ("lora-seed1", "lora-seed2", "tfidf", "zero-shot")
+
+
+def write_bench(folder: Path, data: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "bench.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_matrix_expansion_and_names(tmp_path: Path) -> None:
+    path = write_bench(tmp_path, {
+        "name": "unit", "set": ["data.max_length=64"],
+        "matrix": {"model.spec": ["minilm", "org/some model"], "method.name": ["lora", "probe"], "train.seed": [1, 2]},
+        "rows": [{"name": "tfidf", "set": ["method.name=tfidf"]}],
+    })
+    bench = load_bench(path)
+    names = [r.name for r in bench.rows]
+    assert names[:3] == ["minilm-lora-seed1", "minilm-lora-seed2", "minilm-probe-seed1"]
+    assert names[4] == "org-some-model-lora-seed1" and names[-1] == "tfidf" and len(names) == 9
+    row = bench.rows[2]
+    assert (row.config.model.spec, row.config.method.name, row.config.train.seed) == ("minilm", "probe", 1)
+    assert row.config.data.max_length == 64 and row.config.name == "minilm-probe-seed1"
+    assert bench.rows[-1].config.method.name == "tfidf"
+
+
+def test_duplicate_matrix_names_are_made_unique(tmp_path: Path) -> None:
+    bench = load_bench(write_bench(tmp_path, {"name": "u", "matrix": {"model.spec": ["a/x", "b/x", "a-x"]}}))
+    assert [r.name for r in bench.rows] == ["a-x", "b-x", "a-x-2"]
+
+
+@pytest.mark.parametrize(("data", "expect"), [
+    ({"name": "b", "matrix": {"train.seed": 3}}, "matrix.train.seed"),
+    ({"name": "b", "matrix": {"train.seed": ["x"]}}, "train.seed"),
+    ({"name": "b", "matrix": {"no.such": [1]}}, "unknown setting"),
+    ({"name": "b/../c", "rows": [{"name": "r"}]}, "name"),
+    ({"name": "b", "rows": [{"name": "r"}, {"name": "r"}]}, "used twice"),
+    ({"name": "b", "rows": [{"name": "r", "set": "x=1"}]}, "rows[0].set"),
+    ({"name": "b", "base": "missing.yaml", "rows": [{"name": "r"}]}, "base"),
+    ({"name": "b", "matrx": {}}, "unknown key matrx"),
+    ({"name": "b"}, "no rows"),
+])
+def test_bad_bench_files_give_one_line_errors(tmp_path: Path, data: dict, expect: str) -> None:
+    path = write_bench(tmp_path, data)
+    with pytest.raises(BenchError) as info:
+        load_bench(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and expect in message and "\n" not in message
+
+
+def test_a_bad_bench_file_is_exit_2_through_the_cli(tmp_path: Path) -> None:
+    path = write_bench(tmp_path, {"name": "b", "matrix": {"method.name": ["nope"]}})
+    code, _, err = run_cli(["bench", str(path), "--out", str(tmp_path / "out")])
+    assert code == 2 and "method.name" in err and len(err.strip().splitlines()) == 1
+
+
+def _predictions(path: Path) -> dict[str, tuple[int, int]]:
+    with path.open(newline="") as f:
+        return {r["id"]: (int(r["label"]), int(r["pred"])) for r in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory, imdb_slice_archive: Path,
+              monkeypatch_module: pytest.MonkeyPatch) -> tuple[Path, Path, int, str]:
+    monkeypatch_module.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path_factory.mktemp("bench")
+    path = write_bench(folder, {
+        "name": "tiny", "set": [*COMMON, f"data.path={imdb_slice_archive}"],
+        "matrix": {"method.name": ["lora"], "train.seed": [1, 2]},
+        "rows": [{"name": "tfidf", "set": ["method.name=tfidf", "train.seed=1"]},  # seed 1's test slice
+                 {"name": "zero-shot", "set": ["method.name=zero-shot", "train.seed=1",
+                                               "zero_shot.calibration_size=4"]},
+                 {"name": "broken", "set": ["model.spec=no-such-model-xyz"]}],
+    })
+    out = folder / "out"
+    code, stdout, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
+    return path, out, code, stdout + err
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> pytest.MonkeyPatch:
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_the_bench_runs_and_reports_the_failed_row(bench_run: tuple[Path, Path, int, str]) -> None:
+    _, out, code, text = bench_run
+    assert code == 1, text
+    for name in ("lora-seed1", "lora-seed2", "tfidf", "zero-shot"):
+        assert f"{name}: ran" in text, text
+    failed = [line for line in text.splitlines() if "broken: failed: " in line]
+    assert len(failed) == 1 and "no-such-model-xyz" in failed[0], text
+    assert "Traceback" not in text
+    for name in FINISHED:
+        assert (out / name / "metrics.json").is_file()
+    assert not (out / "broken" / "metrics.json").exists()
+
+
+def test_results_agree_with_the_run_directories(bench_run: tuple[Path, Path, int, str]) -> None:
+    _, out, _, _ = bench_run
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert set(rows) == set(FINISHED) and results["unfinished"] == ["broken"]
+    with (out / "results.csv").open(newline="") as f:
+        table = {r["name"]: r for r in csv.DictReader(f)}
+    md = (out / "results.md").read_text()
+    for name, row in rows.items():
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        for key in ("n", "accuracy", "precision", "recall", "f1", "roc_auc"):
+            assert row[key] == metrics["test"][key], (name, key)
+            assert float(table[name][key]) == pytest.approx(metrics["test"][key], abs=1e-6)
+        par = metrics.get("parameters", {})  # zero-shot trains nothing: no parameters, no timings
+        assert row["trainable_parameters"] == par.get("trainable") and row["total_parameters"] == par.get("total")
+        assert row["train_seconds"] == metrics.get("train_seconds")
+        assert row["test_seconds"] == metrics.get("test_seconds")
+        assert 0 <= row["accuracy_ci_low"] <= row["accuracy"] <= row["accuracy_ci_high"] <= 1
+        assert f"| {name} |" in md and f"{metrics['test']['accuracy']:.4f}" in md
+    assert rows["lora-seed1"]["train_tokens_per_second"] is not None and rows["tfidf"]["method"] == "tfidf"
+    (group,) = results["seed_groups"]
+    assert group["runs"] == ["lora-seed1", "lora-seed2"] and group["seeds"] == [1, 2]
+    mean = (rows["lora-seed1"]["accuracy"] + rows["lora-seed2"]["accuracy"]) / 2
+    assert group["accuracy_mean"] == pytest.approx(mean)
+    assert "mean ± sd" in md and f"{mean:.4f}" in md
+
+
+def test_mcnemar_against_the_tfidf_reference(bench_run: tuple[Path, Path, int, str]) -> None:
+    _, out, _, _ = bench_run
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert results["reference"] == "tfidf" and rows["tfidf"]["mcnemar_p_vs_tfidf"] is None
+    ref = _predictions(out / "tfidf" / "predictions.csv")
+    other = _predictions(out / "lora-seed1" / "predictions.csv")
+    assert set(other) == set(ref)  # same seed: the same test slice (data.eval_size samples by train.seed)
+    b = sum(ref[i][1] == ref[i][0] and other[i][1] != other[i][0] for i in ref)
+    c = sum(ref[i][1] != ref[i][0] and other[i][1] == other[i][0] for i in ref)
+    expected = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    assert 0 <= rows["lora-seed1"]["mcnemar_p_vs_tfidf"] <= 1
+    assert rows["lora-seed1"]["mcnemar_p_vs_tfidf"] == pytest.approx(expected)
+    # Seed 2 drew another test slice: no paired test, a blank cell.
+    assert set(_predictions(out / "lora-seed2" / "predictions.csv")) != set(ref)
+    assert rows["lora-seed2"]["mcnemar_p_vs_tfidf"] is None
+    assert 0 <= rows["zero-shot"]["mcnemar_p_vs_tfidf"] <= 1  # seed 1 too: paired
+
+
+def test_a_second_run_skips_finished_rows_and_report_only_is_identical(
+        bench_run: tuple[Path, Path, int, str]) -> None:
+    path, out, _, _ = bench_run
+    names = FINISHED
+    before = {n: (out / n / "metrics.json").stat().st_mtime_ns for n in names}
+    results = {f: (out / f).read_bytes() for f in ("results.json", "results.csv", "results.md")}
+    code, stdout, _ = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
+    assert code == 1  # the broken row fails again
+    for n in names:
+        assert f"{n}: skipped" in stdout
+    assert {n: (out / n / "metrics.json").stat().st_mtime_ns for n in names} == before
+    for f in results:
+        (out / f).unlink()
+    code, _, err = run_cli(["bench", str(path), "--out", str(out), "--report-only"])
+    assert code == 0, err
+    assert {f: (out / f).read_bytes() for f in results} == results
+
+
+def test_report_only_without_a_bench_output_is_a_one_line_error(tmp_path: Path) -> None:
+    path = write_bench(tmp_path, {"name": "b", "rows": [{"name": "r"}]})
+    code, _, err = run_cli(["bench", str(path), "--out", str(tmp_path / "nothing"), "--report-only"])
+    assert code == 2 and "nothing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_interrupted_row_is_resumed_from_its_checkpoint(tmp_path: Path, imdb_slice_archive: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    path = write_bench(tmp_path, {"name": "resume", "set": [*COMMON, f"data.path={imdb_slice_archive}",
+                                                             "train.batch_size=2", "train.checkpoint_every=1"],
+                                  "matrix": {"train.seed": [1]}})
+    out = tmp_path / "out"
+    step, calls = torch.optim.AdamW.step, {"n": 0}
+
+    def interrupted_step(self: torch.optim.Optimizer, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:  # Ctrl-C after two checkpointed steps
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", interrupted_step)
+    code, _, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
+    assert code == 130 and (out / "seed1" / "checkpoint.pt").is_file(), err
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    code, stdout, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
+    assert code == 0 and "seed1: resumed" in stdout, stdout + err
+    assert (out / "seed1" / "metrics.json").is_file() and not (out / "seed1" / "checkpoint.pt").exists()
+    assert [r["name"] for r in json.loads((out / "results.json").read_text())["rows"]] == ["seed1"]
