@@ -120,7 +120,7 @@ def test_results_agree_with_the_run_directories(bench_run: tuple[Path, Path, int
     _, out, _, _ = bench_run
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
-    assert set(rows) == set(FINISHED) and results["unfinished"] == ["broken"]
+    assert set(rows) == set(FINISHED) and results["not_reported"] == {"broken": "not finished (no metrics.json)"}
     with (out / "results.csv").open(newline="") as f:
         table = {r["name"]: r for r in csv.DictReader(f)}
     md = (out / "results.md").read_text()
@@ -210,3 +210,28 @@ def test_an_interrupted_row_is_resumed_from_its_checkpoint(tmp_path: Path, imdb_
     assert code == 0 and "seed1: resumed" in stdout, stdout + err
     assert (out / "seed1" / "metrics.json").is_file() and not (out / "seed1" / "checkpoint.pt").exists()
     assert [r["name"] for r in json.loads((out / "results.json").read_text())["rows"]] == ["seed1"]
+
+
+def test_base_is_read_relative_to_the_bench_file(tmp_path: Path) -> None:
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "exp.yaml").write_text("model: {spec: gpt2-tiny-random}\ntrain: {lr: 0.01}\n")
+    bench = load_bench(write_bench(tmp_path / "benches", {"name": "b", "base": "../configs/exp.yaml",
+                                                          "matrix": {"train.lr": [0.02]},
+                                                          "rows": [{"name": "plain"}]}))
+    assert [(r.name, r.config.model.spec, r.config.train.lr) for r in bench.rows] == [
+        ("lr0.02", "gpt2-tiny-random", 0.02), ("plain", "gpt2-tiny-random", 0.01)]
+
+
+def test_a_finished_row_from_another_config_fails_instead_of_being_skipped(tmp_path: Path) -> None:
+    from sentitune.bench import run_bench
+    from sentitune.config import dump_yaml, load_config
+
+    bench = load_bench(write_bench(tmp_path, {"name": "b", "rows": [{"name": "r", "set": ["train.seed=1"]}]}))
+    run = tmp_path / "out" / "r"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_yaml(load_config(None, ["name=r", "train.seed=2"])))
+    (run / "metrics.json").write_text("{}")
+    (outcome,) = run_bench(bench, tmp_path / "out")
+    assert outcome.status == "failed" and "another config" in outcome.message and str(run) in outcome.message
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["rows"] == [] and "not this bench row's config" in results["not_reported"]["r"]

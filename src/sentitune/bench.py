@@ -204,9 +204,11 @@ def _run_row(row: BenchRow, run_dir: Path, resume: bool, progress: bool) -> dict
 
 
 def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines and not isinstance(error, SentituneError) else (
-        lines[0] if lines else type(error).__name__)
+    """Our errors are one line already; anything else gets its type in front (it may be a bug)."""
+    first = next(iter(str(error).strip().splitlines()), "")
+    if isinstance(error, SentituneError):
+        return first or type(error).__name__
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def run_bench(bench: Bench, out: Path, progress: bool = False,
@@ -284,20 +286,31 @@ def _group_name(names: list[str]) -> str:
     return "-".join(common) or names[0]
 
 
+def _read_run(run_dir: Path, row: BenchRow) -> tuple[dict[str, Any], ExperimentConfig, dict[str, tuple[int, int]]]:
+    """metrics.json, config.yaml and predictions.csv of a finished row, or a BenchError saying why not."""
+    if not (run_dir / "metrics.json").is_file():
+        raise BenchError("not finished (no metrics.json)")
+    try:
+        cfg = load_config(run_dir / "config.yaml")
+        if to_dict(cfg) != to_dict(row.config):
+            raise BenchError("its config.yaml is not this bench row's config")
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        pred = _predictions(run_dir / "predictions.csv")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BenchError(f"unreadable ({type(e).__name__}: {e})") from None
+    return metrics, cfg, pred
+
+
 def collect(bench: Bench, out: Path) -> dict[str, Any]:
-    """The results of every finished row, read from its run directory."""
-    rows, preds, configs, unfinished = [], {}, {}, []
+    """The results of every finished row, read from its run directory; the others, with why, under not_reported."""
+    rows, preds, configs, not_reported = [], {}, {}, {}
     for bench_row in bench.rows:
         run_dir = out / bench_row.name
-        if not (run_dir / "metrics.json").is_file():
-            unfinished.append(bench_row.name)
-            continue
         try:
-            metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-            cfg = load_config(run_dir / "config.yaml")
-            pred = _predictions(run_dir / "predictions.csv")
-        except (OSError, ValueError, KeyError) as e:
-            raise BenchError(f"{run_dir}: unreadable run ({type(e).__name__}: {e})") from None
+            metrics, cfg, pred = _read_run(run_dir, bench_row)
+        except BenchError as e:  # one broken run directory must not hide the others' results
+            not_reported[bench_row.name] = str(e)
+            continue
         test, par = metrics.get("test") or {}, metrics.get("parameters") or {}
         low, high = accuracy_ci(np.array([p == y for y, p in pred.values()], dtype=float))
         rows.append({
@@ -331,7 +344,7 @@ def collect(bench: Bench, out: Path) -> dict[str, Any]:
             entry[f"{metric}_mean"], entry[f"{metric}_sd"] = float(values.mean()), float(values.std(ddof=1))
         seeds.append(entry)
     return {"bench": bench.name, "reference": reference, "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES,
-            "seed": BOOTSTRAP_SEED, "level": 0.95}, "rows": rows, "seed_groups": seeds, "unfinished": unfinished}
+            "seed": BOOTSTRAP_SEED, "level": 0.95}, "rows": rows, "seed_groups": seeds, "not_reported": not_reported}
 
 
 def _cell(value: Any, digits: int = 4) -> str:
@@ -370,8 +383,8 @@ def markdown(results: dict[str, Any]) -> str:
         for g in results["seed_groups"]:
             lines.append(f"| {g['group']} | {_cell(g['seeds'])} | {_cell(g['accuracy_mean'])} ± "
                          f"{_cell(g['accuracy_sd'])} | {_cell(g['roc_auc_mean'])} ± {_cell(g['roc_auc_sd'])} |")
-    if results["unfinished"]:
-        lines += ["", f"Not finished (no metrics.json): {', '.join(results['unfinished'])}."]
+    if results["not_reported"]:
+        lines += ["", "Not reported:", ""] + [f"- {name}: {why}" for name, why in results["not_reported"].items()]
     return "\n".join(lines) + "\n"
 
 
