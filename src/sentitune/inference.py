@@ -22,7 +22,7 @@ from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
 from sentitune.runs import RunDir
 from sentitune.runtime import device, seed_everything
-from sentitune.zero_shot.predictor import probabilities, saved_margins
+from sentitune.zero_shot.predictor import SavedPrompt, probabilities, saved_margins
 
 
 def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = None, eval_size: int | None = None,
@@ -132,10 +132,11 @@ class Predictor:
         self.run = RunDir(run_dir)
         self.cfg = self.run.config()
         self.kind = self.cfg.method.name  # the run's own config says what it is, not a file's presence
-        self.zero_shot = self.kind == "zero-shot"  # a prompt and a threshold, no trained weights
-        if self.kind == "tfidf":
+        if self.kind == "zero-shot":  # a prompt and a threshold, no trained weights
+            self.prompt = SavedPrompt(self.run.path)
+        elif self.kind == "tfidf":
             self.tfidf = TfidfClassifier.load(self.run.model_dir)
-        elif not self.zero_shot:
+        else:
             self.model, self.tokenizer = load_model(self.run.model_dir)
             self.model.to(device())
             self.dtype = pick_precision(precision or saved_precision(self.run.model_dir), device())
@@ -146,9 +147,8 @@ class Predictor:
         for i, t in enumerate(cleaned):
             if not t.strip():
                 raise DataError(f"review {i + 1}: empty")
-        if self.zero_shot:
-            margins, threshold = saved_margins(self.run.path, cleaned)
-            probs = probabilities(margins, threshold)
+        if self.kind == "zero-shot":
+            probs = probabilities(self.prompt.margins(cleaned), self.prompt.threshold)
         elif self.kind == "tfidf":
             probs = self.tfidf.positive_proba(cleaned).tolist()
         else:

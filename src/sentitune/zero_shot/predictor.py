@@ -34,23 +34,35 @@ def save_predictor(run_dir: Path, spec: str, templates: Sequence[PromptTemplate]
         "threshold": threshold, "decision": decision})
 
 
+class SavedPrompt:
+    """A saved zero-shot run, loaded once: its causal LM, prompt encoders, ensemble scales and threshold."""
+
+    def __init__(self, run_dir: Path, batch_size: int = 8, progress: bool = False) -> None:
+        path = Path(run_dir) / PREDICTOR
+        try:
+            saved = json.loads(path.read_text())
+            templates = [PromptTemplate(**t) for t in saved["templates"]]
+            self.scales = [float(x) for x in saved["scales"]]
+            demos = [Demonstration(d["text"], int(d["label"])) for d in saved["demonstrations"]]
+            self.threshold = float(saved["threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelError(f"{path}: not a readable zero-shot predictor ({e})") from e
+        model, tokenizer = load_causal_lm(saved["model"])
+        self.encoders = [PromptEncoder(tokenizer, t, saved["review_tokens"], saved["truncation"], demos,
+                                       saved["shot_tokens"]) for t in templates]
+        self.scorer = CausalScorer(model, tokenizer.pad_token_id, batch_size, progress)
+
+    def margins(self, texts: Sequence[str]) -> np.ndarray:
+        """The ensemble margin of each review under the saved prompt(s)."""
+        return combine_margins([self.scorer.margins(e, texts, f"zero-shot ({e.template.name})")
+                                for e in self.encoders], self.scales)
+
+
 def saved_margins(run_dir: Path, texts: Sequence[str], batch_size: int = 8,
                   progress: bool = False) -> tuple[np.ndarray, float]:
     """Margins of `texts` under a saved zero-shot run's prompt, and the run's decision threshold."""
-    path = Path(run_dir) / PREDICTOR
-    try:
-        saved = json.loads(path.read_text())
-        templates = [PromptTemplate(**t) for t in saved["templates"]]
-        scales = [float(x) for x in saved["scales"]]
-        demos = [Demonstration(d["text"], int(d["label"])) for d in saved["demonstrations"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"{path}: not a readable zero-shot predictor ({e})") from e
-    model, tokenizer = load_causal_lm(saved["model"])
-    encoders = [PromptEncoder(tokenizer, t, saved["review_tokens"], saved["truncation"], demos, saved["shot_tokens"])
-                for t in templates]
-    scorer = CausalScorer(model, tokenizer.pad_token_id, batch_size, progress)
-    margins = combine_margins([scorer.margins(e, texts, f"zero-shot ({e.template.name})") for e in encoders], scales)
-    return margins, float(saved["threshold"])
+    prompt = SavedPrompt(run_dir, batch_size, progress)
+    return prompt.margins(texts), prompt.threshold
 
 
 def probabilities(margins: np.ndarray, threshold: float) -> list[float]:
