@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from sentitune.metrics import classification_metrics
 from sentitune.runs import RunDir
 from sentitune.runtime import seed_everything
 
-Report = Any  # Callable[[str], None]
+Report = Callable[[str], None]
 MODEL_FILE = "tfidf.json"
 ARRAYS_FILE = "tfidf.npz"
 

@@ -7,10 +7,11 @@ GPU with bf16, a CPU with AVX512-BF16/AMX); elsewhere bf16 is emulated and ~100x
 
 Inference (`train.eval_precision`: the untrained baseline, the final test pass, `evaluate`,
 `predict`) is fp32 by default, deliberately. bf16 results depend on the kernel: native and emulated
-bf16 differ, and oneDNN blocks a matmul by its shape, so the same review got 0.3105 alone and 0.3123
-in a batch of 32 on one bf16 CPU, and up to 2e-3 apart on two CPUs. In fp32 a saved run gives the
-same probability (within 1e-5) on any CPU and with any batch neighbours; the choice is written into
-the saved model (`sentitune.json`) and `metrics.json`.
+bf16 differ, and oneDNN blocks a matmul by its shape, so the same review gets a different probability
+alone than in a batch, and on another CPU (benchmarks/precision_consistency.py: up to 3.6e-4 and
+3.0e-4 in bf16, 9e-8 in fp32). In fp32 a saved run gives the same probability (within 1e-5) on any
+CPU and with any batch neighbours; the choice is written into the saved model (`sentitune.json`) and
+`metrics.json`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import torch
 from sentitune.config import ConfigError
 
 ENV = "SENTITUNE_PRECISION"
-DEFAULT_EVAL = "fp32"
 
 
 def cpu_has_bf16() -> bool:

@@ -31,8 +31,6 @@ from sentitune.atomic import append_line, write_atomic, write_csv, write_json, w
 from sentitune.config import ExperimentConfig, dump_yaml, load_config, to_dict
 from sentitune.errors import RunError, SentituneError
 
-MODEL_META = "sentitune.json"
-
 # What sentitune writes into a run directory (train, evaluate, zero-shot): --overwrite deletes these only.
 OUTPUT_NAMES = frozenset({"config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt", "model", "zero_shot.json"})
 OUTPUT_PATTERNS = ("predictions*.csv", "eval-*.json", "margins*.csv")
