@@ -225,7 +225,7 @@ def test_damaged_run_is_one_line_from_a_real_process(runs: dict[str, Path], tmp_
 # Runs each case's argv through sentitune.cli.main in a process that obeys file modes; a Python
 # exception escaping main is recorded as its traceback (exit 1), as `python -m sentitune.cli` shows it.
 DRIVER = r"""
-import contextlib, io, json, os, sys, traceback
+import json, os, sys
 probe = os.path.join(sys.argv[2], "probe")
 try:
     open(probe, "w").close()
@@ -234,19 +234,9 @@ try:
     sys.exit(0)
 except PermissionError:
     pass
-from sentitune.cli import main
-results = {}
-for case, argv in json.loads(sys.argv[1]).items():
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-    results[case] = [code, err.getvalue()]
+sys.path.insert(0, sys.argv[3])  # tests/: the same run_cli as the in-process tests
+from conftest import run_cli
+results = {case: [code, err] for case, argv in json.loads(sys.argv[1]).items() for code, _, err in [run_cli(argv)]}
 print(json.dumps(results))
 """
 
@@ -285,7 +275,8 @@ def permission_results(runs: dict[str, Path], workdir: Path) -> dict[str, tuple[
                               [f"{config}: cannot read (Permission denied)"]),
     }
     assert list(cases) == PERMISSION_CASES
-    command = [sys.executable, "-c", DRIVER, json.dumps({k: v[0] for k, v in cases.items()}), str(read_only)]
+    command = [sys.executable, "-c", DRIVER, json.dumps({k: v[0] for k, v in cases.items()}), str(read_only),
+               str(Path(__file__).parent)]
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("root ignores file modes and setpriv (util-linux) is missing to drop CAP_DAC_OVERRIDE")
