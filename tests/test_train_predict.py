@@ -24,6 +24,7 @@ from sentitune.evaluation import score
 from sentitune.models.classifier import pool
 from sentitune.models.registry import resolve
 from sentitune.models.saving import load_model
+from sentitune.runs import RunDir
 
 pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
 
@@ -86,8 +87,16 @@ def test_config_yaml_recreates_the_run(run_dir: Path) -> None:
 
 
 def test_log_and_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    everything = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    log = [r for r in everything if r["event"] != "train"]
     assert [r["event"] for r in log] == ["baseline", "validation", "final"]
+    # Training-loss records (the report's curves): every train.log_every steps and at the epoch's end.
+    steps = TRAIN_SIZE // BATCH
+    curve = [r for r in everything if r["event"] == "train"]
+    every = RunDir(run_dir).config().train.log_every
+    assert [r["step"] for r in curve] == sorted({*range(every, steps + 1, every), steps})
+    assert all(r["loss"] > 0 and r["lr"] >= 0 and r["phase"] == 1 for r in curve)
+    assert everything.index(curve[-1]) < everything.index(log[1])  # the epoch's last loss, then its validation
     assert log[1]["n"] == VAL_SIZE and log[0]["n"] == log[2]["n"] == EVAL_SIZE
     assert metrics["test"] == {k: v for k, v in log[2].items() if k not in ("event", "split")}
     assert metrics["baseline"] == {k: v for k, v in log[0].items() if k not in ("event", "split")}
@@ -110,7 +119,8 @@ def test_log_and_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 
 def test_predictions_csv(predictions: list[dict[str, str]], metrics: dict[str, Any]) -> None:
     assert len(predictions) == EVAL_SIZE == metrics["test"]["n"]
-    assert list(predictions[0]) == ["id", "label", "prob_positive", "pred"]
+    assert list(predictions[0]) == ["id", "label", "prob_positive", "pred", "words"]
+    assert all(int(p["words"]) > 0 for p in predictions)  # review length, for the report's length bins
     assert all(p["id"].startswith("test/") for p in predictions)
     assert len({p["id"] for p in predictions}) == EVAL_SIZE
     correct = sum(int(p["pred"]) == int(p["label"]) for p in predictions)

@@ -168,7 +168,7 @@ def test_run_and_cli_write_a_complete_run(tiny: tuple, imdb_slice_archive: Path,
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["test"]["n"] == 60 and saved["decision"] == "2-shot label-free"
     lines = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "id,label,prob_positive,pred" and len(lines) == 61
+    assert lines[0] == "id,label,prob_positive,pred,words" and len(lines) == 61
     assert (tmp_path / "run" / "margins-0-shot.csv").exists()
     # The saved run predicts and re-evaluates like any run: same prompt (with its demonstrations), same threshold.
     again = evaluate_run(tmp_path / "run", "test")

@@ -152,7 +152,7 @@ def run_tfidf(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False,
         "train_seconds": round(train_seconds, 2),
         "test_seconds": round(test_seconds, 2), "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    run.write_predictions([e.id for e in splits.test], [e.label for e in splits.test], scores.tolist())
+    run.write_predictions(splits.test, scores.tolist())
     classifier.save(run.model_dir)
     run.write_metrics(metrics)
     return metrics

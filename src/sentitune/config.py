@@ -110,6 +110,7 @@ class TrainConfig:
     patience: int | None = None  # early stopping on validation loss, in evaluations
     eval_every: int | None = None  # optimizer steps between validations; None: once per epoch
     checkpoint_every: int | None = 200  # optimizer steps between resumable checkpoints
+    log_every: int | None = 10  # optimizer steps between training-loss records in log.jsonl (curves); 0: off
     seed: int = 42
     precision: str = "auto"  # training autocast: auto | bf16 | fp16 (GPU only) | fp32
     eval_precision: str = "fp32"  # baseline, test, evaluate, predict: fp32 gives the same numbers on any CPU
@@ -194,7 +195,8 @@ class ExperimentConfig:
         _positive("train.batch_size", self.train.batch_size, minimum=1)
         _positive("train.eval_batch_size", self.train.eval_batch_size, minimum=1)
         _positive("train.grad_accum", self.train.grad_accum, minimum=1)
-        for name, minimum in (("patience", 1), ("eval_every", 0), ("checkpoint_every", 0), ("threads", 0)):
+        optional = (("patience", 1), ("eval_every", 0), ("checkpoint_every", 0), ("log_every", 0), ("threads", 0))
+        for name, minimum in optional:
             if getattr(self.train, name) is not None:  # 0 (like None) means "off" / "all cores"
                 _positive(f"train.{name}", getattr(self.train, name), minimum=minimum)
         if not 0 <= self.train.warmup_ratio < 1:

@@ -64,7 +64,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
         untrained = build_classifier(cfg, resolve(cfg.model.spec), tokenizer.pad_token_id).to(device())
         result["baseline"], _ = evaluate(untrained, data, batch_size, pad_id, dtype, "baseline", progress)
     run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions(data.ids, data.labels, scores.tolist(), name=f"predictions-{split}.csv")
+    run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}.csv")
     return result
 
 
@@ -77,7 +77,7 @@ def _evaluate_tfidf(run: RunDir, examples: list[Example], split: str, warnings: 
     result: dict[str, Any] = {"run": str(run.path), "split": split, "warnings": warnings,
                               "model": classification_metrics(labels, scores.tolist())}
     run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions([e.id for e in examples], labels, scores.tolist(), name=f"predictions-{split}.csv")
+    run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}.csv")
     return result
 
 
@@ -90,8 +90,7 @@ def _evaluate_zero_shot(run: RunDir, examples: list[Example], split: str, progre
     result: dict[str, Any] = {"run": str(run.path), "split": split}
     result["model"] = {**classification_metrics(labels, margins.tolist(), threshold=threshold), "threshold": threshold}
     run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions([e.id for e in examples], labels, probabilities(margins, threshold),
-                          name=f"predictions-{split}.csv")
+    run.write_predictions(examples, probabilities(margins, threshold), name=f"predictions-{split}.csv")
     return result
 
 

@@ -3,7 +3,7 @@
     RUN/config.yaml        the resolved ExperimentConfig (a run can be re-created from it alone)
     RUN/log.jsonl          one line per evaluation (baseline, validation during training, test)
     RUN/metrics.json       final metrics, baseline, parameter counts, timings
-    RUN/predictions.csv    test predictions: id, label, prob_positive, pred
+    RUN/predictions.csv    test predictions: id, label, prob_positive, pred, words
     RUN/model/             head.safetensors + sentitune.json + tokenizer, and the backbone as a PEFT
                            adapter (adapter/), a transformers folder (backbone/) or the untouched base
     RUN/checkpoint.pt      resumable training state (removed when the run completes)
@@ -21,6 +21,7 @@ import json
 import pickle
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import yaml
 
 from sentitune.atomic import append_line, write_atomic, write_csv, write_json, write_text
 from sentitune.config import ExperimentConfig, dump_yaml, load_config, to_dict
+from sentitune.data.records import Example
 from sentitune.errors import RunError, SentituneError
 
 # What sentitune writes into a run directory (train, evaluate, zero-shot): --overwrite deletes these only.
@@ -130,11 +132,14 @@ class RunDir:
     def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> None:
         write_json(self.path / name, metrics)
 
-    def write_predictions(self, ids: list[str], labels: list[int], scores: list[float], threshold: float = 0.5,
+    def write_predictions(self, examples: Sequence[Example], scores: Sequence[float], threshold: float = 0.5,
                           name: str = "predictions.csv") -> None:
-        """Ids can come from the user (data.id_column): written spreadsheet-safe (see atomic.write_csv)."""
-        rows = ([i, y, f"{s:.6f}", int(s > threshold)] for i, y, s in zip(ids, labels, scores, strict=True))
-        write_csv(self.path / name, ["id", "label", "prob_positive", "pred"], rows, text_columns={"id"})
+        """One row per example, in order: id, label, score, decision and `words` (whitespace-separated words of
+        the cleaned text, the same for any tokenizer, so a report can compare models by review length). Ids
+        can come from the user (data.id_column): written spreadsheet-safe (see atomic.write_csv)."""
+        rows = ([e.id, e.label, f"{s:.6f}", int(s > threshold), len(e.text.split())]
+                for e, s in zip(examples, scores, strict=True))
+        write_csv(self.path / name, ["id", "label", "prob_positive", "pred", "words"], rows, text_columns={"id"})
 
     # ------------------------------------------------------------------ checkpoints
     @property

@@ -270,7 +270,7 @@ def train(
         "feature_cache": bool(features),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    run.write_predictions(p.encoded["test"].ids, p.encoded["test"].labels, test_scores.tolist())
+    run.write_predictions(p.splits.test, test_scores.tolist())
     form = saved_form([phase.method for phase in phases], cfg.method)
     save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision))
     run.write_metrics(metrics)
@@ -361,6 +361,7 @@ def _train_phase(
                f"{phase.method}", disable=not progress, unit="step")
     tick = time.perf_counter()
     pending_tokens = 0  # tokens of a step still accumulating: counted only once the step is taken
+    window: list[float] = []  # micro-batch losses since the last training-loss record (not checkpointed)
     try:
         if state.pending_validation:  # interrupted during a validation: run it before going on
             if after_validation(validate()):
@@ -372,6 +373,7 @@ def _train_phase(
                                prefix_of(features.get("train"), batch, dev))
             loss = model.loss(logits, batch["labels"].to(dev))
             scaler.scale(loss / accum).backward()
+            window.append(loss.item())
             pending_tokens += int(batch["attention_mask"].sum())
             done = micro + 1
             if done % accum and done != total_micro:
@@ -398,7 +400,12 @@ def _train_phase(
                     state.epoch_seconds.append(state.train_seconds - state.epoch_mark)
                     state.epoch_mark = state.train_seconds
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{window[-1]:.4f}")
+            if cfg.train.log_every and (state.step % cfg.train.log_every == 0 or epoch_end) and window:
+                run.log({"event": "train", "phase": state.phase + 1, "step": state.step,
+                         "epoch": round(state.micro / per_epoch, 3), "loss": sum(window) / len(window),
+                         "lr": scheduler.get_last_lr()[0]})
+                window.clear()
             if state.pending_validation:
                 stop = after_validation(validate())
                 tick = time.perf_counter()

@@ -149,8 +149,7 @@ def run_zero_shot(cfg: ExperimentConfig, out: Path | None = None, overwrite: boo
             suffix = "" if r is primary else f"-{r.shots}-shot"
             t = r.thresholds[zs.decision]
             probs = probabilities(r.margins, t)
-            run.write_predictions([e.id for e in splits.test], [e.label for e in splits.test], probs,
-                                  name=f"predictions{suffix}.csv")
+            run.write_predictions(splits.test, probs, name=f"predictions{suffix}.csv")
             _write_margins(run.path / f"margins{suffix}.csv", splits.test, r.margins)
         run.write_metrics(result)
     return result
