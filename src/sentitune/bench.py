@@ -13,6 +13,7 @@ from the run directories only (metrics.json, config.yaml, predictions.csv): no n
       train.seed: [1, 2]
     rows:                                           # optional extra rows
       - {name: tfidf, set: [method.name=tfidf]}
+      - {name: zero-shot, config: zero-shot-smollm2.yaml, set: [data.eval_size=1000]}  # its own base config
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class BenchRow:
     name: str
     overrides: list[str]
     config: ExperimentConfig
+    base: Path | None = None  # the experiment YAML the overrides apply to
 
 
 @dataclass
@@ -111,32 +113,36 @@ def _strings(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str]]]:
-    """(row name, row overrides) for the matrix (cartesian product, in file order) and the explicit rows."""
+def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str], str | None]]:
+    """(row name, row overrides, row base config or None) for the matrix (cartesian product, in file order)
+    and the explicit rows."""
     matrix = data.get("matrix") or {}
     if not isinstance(matrix, dict):
         raise BenchError(f"{where}: matrix: expected a mapping of config key -> list of values")
     for key, values in matrix.items():
         if not isinstance(values, list) or not values:
             raise BenchError(f"{where}: matrix.{key}: expected a non-empty list of values, got {values!r}")
-    rows: list[tuple[str, list[str]]] = []
+    rows: list[tuple[str, list[str], str | None]] = []
     if matrix:
         keys = list(matrix)
         combos = list(itertools.product(*(matrix[k] for k in keys)))
         names = _unique(["-".join(_piece(k, v) for k, v in zip(keys, combo, strict=True)) for combo in combos])
-        rows = [(n, [_override(k, v) for k, v in zip(keys, combo, strict=True)])
+        rows = [(n, [_override(k, v) for k, v in zip(keys, combo, strict=True)], None)
                 for n, combo in zip(names, combos, strict=True)]
     extra = data.get("rows") or []
     if not isinstance(extra, list):
-        raise BenchError(f"{where}: rows: expected a list of {{name, set}} mappings")
+        raise BenchError(f"{where}: rows: expected a list of {{name, config, set}} mappings")
     for i, row in enumerate(extra):
-        if not isinstance(row, dict) or set(row) - {"name", "set"}:
-            raise BenchError(f"{where}: rows[{i}]: expected a mapping with name and set, got {row!r}")
+        if not isinstance(row, dict) or set(row) - {"name", "set", "config"}:
+            raise BenchError(f"{where}: rows[{i}]: expected a mapping with name, config and/or set, got {row!r}")
+        config = row.get("config")
+        if config is not None and not isinstance(config, str):
+            raise BenchError(f"{where}: rows[{i}].config: expected a path to an experiment YAML, got {config!r}")
         name = row.get("name")
         if not isinstance(name, str) or not _SAFE.fullmatch(name):
             raise BenchError(f"{where}: rows[{i}].name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
-        rows.append((name, _strings(row.get("set"), f"{where}: rows[{i}].set")))
-    taken = [n for n, _ in rows]
+        rows.append((name, _strings(row.get("set"), f"{where}: rows[{i}].set"), config))
+    taken = [n for n, _, _ in rows]
     if dup := next((n for n in taken if taken.count(n) > 1), None):
         raise BenchError(f"{where}: rows: the name {dup!r} is used twice")
     if not rows:
@@ -174,13 +180,16 @@ def load_bench(path: str | Path) -> Bench:
         raise BenchError(f"{path}: base: {base_path} not found")
     common = _strings(data.get("set"), f"{path}: set")
     rows = []
-    for row_name, overrides in expand(data, str(path)):
+    for row_name, overrides, row_base in expand(data, str(path)):
+        config_path = (path.parent / row_base) if row_base else base_path
+        if config_path is not None and not config_path.is_file():
+            raise BenchError(f"{path}: row {row_name}: config: {config_path} not found")
         everything = [*common, *overrides, f"name={row_name}"]
         try:
-            cfg = load_config(base_path, everything)
+            cfg = load_config(config_path, everything)
         except SentituneError as e:
             raise BenchError(f"{path}: row {row_name}: {e}") from None
-        rows.append(BenchRow(row_name, everything, cfg))
+        rows.append(BenchRow(row_name, everything, cfg, config_path))
     return Bench(name, path, base_path, rows)
 
 
