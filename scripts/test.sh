@@ -6,6 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check src tests benchmarks
+# The report page is tested in a real headless browser (tests/test_report.py): Debian's chromium.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing chromium (apt-get) for the report page's browser test" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "test.sh: no chromium: the browser test is skipped (CI=true makes it fail); apt-get install chromium" >&2
+  fi
+fi
 unset SENTITUNE_PRECISION
 .venv/bin/pytest -q
 picked=$(.venv/bin/python -c 'import torch; from sentitune.precision import name, pick_precision

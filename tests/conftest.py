@@ -11,9 +11,11 @@ import io
 import os
 import tarfile
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sentitune.data.imdb import read_imdb
 from sentitune.data.records import Example
@@ -137,3 +139,39 @@ def minilm_lora_run(tmp_path_factory: pytest.TempPathFactory, imdb_slice_archive
     code, out, err = run_cli(train_args(imdb_slice_archive, run))
     assert code == 0, err
     return run, out
+
+
+# ------------------------------------------------------------------------------------------ a tiny bench
+
+BENCH_COMMON = ["model.spec=gpt2-tiny-random", "data.max_length=32", "data.train_size=16", "data.eval_size=16",
+                "data.val_size=8", "train.epochs=1", "train.baseline=false", "method.tfidf.min_df=1"]
+BENCH_FINISHED = ("lora-seed1", "lora-seed2", "tfidf", "zero-shot")
+
+
+def write_bench(folder: Path, data: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "bench.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bench_run(tmp_path_factory: pytest.TempPathFactory,
+              imdb_slice_archive: Path) -> Iterator[tuple[Path, Path, int, str]]:
+    """A tiny bench through the CLI, once per session (tests/test_bench.py, tests/test_report.py): LoRA on
+    gpt2-tiny-random with two seeds, a TF-IDF reference with a published number, zero-shot, a failing row."""
+    folder = tmp_path_factory.mktemp("bench")
+    path = write_bench(folder, {
+        "name": "tiny", "set": [*BENCH_COMMON, f"data.path={imdb_slice_archive}"],
+        "matrix": {"method.name": ["lora"], "train.seed": [1, 2]},
+        "rows": [{"name": "tfidf", "set": ["method.name=tfidf", "train.seed=1"],  # seed 1's test slice
+                  "published": {"accuracy": 0.9122, "source": "Wang & Manning 2012, NBSVM-bi"}},
+                 {"name": "zero-shot", "set": ["method.name=zero-shot", "train.seed=1",
+                                               "zero_shot.calibration_size=4"]},
+                 {"name": "broken", "set": ["model.spec=no-such-model-xyz"]}],
+    })
+    out = folder / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        code, stdout, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
+    yield path, out, code, stdout + err

@@ -8,24 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import run_cli
+from conftest import BENCH_COMMON as COMMON
+from conftest import BENCH_FINISHED as FINISHED
+from conftest import run_cli, write_bench
 from scipy.stats import binomtest
 
 from sentitune.bench import BenchError, load_bench
-
-COMMON = ["model.spec=gpt2-tiny-random", "data.max_length=32", "data.train_size=16", "data.eval_size=16",
-          "data.val_size=8", "train.epochs=1", "train.baseline=false", "method.tfidf.min_df=1"]
-
-
-FINISHED = ("lora-seed1", "lora-seed2", "tfidf", "zero-shot")
-
-
-def write_bench(folder: Path, data: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "bench.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def test_matrix_expansion_and_names(tmp_path: Path) -> None:
@@ -77,30 +65,6 @@ def test_a_bad_bench_file_is_exit_2_through_the_cli(tmp_path: Path) -> None:
 def _predictions(path: Path) -> dict[str, tuple[int, int]]:
     with path.open(newline="") as f:
         return {r["id"]: (int(r["label"]), int(r["pred"])) for r in csv.DictReader(f)}
-
-
-@pytest.fixture(scope="module")
-def bench_run(tmp_path_factory: pytest.TempPathFactory, imdb_slice_archive: Path,
-              monkeypatch_module: pytest.MonkeyPatch) -> tuple[Path, Path, int, str]:
-    monkeypatch_module.setenv("HF_HUB_OFFLINE", "1")
-    folder = tmp_path_factory.mktemp("bench")
-    path = write_bench(folder, {
-        "name": "tiny", "set": [*COMMON, f"data.path={imdb_slice_archive}"],
-        "matrix": {"method.name": ["lora"], "train.seed": [1, 2]},
-        "rows": [{"name": "tfidf", "set": ["method.name=tfidf", "train.seed=1"]},  # seed 1's test slice
-                 {"name": "zero-shot", "set": ["method.name=zero-shot", "train.seed=1",
-                                               "zero_shot.calibration_size=4"]},
-                 {"name": "broken", "set": ["model.spec=no-such-model-xyz"]}],
-    })
-    out = folder / "out"
-    code, stdout, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
-    return path, out, code, stdout + err
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> pytest.MonkeyPatch:
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
 
 
 def test_the_bench_runs_and_reports_the_failed_row(bench_run: tuple[Path, Path, int, str]) -> None:
@@ -235,3 +199,30 @@ def test_a_finished_row_from_another_config_fails_instead_of_being_skipped(tmp_p
     assert outcome.status == "failed" and "another config" in outcome.message and str(run) in outcome.message
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["rows"] == [] and "not this bench row's config" in results["not_reported"]["r"]
+
+
+def test_published_numbers_stand_beside_their_row(bench_run: tuple[Path, Path, int, str]) -> None:
+    _, out, _, _ = bench_run
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["tfidf"]["published_accuracy"] == 0.9122 and rows["lora-seed1"]["published_accuracy"] is None
+    assert "0.9122 (Wang & Manning 2012, NBSVM-bi)" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize("published", [{"accuracy": 91.2, "source": "x"}, {"accuracy": 0.9}, "0.9"])
+def test_a_bad_published_entry_is_refused(tmp_path: Path, published: object) -> None:
+    path = write_bench(tmp_path, {"name": "b", "rows": [{"name": "r", "published": published}]})
+    with pytest.raises(BenchError, match=r"rows\[0\]\.published"):
+        load_bench(path)
+
+
+def test_a_row_can_name_its_own_base_config(tmp_path: Path) -> None:
+    (tmp_path / "zs.yaml").write_text("name: zs\nmethod: {name: zero-shot}\nmodel: {spec: smollm2-135m}\n")
+    (tmp_path / "base.yaml").write_text("name: b\nmethod: {name: probe}\n")
+    bench = load_bench(write_bench(tmp_path, {"name": "b", "base": "base.yaml", "set": ["train.seed=3"], "rows": [
+        {"name": "probe"}, {"name": "zs", "config": "zs.yaml", "set": ["data.eval_size=10"]}]}))
+    probe, zs = bench.rows
+    assert probe.config.method.name == "probe" and probe.base == tmp_path / "base.yaml"
+    assert (zs.config.method.name, zs.config.model.spec, zs.config.data.eval_size) == ("zero-shot", "smollm2-135m", 10)
+    assert zs.config.train.seed == 3 and zs.base == tmp_path / "zs.yaml"  # the bench's `set` applies to every row
+    with pytest.raises(BenchError, match="missing.yaml not found"):
+        load_bench(write_bench(tmp_path, {"name": "b", "rows": [{"name": "r", "config": "missing.yaml"}]}))

@@ -19,7 +19,45 @@ def test_defaults_validate() -> None:
     assert [p.method for p in cfg.phases()] == ["lora"]
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def _kind(path: Path) -> str:
+    """"bench" (rows/matrix), "search" (a search space) or "experiment"."""
+    raw = yaml.safe_load(path.read_text())
+    return "bench" if {"rows", "matrix"} & set(raw) else "search" if "search" in raw else "experiment"
+
+
+EXPERIMENTS = sorted(p for p in CONFIGS.rglob("*.yaml") if _kind(p) == "experiment")
+BENCHES = sorted(p for p in CONFIGS.rglob("*.yaml") if _kind(p) == "bench")
+
+
+def test_the_published_and_offline_folders_are_shipped() -> None:
+    names = {str(p.relative_to(CONFIGS)) for p in BENCHES}
+    assert {"published/bench.yaml", "offline/bench.yaml", "offline/results.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", BENCHES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_bench_files_load_and_fit_their_models(path: Path) -> None:
+    """Every row of a shipped bench builds a valid config; offline rows fit the packaged model's depth."""
+    from transformers import AutoConfig
+
+    from sentitune.bench import load_bench
+    from sentitune.models.packaged import PACKAGED
+    from sentitune.models.registry import resolve
+
+    bench = load_bench(path)
+    assert bench.rows
+    for row in bench.rows:
+        cfg = row.config
+        if cfg.model.spec in PACKAGED and cfg.method.name not in ("tfidf", "zero-shot"):
+            n = AutoConfig.from_pretrained(resolve(cfg.model.spec).source).num_hidden_layers
+            if any(p.method == "partial" for p in cfg.phases()):
+                assert cfg.method.freeze_layers < n, row.name
+            assert (cfg.method.lora.top_layers or 0) <= n, row.name
+    if path.parent.name == "offline" and path.name == "bench.yaml":  # every published row has a counterpart
+        published = load_bench(CONFIGS / "published" / "bench.yaml")
+        assert len(bench.rows) >= len(published.rows) - 2  # bert-full/distilbert-full share minilm-full
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_shipped_configs_load_and_round_trip(path: Path, tmp_path: Path) -> None:
     cfg = load_config(path)
     raw = yaml.safe_load(path.read_text())

@@ -14,6 +14,9 @@ from the run directories only (metrics.json, config.yaml, predictions.csv): no n
     rows:                                           # optional extra rows
       - {name: tfidf, set: [method.name=tfidf]}
       - {name: zero-shot, config: zero-shot-smollm2.yaml, set: [data.eval_size=1000]}  # its own base config
+      - {name: bert, config: bert.yaml, published: {accuracy: 0.9346, source: "Sanh et al. 2019, Table 2"}}
+
+`published` puts a number from the literature beside a row that reproduces its setup (never used in a test).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 RESULT_COLUMNS = ("name", "model", "method", "seed", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
                   "precision", "recall", "f1", "roc_auc", "trainable_parameters", "total_parameters",
-                  "train_seconds", "test_seconds", "train_tokens_per_second", "mcnemar_p_vs_tfidf")
+                  "train_seconds", "test_seconds", "train_tokens_per_second", "mcnemar_p_vs_tfidf",
+                  "published_accuracy", "published_source")
 SEED_COLUMNS = ("group", "runs", "seeds", "accuracy_mean", "accuracy_sd", "roc_auc_mean", "roc_auc_sd")
 _BENCH_KEYS = ("name", "base", "set", "matrix", "rows")
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -55,6 +59,7 @@ class BenchRow:
     overrides: list[str]
     config: ExperimentConfig
     base: Path | None = None  # the experiment YAML the overrides apply to
+    published: dict[str, Any] | None = None  # {accuracy, source}: the literature's number for this setup
 
 
 @dataclass
@@ -113,36 +118,44 @@ def _strings(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str], str | None]]:
-    """(row name, row overrides, row base config or None) for the matrix (cartesian product, in file order)
-    and the explicit rows."""
+def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str], str | None, dict[str, Any] | None]]:
+    """(row name, row overrides, row base config or None, published or None) for the matrix (cartesian
+    product, in file order) and the explicit rows."""
     matrix = data.get("matrix") or {}
     if not isinstance(matrix, dict):
         raise BenchError(f"{where}: matrix: expected a mapping of config key -> list of values")
     for key, values in matrix.items():
         if not isinstance(values, list) or not values:
             raise BenchError(f"{where}: matrix.{key}: expected a non-empty list of values, got {values!r}")
-    rows: list[tuple[str, list[str], str | None]] = []
+    rows: list[tuple[str, list[str], str | None, dict[str, Any] | None]] = []
     if matrix:
         keys = list(matrix)
         combos = list(itertools.product(*(matrix[k] for k in keys)))
         names = _unique(["-".join(_piece(k, v) for k, v in zip(keys, combo, strict=True)) for combo in combos])
-        rows = [(n, [_override(k, v) for k, v in zip(keys, combo, strict=True)], None)
+        rows = [(n, [_override(k, v) for k, v in zip(keys, combo, strict=True)], None, None)
                 for n, combo in zip(names, combos, strict=True)]
     extra = data.get("rows") or []
     if not isinstance(extra, list):
         raise BenchError(f"{where}: rows: expected a list of {{name, config, set}} mappings")
     for i, row in enumerate(extra):
-        if not isinstance(row, dict) or set(row) - {"name", "set", "config"}:
-            raise BenchError(f"{where}: rows[{i}]: expected a mapping with name, config and/or set, got {row!r}")
+        if not isinstance(row, dict) or set(row) - {"name", "set", "config", "published"}:
+            raise BenchError(f"{where}: rows[{i}]: expected a mapping with name, config, set and/or published, "
+                             f"got {row!r}")
+        published = row.get("published")
+        if published is not None and not (
+                isinstance(published, dict) and set(published) == {"accuracy", "source"}
+                and isinstance(published["accuracy"], (int, float)) and 0 <= published["accuracy"] <= 1
+                and isinstance(published["source"], str)):
+            raise BenchError(f"{where}: rows[{i}].published: expected {{accuracy: 0..1, source: text}}, "
+                             f"got {published!r}")
         config = row.get("config")
         if config is not None and not isinstance(config, str):
             raise BenchError(f"{where}: rows[{i}].config: expected a path to an experiment YAML, got {config!r}")
         name = row.get("name")
         if not isinstance(name, str) or not _SAFE.fullmatch(name):
             raise BenchError(f"{where}: rows[{i}].name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
-        rows.append((name, _strings(row.get("set"), f"{where}: rows[{i}].set"), config))
-    taken = [n for n, _, _ in rows]
+        rows.append((name, _strings(row.get("set"), f"{where}: rows[{i}].set"), config, published))
+    taken = [n for n, *_ in rows]
     if dup := next((n for n in taken if taken.count(n) > 1), None):
         raise BenchError(f"{where}: rows: the name {dup!r} is used twice")
     if not rows:
@@ -180,7 +193,7 @@ def load_bench(path: str | Path) -> Bench:
         raise BenchError(f"{path}: base: {base_path} not found")
     common = _strings(data.get("set"), f"{path}: set")
     rows = []
-    for row_name, overrides, row_base in expand(data, str(path)):
+    for row_name, overrides, row_base, published in expand(data, str(path)):
         config_path = (path.parent / row_base) if row_base else base_path
         if config_path is not None and not config_path.is_file():
             raise BenchError(f"{path}: row {row_name}: config: {config_path} not found")
@@ -189,7 +202,7 @@ def load_bench(path: str | Path) -> Bench:
             cfg = load_config(config_path, everything)
         except SentituneError as e:
             raise BenchError(f"{path}: row {row_name}: {e}") from None
-        rows.append(BenchRow(row_name, everything, cfg, config_path))
+        rows.append(BenchRow(row_name, everything, cfg, config_path, published))
     return Bench(name, path, base_path, rows)
 
 
@@ -330,6 +343,8 @@ def collect(bench: Bench, out: Path) -> dict[str, Any]:
             "trainable_parameters": par.get("trainable"), "total_parameters": par.get("total"),
             "train_seconds": metrics.get("train_seconds"), "test_seconds": metrics.get("test_seconds"),
             "train_tokens_per_second": metrics.get("train_tokens_per_second"), "mcnemar_p_vs_tfidf": None,
+            "published_accuracy": (bench_row.published or {}).get("accuracy"),
+            "published_source": (bench_row.published or {}).get("source"),
         })
         preds[bench_row.name], configs[bench_row.name] = pred, cfg
     reference = next((r["name"] for r in rows if r["method"] == "tfidf"), None)
@@ -374,17 +389,21 @@ def markdown(results: dict[str, Any]) -> str:
     if results["reference"]:
         lines += [f"McNemar p: exact test against the classical reference `{results['reference']}` on the "
                   "same test reviews (blank when the test sets differ).", ""]
-    head = ["run", "model", "method", "seed", "n", "accuracy", "95% CI", "F1", "ROC AUC", "trainable / total",
-            "train s", "test s", "tokens/s", "McNemar p"]
+    published = any(r.get("published_accuracy") is not None for r in results["rows"])
+    head = ["run", "model", "method", "seed", "n", "accuracy", "95% CI", "precision", "recall", "F1", "ROC AUC",
+            "trainable / total", "train s", "test s", "tokens/s", "McNemar p", *(["published"] if published else [])]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["rows"]:
         ci = f"[{_cell(r['accuracy_ci_low'], 3)}, {_cell(r['accuracy_ci_high'], 3)}]"
         params = (f"{r['trainable_parameters']:,} / {r['total_parameters']:,}"
                   if r["trainable_parameters"] is not None and r["total_parameters"] is not None else "")
         cells = [r["name"], r["model"], r["method"], _cell(r["seed"]), _cell(r["n"]), _cell(r["accuracy"]), ci,
-                 _cell(r["f1"]), _cell(r["roc_auc"]), params, _cell(r["train_seconds"], 1),
-                 _cell(r["test_seconds"], 1), _cell(r["train_tokens_per_second"], 0),
+                 _cell(r["precision"]), _cell(r["recall"]), _cell(r["f1"]), _cell(r["roc_auc"]), params,
+                 _cell(r["train_seconds"], 1), _cell(r["test_seconds"], 1), _cell(r["train_tokens_per_second"], 0),
                  _cell(r["mcnemar_p_vs_tfidf"], 3)]
+        if published:
+            cells.append(f"{_cell(r.get('published_accuracy'))} ({r['published_source']})"
+                         if r.get("published_accuracy") is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
     if results["seed_groups"]:
         lines += ["", "## Across seeds (mean ± sd)", "", "Rows that differ only in train.seed (which also draws "

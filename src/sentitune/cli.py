@@ -29,6 +29,7 @@ EXAMPLES = """examples:
   sentitune predict runs/minilm-lora "A wonderful film." "Two hours I will never get back."
   sentitune models
   sentitune bench my-bench.yaml --out runs/bench/mine
+  sentitune report runs/bench/mine
 """
 
 # Flags that map onto config fields, so the common settings do not need --set.
@@ -131,8 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("bench_file", type=Path, help="bench YAML: name, base, set, matrix, rows")
     b.add_argument("--out", type=Path, help="folder of the row run directories (default: runs/bench/<name>)")
     b.add_argument("--report-only", action="store_true",
-                   help="only rewrite results.json/csv/md from the existing run directories")
+                   help="only rewrite results.json/csv/md, the plots and report.html from the existing run directories")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    r = sub.add_parser("report", help="write a bench's self-contained HTML report (tables + plots)",
+                       description="Draw the bench's plots (BENCH_DIR/plots/*.png: ROC curves, accuracy vs trainable "
+                       "parameters and vs training time, training/validation loss, accuracy by review length) and "
+                       "write one HTML file with sortable tables and the plots embedded: it opens from disk, with "
+                       "no server and nothing beside it. `sentitune bench` writes it too when it ends.")
+    r.add_argument("bench_dir", type=Path, help="a bench's output folder (its --out, with results.json)")
+    r.add_argument("--output", type=Path, help="the HTML file (default: BENCH_DIR/report.html)")
     return parser
 
 
@@ -293,7 +302,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not out.is_dir():
             raise BenchError(f"{out}: no bench output to report on (run the bench first, or give its --out)")
         results = write_results(bench, out)
-        print(f"{len(results['rows'])} finished runs; results in {out}/results.md")
+        print(f"{len(results['rows'])} finished runs; results in {out}/results.md, report in {_report(out)}")
         return 0
     total = len(bench.rows)
     print(f"bench {bench.name}: {total} rows -> {out}", flush=True)
@@ -306,8 +315,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     outcomes = run_bench(bench, out, progress=not args.no_progress, finished=finished)
     failed = [o.row for o in outcomes if o.status == "failed"]
-    print(f"results in {out}/results.md" + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))
+    print(f"results in {out}/results.md, report in {_report(out)}"
+          + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def _report(bench_dir: Path, output: Path | None = None) -> Path:
+    from sentitune.report import write_report
+
+    return write_report(bench_dir, output)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    args.target = args.output or args.bench_dir
+    print(f"report in {_report(args.bench_dir, args.output)}")
+    return 0
 
 
 # OS errors that reach main (a full disk, a folder that turned read-only mid-run) -> what the user reads.
@@ -352,7 +374,7 @@ def _os_message(args: argparse.Namespace, code: int, filename: str | None) -> st
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
-            "zero-shot": cmd_zero_shot, "bench": cmd_bench}
+            "zero-shot": cmd_zero_shot, "bench": cmd_bench, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

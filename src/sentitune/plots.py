@@ -1,0 +1,193 @@
+"""A bench's plots (PNG, matplotlib), drawn from its run directories like its tables: nothing is typed in.
+
+Five figures answer the bench's questions: how well each row ranks (ROC curves), what its accuracy costs
+(against trainable parameters and against training time), how training went (training and validation
+loss), and where it fails (accuracy by review length). The data behind each figure is computed by a plain
+function (tested on its own); drawing only lays it out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentitune.atomic import write_atomic
+
+# Review length in words (whitespace-separated, after cleaning): the same bins for every tokenizer.
+LENGTH_BINS: tuple[tuple[int, float], ...] = ((0, 100), (101, 200), (201, 300), (301, 500), (501, math.inf))
+PLOTS = {
+    "roc": "ROC curves on the test set",
+    "accuracy_vs_parameters": "Test accuracy against trainable parameters",
+    "accuracy_vs_time": "Test accuracy against training time",
+    "curves": "Training and validation loss",
+    "accuracy_by_length": "Test accuracy by review length",
+}
+
+
+@dataclass
+class RowData:
+    """What the plots need from one finished row's run directory."""
+
+    name: str
+    labels: np.ndarray  # 0/1 per test review
+    scores: np.ndarray  # P(positive)
+    preds: np.ndarray  # the row's decisions (its own threshold)
+    words: np.ndarray | None  # review lengths; None for runs written before predictions.csv had them
+    train_curve: list[tuple[float, float]]  # (epoch across phases, mean training loss)
+    val_curve: list[tuple[float, float]]  # (epoch across phases, validation loss)
+
+
+def read_row(name: str, run_dir: Path) -> RowData:
+    """predictions.csv and log.jsonl of a finished run."""
+    with (run_dir / "predictions.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    words = np.array([int(r["words"]) for r in rows]) if rows and "words" in rows[0] else None
+    train_curve, val_curve = loss_curves(_log(run_dir / "log.jsonl"))
+    return RowData(name, np.array([int(r["label"]) for r in rows]), np.array([float(r["prob_positive"]) for r in rows]),
+                   np.array([int(r["pred"]) for r in rows]), words, train_curve, val_curve)
+
+
+def _log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def loss_curves(log: Iterable[dict[str, Any]]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """Training and validation loss against epochs counted across phases (a two-phase run's second phase
+    starts where the first ended)."""
+    train: list[tuple[float, float]] = []
+    val: list[tuple[float, float]] = []
+    offsets: dict[int, float] = {}
+    last_epoch: dict[int, float] = {}
+    for record in log:
+        if record.get("event") not in ("train", "validation") or "epoch" not in record:
+            continue
+        phase = int(record.get("phase", 1))
+        if phase not in offsets:
+            offsets[phase] = sum(last_epoch.get(p, 0.0) for p in range(1, phase))
+        last_epoch[phase] = max(last_epoch.get(phase, 0.0), float(record["epoch"]))
+        point = (offsets[phase] + float(record["epoch"]), float(record["loss"]))
+        (train if record["event"] == "train" else val).append(point)
+    return train, val
+
+
+def accuracy_by_length(row: RowData) -> list[tuple[str, int, float | None]]:
+    """(bin label, reviews in it, accuracy or None when empty) for each of LENGTH_BINS."""
+    if row.words is None:
+        return []
+    out = []
+    for low, high in LENGTH_BINS:
+        inside = (row.words >= low) & (row.words <= high)
+        label = f"{low}-{int(high)}" if math.isfinite(high) else f">{low - 1}"
+        n = int(inside.sum())
+        out.append((label, n, float((row.preds[inside] == row.labels[inside]).mean()) if n else None))
+    return out
+
+
+def roc_points(row: RowData) -> tuple[np.ndarray, np.ndarray, float]:
+    """False and true positive rates, and the area under them (scikit-learn)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(row.labels, row.scores)
+    return fpr, tpr, float(roc_auc_score(row.labels, row.scores))
+
+
+# ------------------------------------------------------------------------------------------ drawing
+
+
+def _figure(width: float = 7.0, height: float = 4.5) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, the same on any machine
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    return fig, ax
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def _scatter(ax: Any, points: list[tuple[str, float, float]]) -> None:
+    for name, x, y in points:
+        ax.scatter([x], [y], s=30)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+
+
+def draw_all(results: dict[str, Any], data: dict[str, RowData], out: Path) -> dict[str, Path]:
+    """The five PNGs in `out`, from results.json's rows and each row's RowData; returns name -> path."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in results["rows"] if r["name"] in data]
+    paths = {}
+
+    fig, ax = _figure(6.5, 5.5)
+    for r in rows:
+        fpr, tpr, auc = roc_points(data[r["name"]])
+        ax.plot(fpr, tpr, lw=1.2, label=f"{r['name']} (AUC {auc:.3f}, n={len(data[r['name']].labels):,})")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=PLOTS["roc"])
+    ax.legend(fontsize=7, loc="lower right")
+    paths["roc"] = _save(fig, out / "roc.png")
+
+    fig, ax = _figure()
+    _scatter(ax, [(r["name"], r["trainable_parameters"], r["accuracy"]) for r in rows
+                  if r["trainable_parameters"] and r["accuracy"] is not None])
+    ax.set(xscale="log", xlabel="trainable parameters (log scale)", ylabel="test accuracy",
+           title=PLOTS["accuracy_vs_parameters"])
+    paths["accuracy_vs_parameters"] = _save(fig, out / "accuracy_vs_parameters.png")
+
+    fig, ax = _figure()
+    _scatter(ax, [(r["name"], r["train_seconds"], r["accuracy"]) for r in rows
+                  if r["train_seconds"] and r["accuracy"] is not None])
+    ax.set(xscale="log", xlabel="training time, seconds (log scale)", ylabel="test accuracy",
+           title=PLOTS["accuracy_vs_time"])
+    paths["accuracy_vs_time"] = _save(fig, out / "accuracy_vs_time.png")
+
+    # Rows that trained in steps (a TF-IDF fit or a zero-shot run has one validation point, or none).
+    curved = [r["name"] for r in rows if data[r["name"]].train_curve or len(data[r["name"]].val_curve) > 1]
+    cols = 3
+    grid = max(1, math.ceil(len(curved) / cols))
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(grid, cols, figsize=(4 * cols, 2.8 * grid), dpi=100, squeeze=False)
+    for ax, name in zip(axes.flat, curved, strict=False):
+        d = data[name]
+        if d.train_curve:
+            ax.plot(*zip(*d.train_curve, strict=True), lw=1, label="training")
+        if d.val_curve:
+            ax.plot(*zip(*d.val_curve, strict=True), marker="o", lw=1, label="validation")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("loss", fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(curved):]:
+        ax.axis("off")
+    if not curved:
+        axes.flat[0].text(0.5, 0.5, "no row trained in steps", ha="center", va="center")
+    fig.suptitle(PLOTS["curves"])
+    paths["curves"] = _save(fig, out / "curves.png")
+
+    fig, ax = _figure()
+    for r in rows:
+        bins = accuracy_by_length(data[r["name"]])
+        kept = [(label, acc) for label, _, acc in bins if acc is not None]
+        if kept:
+            ax.plot([k[0] for k in kept], [k[1] for k in kept], marker="o", lw=1, label=r["name"])
+    ax.set(xlabel="review length (words)", ylabel="test accuracy", title=PLOTS["accuracy_by_length"])
+    ax.legend(fontsize=7)
+    paths["accuracy_by_length"] = _save(fig, out / "accuracy_by_length.png")
+    return paths

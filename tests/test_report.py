@@ -1,0 +1,116 @@
+"""Plots and the HTML report of a bench: the data behind each figure checked against the run directories,
+the PNGs decoded, and the page loaded in a real headless browser (Debian's chromium): its tables, its
+sorter and its embedded images must render from a file on disk, with no server."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from sentitune.plots import LENGTH_BINS, PLOTS, accuracy_by_length, loss_curves, read_row
+
+
+def chromium() -> str:
+    """The headless browser; CI must have it (scripts/test.sh installs it), elsewhere its absence skips."""
+    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: scripts/test.sh installs it with apt-get (as root)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+def browse(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    home = page.parent / ".chromium-home"  # a profile of its own: no state shared with a user's browser
+    return subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--user-data-dir={home}", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HOME": str(home)})
+
+
+def test_loss_curves_continue_across_phases() -> None:
+    log = [{"event": "baseline", "loss": 9.0},
+           {"event": "train", "phase": 1, "step": 10, "epoch": 0.5, "loss": 0.7},
+           {"event": "train", "phase": 1, "step": 20, "epoch": 1.0, "loss": 0.5},
+           {"event": "validation", "phase": 1, "step": 20, "epoch": 1.0, "loss": 0.45},
+           {"event": "train", "phase": 2, "step": 10, "epoch": 0.5, "loss": 0.4},
+           {"event": "validation", "phase": 2, "step": 20, "epoch": 1.0, "loss": 0.35},
+           {"event": "final", "split": "test", "loss": 0.3}]
+    train, val = loss_curves(log)
+    assert train == [(0.5, 0.7), (1.0, 0.5), (1.5, 0.4)] and val == [(1.0, 0.45), (2.0, 0.35)]
+
+
+def test_plot_data_is_read_from_the_run_directory(bench_run: tuple[Path, Path, int, str]) -> None:
+    _, out, _, _ = bench_run
+    row = read_row("lora-seed1", out / "lora-seed1")
+    with (out / "lora-seed1" / "predictions.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(row.labels) == [int(r["label"]) for r in rows] and row.words is not None
+    bins = accuracy_by_length(row)
+    assert [n for _, n, _ in bins] == [sum(lo <= int(r["words"]) <= hi for r in rows) for lo, hi in LENGTH_BINS]
+    for (_, n, acc), (lo, hi) in zip(bins, LENGTH_BINS, strict=True):
+        inside = [r for r in rows if lo <= int(r["words"]) <= hi]
+        assert acc == (pytest.approx(sum(r["pred"] == r["label"] for r in inside) / n) if n else None)
+    log = [json.loads(line) for line in (out / "lora-seed1" / "log.jsonl").read_text().splitlines()]
+    assert row.train_curve == [(r["epoch"], r["loss"]) for r in log if r["event"] == "train"]
+    assert row.val_curve and row.train_curve  # the tiny run logs its one step and its validation
+
+
+def test_the_bench_writes_five_decodable_plots_and_a_report(bench_run: tuple[Path, Path, int, str]) -> None:
+    import matplotlib.image
+
+    _, out, _, text = bench_run
+    assert f"report in {out}/report.html" in text
+    for name in PLOTS:
+        image = matplotlib.image.imread(out / "plots" / f"{name}.png")
+        assert image.shape[0] > 200 and image.shape[1] > 300 and image.std() > 0.01, name  # not blank
+
+
+def test_report_command_and_its_errors(bench_run: tuple[Path, Path, int, str], tmp_path: Path) -> None:
+    _, out, _, _ = bench_run
+    code, stdout, err = run_cli(["report", str(out), "--output", str(tmp_path / "r.html")])
+    assert code == 0 and (tmp_path / "r.html").is_file() and "r.html" in stdout, err
+    page = (tmp_path / "r.html").read_text()
+    assert "<link" not in page and 'src="http' not in page and "src=\"data:image/png;base64," in page  # one file
+    code, _, err = run_cli(["report", str(tmp_path)])
+    assert code == 2 and "no results.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_report_renders_in_a_real_browser(bench_run: tuple[Path, Path, int, str], tmp_path: Path) -> None:
+    _, out, _, _ = bench_run
+    page = tmp_path / "report.html"
+    shutil.copy(out / "report.html", page)  # nothing beside it: the page must stand alone
+    results = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in results["rows"]] == sorted(r["name"] for r in results["rows"])  # page order
+    for order in ("-accuracy", "-name", "name"):  # so "-name" must reverse it: the sorter ran
+        done = browse(page, "--virtual-time-budget=5000", "--dump-dom", f"{page.as_uri()}#sort={order}")
+        assert done.returncode == 0, done.stderr[-2000:]
+        dom = done.stdout
+        assert re.search(r'<body[^>]*data-images="5/5"', dom), "every embedded plot decoded and drawn"
+        table = dom[dom.index('id="results"'):]
+        table = table[:table.index("</table>")]
+        shown = re.findall(r'<tr><td data-sort="([^"]*)">', table)
+        if order.endswith("name"):
+            expected = sorted((r["name"] for r in results["rows"]), reverse=order.startswith("-"))
+        else:  # descending accuracy, ties in page order (a stable sort)
+            expected = [r["name"] for r in sorted(results["rows"], key=lambda r: -r["accuracy"])]
+        assert shown == expected, order
+        assert 'aria-sort="' + ("descending" if order.startswith("-") else "ascending") + '"' in table
+    shot = tmp_path / "shot.png"
+    done = browse(page, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri())
+    assert shot.is_file(), done.stderr[-2000:]
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (1600, 1200)
+    ink = (pixels[..., :3].mean(axis=2) < 0.5).mean()  # share of dark pixels: text, table lines, plot axes
+    assert 0.005 < ink < 0.5, ink
+    assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 50  # more than text: plot colours
