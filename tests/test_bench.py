@@ -226,3 +226,16 @@ def test_a_row_can_name_its_own_base_config(tmp_path: Path) -> None:
     assert zs.config.train.seed == 3 and zs.base == tmp_path / "zs.yaml"  # the bench's `set` applies to every row
     with pytest.raises(BenchError, match="missing.yaml not found"):
         load_bench(write_bench(tmp_path, {"name": "b", "rows": [{"name": "r", "config": "missing.yaml"}]}))
+
+
+def test_rows_runs_only_the_named_rows(tmp_path: Path, imdb_slice_archive: Path) -> None:
+    path = write_bench(tmp_path, {"name": "some", "set": [*COMMON, f"data.path={imdb_slice_archive}"],
+                                  "rows": [{"name": "a", "set": ["method.name=tfidf"]},
+                                           {"name": "b", "set": ["method.name=tfidf", "method.tfidf.variant=nb"]}]})
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["bench", str(path), "--out", str(out), "--rows", "b", "--no-progress"])
+    assert code == 0 and "[1/1] b: ran" in stdout, err
+    assert (out / "b" / "metrics.json").is_file() and not (out / "a").exists()
+    assert [r["name"] for r in json.loads((out / "results.json").read_text())["rows"]] == ["b"]
+    code, _, err = run_cli(["bench", str(path), "--out", str(out), "--rows", "b,zz"])
+    assert code == 2 and "--rows: no row named 'zz'" in err and len(err.strip().splitlines()) == 1

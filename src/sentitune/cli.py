@@ -12,6 +12,7 @@ arguments or input, a damaged run, a folder that cannot be written, a full disk,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="folder of the row run directories (default: runs/bench/<name>)")
     b.add_argument("--report-only", action="store_true",
                    help="only rewrite results.json/csv/md, the plots and report.html from the existing run directories")
+    b.add_argument("--rows", help="run only these rows (comma-separated names); the results list every finished row")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     r = sub.add_parser("report", help="write a bench's self-contained HTML report (tables + plots)",
@@ -304,16 +306,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results = write_results(bench, out)
         print(f"{len(results['rows'])} finished runs; results in {out}/results.md, report in {_report(out)}")
         return 0
-    total = len(bench.rows)
+    to_run = bench
+    if args.rows:
+        wanted = [n.strip() for n in args.rows.split(",") if n.strip()]
+        if unknown := [n for n in wanted if n not in {r.name for r in bench.rows}]:
+            raise BenchError(f"{args.bench_file}: --rows: no row named {unknown[0]!r} "
+                             f"(rows: {', '.join(r.name for r in bench.rows)})")
+        to_run = dataclasses.replace(bench, rows=[r for r in bench.rows if r.name in wanted])
+    total = len(to_run.rows)
     print(f"bench {bench.name}: {total} rows -> {out}", flush=True)
 
     def finished(o: Outcome) -> None:
-        number = [r.name for r in bench.rows].index(o.row) + 1
+        number = [r.name for r in to_run.rows].index(o.row) + 1
         accuracy = o.metrics.get("test", {}).get("accuracy") if o.metrics else None
         detail = f": {o.message}" if o.message else (f" (accuracy {accuracy:.4f})" if accuracy is not None else "")
         print(f"[{number}/{total}] {o.row}: {o.status}{detail}", flush=True)
 
-    outcomes = run_bench(bench, out, progress=not args.no_progress, finished=finished)
+    outcomes = run_bench(to_run, out, progress=not args.no_progress, finished=finished)
+    if to_run is not bench:
+        write_results(bench, out)  # the tables list every finished row of the bench, not only those run now
     failed = [o.row for o in outcomes if o.status == "failed"]
     print(f"results in {out}/results.md, report in {_report(out)}"
           + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))
