@@ -304,6 +304,8 @@ def _read_run(run_dir: Path, row: BenchRow) -> tuple[dict[str, Any], ExperimentC
         if to_dict(cfg) != to_dict(row.config):
             raise BenchError("its config.yaml is not this bench row's config")
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        if metrics.get("test", {}) is None:
+            raise BenchError("no test metrics (train.evaluate_test is false)")
         pred = _predictions(run_dir / "predictions.csv")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BenchError(f"unreadable ({type(e).__name__}: {e})") from None

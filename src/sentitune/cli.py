@@ -173,12 +173,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                     report=lambda s: print(s, flush=True))
     rows = {"untrained (baseline)": metrics["baseline"]} if metrics["baseline"] else {}
-    rows[f"{cfg.method.name} (trained)"] = metrics["test"]
-    print(f"\ntest set, {metrics['test']['n']} reviews ({cfg.model.spec}, {cfg.method.name}):")
-    print(format_table(rows))
+    if metrics["test"] is not None:
+        rows[f"{cfg.method.name} (trained)"] = metrics["test"]
+        print(f"\ntest set, {metrics['test']['n']} reviews ({cfg.model.spec}, {cfg.method.name}):")
+    else:
+        print("\nno test pass (train.evaluate_test=false)" + (":" if rows else ""))
+    if rows:
+        print(format_table(rows))
     par = metrics["parameters"]
     print(f"parameters: {par['trainable']:,} trainable of {par['total']:,} ({100 * par['trainable_ratio']:.3f}%)")
-    print(f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['test']['confusion_matrix']}")
+    if metrics["test"] is not None:
+        print(f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['test']['confusion_matrix']}")
     print(f"training: {metrics['train_tokens']:,} tokens in {metrics['train_seconds']:.0f} s "
           f"({metrics['train_tokens_per_second']} tokens/s, {metrics['precision']}); "
           f"wall {metrics['wall_seconds']:.0f} s")
