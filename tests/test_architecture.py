@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("run directory", ("runs",)),
     ("recipes", ("train", "zero_shot", "classical")),
     ("using a run", ("inference",)),
-    ("bench", ("bench",)),
+    ("bench", ("bench", "search")),
     ("command line", ("cli",)),
 ]
 
