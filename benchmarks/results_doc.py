@@ -245,7 +245,8 @@ def build_doc(results: dict[str, Any]) -> str:
     sweep = [r for r in rows if bench[r["name"]].config.method.name == "lora"]
     sweep.sort(key=lambda r: bench[r["name"]].config.method.lora.r)
     lines += ["## LoRA rank sweep", "", "MiniLM, adapters on query and value of all 6 layers, alpha = 2r.", "",
-              "| r | alpha | trainable parameters | accuracy | ROC AUC | F1 | train s |", "|---|---|---|---|---|---|---|"]
+              "| r | alpha | trainable parameters | accuracy | ROC AUC | F1 | train s |",
+              "|---|---|---|---|---|---|---|"]
     for r in sweep:
         lo = bench[r["name"]].config.method.lora
         lines.append(f"| {lo.r} | {lo.alpha} | {r['trainable_parameters']:,} | {_f(r['accuracy'])} | "

@@ -163,21 +163,26 @@ def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str], str |
     return rows
 
 
-def load_bench(path: str | Path) -> Bench:
-    """Read and check a bench file; every row's config is built (and validated) before anything runs."""
-    path = Path(path)
+def read_yaml(path: Path, error: type[SentituneError] = BenchError, what: str = "bench file") -> Any:
+    """A YAML file's content, or `error` with one line naming the file (and the line, for a syntax error)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BenchError(f"{path}: bench file not found") from None
+        raise error(f"{path}: {what} not found") from None
     except OSError as e:
-        raise BenchError(f"{path}: cannot read ({e.strerror})") from None
+        raise error(f"{path}: cannot read ({e.strerror})") from None
     except UnicodeDecodeError:
-        raise BenchError(f"{path}: not UTF-8 text") from None
+        raise error(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise BenchError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({problem})") from None
+        raise error(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({problem})") from None
+
+
+def load_bench(path: str | Path) -> Bench:
+    """Read and check a bench file; every row's config is built (and validated) before anything runs."""
+    path = Path(path)
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise BenchError(f"{path}: top level must be a mapping with name, matrix and/or rows")
     if unknown := sorted(set(data) - set(_BENCH_KEYS)):
@@ -317,6 +322,8 @@ def _read_run(run_dir: Path, row: BenchRow) -> tuple[dict[str, Any], ExperimentC
         if to_dict(cfg) != to_dict(row.config):
             raise BenchError("its config.yaml is not this bench row's config")
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        if metrics.get("test", {}) is None:
+            raise BenchError("no test metrics (train.evaluate_test is false)")
         pred = _predictions(run_dir / "predictions.csv")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BenchError(f"unreadable ({type(e).__name__}: {e})") from None

@@ -6,7 +6,8 @@ saving a checkpoint.
 
 Exit codes: 0 done; 2 an error the user can act on, printed as one line `sentitune: error: ...` (bad
 arguments or input, a damaged run, a folder that cannot be written, a full disk, out of memory);
-130 interrupted; 1 for a bug (a Python traceback), or when `bench` finished with a failed row.
+130 interrupted; 1 for a bug (a Python traceback), when `bench` finished with a failed row, or when
+`search` could not train its best trial.
 """
 
 from __future__ import annotations
@@ -31,6 +32,28 @@ EXAMPLES = """examples:
   sentitune models
   sentitune bench my-bench.yaml --out runs/bench/mine
   sentitune report runs/bench/mine
+  sentitune search configs/search/minilm-lora-lr.yaml --trials 12
+"""
+
+SEARCH_HELP = """The search file names an experiment (base, set), the trials' own settings (trial_set) and a space:
+
+  search:
+    trials: 12
+    metric: loss          # loss (minimised) | accuracy | roc_auc (maximised) on validation
+    seed: 0               # the TPE sampler's seed
+    storage: null         # an Optuna storage URL (default sqlite:///OUT/study.db)
+    space:
+      train.lr: {low: 1.0e-5, high: 2.0e-3, log: true}   # float range
+      train.epochs: {low: 1, high: 2}                     # int range (integer ends)
+      method.lora.r: [4, 8, 16]                           # choices
+
+Every trial is a run directory OUT/trials/trial-HASH trained with the test pass and the baseline off: the
+choice sees validation only. Then the best trial's settings (with set, without trial_set) are trained once
+into OUT/best, the only run scored on test. OUT/search.json and OUT/search.md list every trial and the best.
+
+Run the same command again to continue: finished trials are kept, a trial that was killed is redone from its
+checkpoint, and --trials N with a larger N adds N minus the finished ones. Exit 1 if no trial completed
+or the final run failed.
 """
 
 # Flags that map onto config fields, so the common settings do not need --set.
@@ -144,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "no server and nothing beside it. `sentitune bench` writes it too when it ends.")
     r.add_argument("bench_dir", type=Path, help="a bench's output folder (its --out, with results.json)")
     r.add_argument("--output", type=Path, help="the HTML file (default: BENCH_DIR/report.html)")
+
+    s = sub.add_parser("search", help="hyper-parameter search (Optuna) on validation, then the best once on test",
+                       description=SEARCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("search_file", type=Path, help="search YAML: name, base, set, trial_set, search")
+    s.add_argument("--out", type=Path, help="folder of the trials, best/ and the summary (default: runs/search/<name>)")
+    s.add_argument("--trials", type=int, help="trials in all, finished ones included (default: search.trials)")
+    s.add_argument("--storage", help="Optuna storage URL (default: search.storage, else sqlite:///OUT/study.db)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -184,12 +215,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                     report=lambda s: print(s, flush=True))
     rows = {"untrained (baseline)": metrics["baseline"]} if metrics["baseline"] else {}
-    rows[f"{cfg.method.name} (trained)"] = metrics["test"]
-    print(f"\ntest set, {metrics['test']['n']} reviews ({cfg.model.spec}, {cfg.method.name}):")
-    print(format_table(rows))
+    if metrics["test"] is not None:
+        rows[f"{cfg.method.name} (trained)"] = metrics["test"]
+        print(f"\ntest set, {metrics['test']['n']} reviews ({cfg.model.spec}, {cfg.method.name}):")
+    else:
+        print("\nno test pass (train.evaluate_test=false)" + (":" if rows else ""))
+    if rows:
+        print(format_table(rows))
     par = metrics["parameters"]
     print(f"parameters: {par['trainable']:,} trainable of {par['total']:,} ({100 * par['trainable_ratio']:.3f}%)")
-    print(f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['test']['confusion_matrix']}")
+    if metrics["test"] is not None:
+        print(f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['test']['confusion_matrix']}")
     print(f"training: {metrics['train_tokens']:,} tokens in {metrics['train_seconds']:.0f} s "
           f"({metrics['train_tokens_per_second']} tokens/s, {metrics['precision']}); "
           f"wall {metrics['wall_seconds']:.0f} s")
@@ -343,6 +379,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from sentitune.paths import ensure_writable_dir
+    from sentitune.search import SearchError, TrialOutcome, load_search, run_search
+    from sentitune.train import Interrupted
+
+    if args.trials is not None and args.trials < 1:
+        raise SearchError(f"--trials: expected a whole number >= 1, got {args.trials}")
+    search = load_search(args.search_file)
+    out = args.out or Path("runs") / "search" / search.name
+    args.target = out
+    ensure_writable_dir(out)
+
+    def finished(o: TrialOutcome) -> None:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in o.params.items())
+        detail = f": {o.message}" if o.message else f", validation {search.metric} {o.value:.4f}"
+        print(f"[trial {o.number}] {params}: {o.status}{detail} ({o.run})", flush=True)
+
+    try:
+        result, final = run_search(search, out, args.trials, args.storage, progress=not args.no_progress,
+                                   report=lambda line: print(line, flush=True), finished=finished)
+    except (Interrupted, KeyboardInterrupt):  # the trial's checkpoint is kept and its settings queued again
+        raise Interrupted("interrupted; run the same command again to continue the search") from None
+    if final.status == "failed":
+        print(f"best: failed: {final.message}", flush=True)
+        return 1
+    test = final.metrics.get("test") or {}
+    scores = ", ".join(f"{k} {test[k]:.4f}" for k in ("accuracy", "roc_auc") if test.get(k) is not None)
+    print(f"best: trial {final.trial} (validation {search.metric} {final.value:.4f}): {final.status}; test "
+          f"{scores} on {test.get('n')} reviews ({out / 'best'})")
+    print(f"summary in {out}/search.md ({len(result['trials'])} trials in the study)")
+    return 0
+
+
 # OS errors that reach main (a full disk, a folder that turned read-only mid-run) -> what the user reads.
 _OS_ERRORS = {errno.ENOSPC: "no space left on device (disk full)", errno.EDQUOT: "disk quota exceeded",
               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
@@ -385,7 +454,7 @@ def _os_message(args: argparse.Namespace, code: int, filename: str | None) -> st
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
-            "zero-shot": cmd_zero_shot, "bench": cmd_bench, "report": cmd_report}
+            "zero-shot": cmd_zero_shot, "bench": cmd_bench, "report": cmd_report, "search": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,6 +116,9 @@ class TrainConfig:
     eval_precision: str = "fp32"  # baseline, test, evaluate, predict: fp32 gives the same numbers on any CPU
     threads: int | None = None  # torch threads; None: all cores
     baseline: bool = True  # evaluate the untrained classifier on test before training
+    # The final test pass (metrics.json "test", predictions.csv). false: test is never scored nor tokenized
+    # (with baseline false too); `sentitune search` trains its trials so, and only the chosen one sees test.
+    evaluate_test: bool = True
     feature_cache: bool = False  # frozen prefix computed once, stored on disk (docs/PERFORMANCE.md)
     feature_cache_dir: str | None = None  # its folder; None: features/ in $SENTITUNE_CACHE (~/.cache/sentitune)
 
@@ -173,6 +176,9 @@ class ExperimentConfig:
         _check_choice("data.empty", self.data.empty, ("error", "skip"))
         _check_choice("train.precision", self.train.precision, PRECISIONS)
         _check_choice("train.eval_precision", self.train.eval_precision, PRECISIONS)
+        if not self.train.evaluate_test and self.method.name in ("zero-shot", "tfidf"):
+            raise ConfigError(f"train.evaluate_test: false is for trained methods; {self.method.name} always "
+                              "scores test")
         if self.method.name == "two-phase" and not self.method.phases:
             raise ConfigError("method.phases: two-phase needs at least one phase")
         for i, p in enumerate(self.method.phases):

@@ -170,8 +170,11 @@ def prepare(cfg: ExperimentConfig, report: Report = lambda s: None) -> Prepared:
         report(f"warning: {warning}")
     tokenizer = load_tokenizer(resolved.source)
     model = build_classifier(cfg, resolved, tokenizer.pad_token_id).to(device())
+    # Test is tokenized only when something will score it: a run with neither pass never touches it.
+    scored = ("train", "validation") + (("test",) if cfg.train.evaluate_test or cfg.train.baseline else ())
     encoded = {
-        name: encode(getattr(splits, name), tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
+        name: encode(getattr(splits, name) if name in scored else [], tokenizer, cfg.data.max_length,
+                     cfg.data.truncation, cfg.data.head_tokens)
         for name in ("train", "validation", "test")
     }
     return Prepared(cfg, splits, resolved, tokenizer, model, encoded)
@@ -245,11 +248,14 @@ def train(
 
     if state.best_params is not None:
         restore(model, state.best_params)
-    test_started = time.perf_counter()
-    test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg.train.eval_batch_size, pad_id,
-                                         eval_precision, "test", progress, features and features["test"])
-    test_seconds = time.perf_counter() - test_started + (features["test"].build_seconds if features else 0.0)
-    run.log({"event": "final", "split": "test", **test_metrics})
+    test_metrics, test_scores, test_seconds = None, None, None
+    if cfg.train.evaluate_test:  # off: the test set is never scored (search trials choose on validation only)
+        test_started = time.perf_counter()
+        test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg.train.eval_batch_size, pad_id,
+                                             eval_precision, "test", progress, features and features["test"])
+        test_seconds = round(time.perf_counter() - test_started
+                             + (features["test"].build_seconds if features else 0.0), 2)
+        run.log({"event": "final", "split": "test", **test_metrics})
     method(phases[-1].method).apply(model, cfg.method)
     metrics = {
         "name": cfg.name,
@@ -266,11 +272,12 @@ def train(
         "train_seconds": round(state.train_seconds, 2),
         "train_tokens_per_second": round(state.train_tokens / state.train_seconds, 1) if state.train_seconds else None,
         "epoch_seconds": [round(x, 2) for x in state.epoch_seconds],
-        "test_seconds": round(test_seconds, 2),
+        "test_seconds": test_seconds,
         "feature_cache": bool(features),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    run.write_predictions(p.splits.test, test_scores.tolist())
+    if test_scores is not None:
+        run.write_predictions(p.splits.test, test_scores.tolist())
     form = saved_form([phase.method for phase in phases], cfg.method)
     save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision))
     run.write_metrics(metrics)

@@ -1,0 +1,453 @@
+"""Hyper-parameter search: Optuna trials chosen on validation, then one run of the best on test.
+
+Why this shape: every trial is an ordinary run directory (its config built with `load_config`, so
+every value is validated as usual) trained with the test pass and the baseline off, so the choice
+never sees test; only the best configuration is trained once more with the test pass on. The
+study lives in an Optuna storage (an SQLite file under --out by default), so a search stopped
+anywhere continues: finished trials stay finished, a trial killed mid-run is redone from its
+checkpoint (its directory is named by a hash of its settings), and `--trials` can grow it later.
+
+    name: minilm-lora-lr
+    base: ../minilm-lora-quickstart.yaml   # optional, relative to this file
+    set: [data.train_size=2000]             # the trials and the final run
+    trial_set: [data.train_size=500]        # optional: the trials only (a cheaper budget)
+    search:
+      trials: 20
+      metric: loss       # loss (minimised) | accuracy | roc_auc (maximised), read from the validation
+                         # record whose weights the run keeps (its lowest validation loss)
+      seed: 0            # TPE sampler seed
+      storage: null      # an Optuna storage URL; default sqlite:///<out>/study.db
+      space:
+        train.lr: {low: 1.0e-5, high: 1.0e-3, log: true}   # float
+        train.epochs: {low: 1, high: 3, step: 1}           # int: low, high (and step) are integers
+        method.lora.r: [4, 8, 16, 32]                      # categorical
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from sentitune.atomic import write_json, write_text
+from sentitune.bench import _SAFE, _one_line, _override, read_yaml
+from sentitune.config import ExperimentConfig, load_config, to_dict
+from sentitune.errors import SentituneError
+
+METRICS = {"loss": "minimize", "accuracy": "maximize", "roc_auc": "maximize"}
+TRIAL_FORCED = ["train.baseline=false", "train.evaluate_test=false"]  # trials never score test
+FINAL_FORCED = ["train.evaluate_test=true"]
+_KEYS = ("name", "base", "set", "trial_set", "search")
+_SEARCH_KEYS = ("trials", "metric", "seed", "storage", "space")
+
+
+class SearchError(SentituneError):
+    """A search file is missing or malformed, its space does not validate, or its study does not fit it."""
+
+
+@dataclass
+class Search:
+    name: str
+    path: Path
+    base: Path | None
+    common: list[str]  # `set`: the trials and the final run
+    trial_set: list[str]  # the trials only
+    trials: int
+    metric: str
+    seed: int
+    storage: str | None
+    space: dict[str, BaseDistribution]
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.metric]
+
+
+@dataclass
+class TrialOutcome:
+    """One trial: ran, resumed, read back (finished earlier with the same settings) or failed (one line)."""
+
+    number: int
+    params: dict[str, Any]
+    status: str
+    run: str  # relative to --out
+    value: float | None = None
+    message: str = ""
+
+
+@dataclass
+class FinalOutcome:
+    """The best configuration trained once with the test pass on."""
+
+    status: str  # ran | resumed | skipped | failed
+    params: dict[str, Any] = field(default_factory=dict)
+    trial: int | None = None
+    value: float | None = None
+    message: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------ the search file
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise SearchError(f"{where}: expected a list of key=value strings, got {value!r}")
+    return list(value)
+
+
+def _number(value: Any, where: str) -> int | float:
+    """A YAML number; also `1e-5`, which YAML 1.1 reads as a string (no dot, no exponent sign)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    raise SearchError(f"{where}: expected a number, got {value!r}")
+
+
+def distribution(spec: Any, where: str) -> BaseDistribution:
+    """{low, high[, step][, log]} -> an int (all integers) or float range; a list -> categorical choices."""
+    if isinstance(spec, list):
+        if not spec or not all(v is None or isinstance(v, (bool, int, float, str)) for v in spec):
+            raise SearchError(f"{where}: expected a non-empty list of plain values (numbers, strings, booleans)")
+        if len({json.dumps(v) for v in spec}) != len(spec):
+            raise SearchError(f"{where}: a choice is listed twice in {spec!r}")
+        return CategoricalDistribution(spec)
+    if not isinstance(spec, dict) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "step", "log"}:
+        raise SearchError(f"{where}: expected {{low, high, step?, log?}} or a list of choices, got {spec!r}")
+    low, high = _number(spec["low"], f"{where}.low"), _number(spec["high"], f"{where}.high")
+    step = None if spec.get("step") is None else _number(spec["step"], f"{where}.step")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise SearchError(f"{where}.log: expected true or false, got {log!r}")
+    try:
+        if all(isinstance(v, int) for v in (low, high, step if step is not None else 1)):
+            return IntDistribution(low, high, log=log, step=step or 1)
+        return FloatDistribution(float(low), float(high), log=log, step=None if step is None else float(step))
+    except ValueError as e:
+        raise SearchError(f"{where}: {e}") from None
+
+
+def samples(dist: BaseDistribution) -> list[Any]:
+    """Values that stand for the whole range when a key is checked up front: both ends, or every choice."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high]
+
+
+def load_search(path: str | Path) -> Search:
+    """Read and check a search file; every space key is tried in a real config before anything runs."""
+    path = Path(path)
+    data = read_yaml(path, SearchError, "search file")
+    if not isinstance(data, dict):
+        raise SearchError(f"{path}: top level must be a mapping with name and search")
+    if unknown := sorted(set(data) - set(_KEYS)):
+        raise SearchError(f"{path}: unknown key {unknown[0]} (known: {', '.join(_KEYS)})")
+    name = data.get("name")
+    if not isinstance(name, str) or not _SAFE.fullmatch(name):
+        raise SearchError(f"{path}: name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
+    base = data.get("base")
+    if base is not None and not isinstance(base, str):
+        raise SearchError(f"{path}: base: expected a path to an experiment YAML, got {base!r}")
+    base_path = (path.parent / base) if base else None
+    if base_path is not None and not base_path.is_file():
+        raise SearchError(f"{path}: base: {base_path} not found")
+    common = _strings(data.get("set"), f"{path}: set")
+    trial_set = _strings(data.get("trial_set"), f"{path}: trial_set")
+    s = data.get("search")
+    if not isinstance(s, dict):
+        raise SearchError(f"{path}: search: expected a mapping with trials, metric, seed, storage and space")
+    if unknown := sorted(set(s) - set(_SEARCH_KEYS)):
+        raise SearchError(f"{path}: unknown key search.{unknown[0]} (known: {', '.join(_SEARCH_KEYS)})")
+    trials, metric, seed, storage = s.get("trials", 20), s.get("metric", "loss"), s.get("seed", 0), s.get("storage")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise SearchError(f"{path}: search.trials: expected a whole number >= 1, got {trials!r}")
+    if metric not in METRICS:
+        raise SearchError(f"{path}: search.metric: {metric!r} is not one of {', '.join(METRICS)}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SearchError(f"{path}: search.seed: expected a whole number, got {seed!r}")
+    if storage is not None and not (isinstance(storage, str) and storage):
+        raise SearchError(f"{path}: search.storage: expected an Optuna storage URL or null, got {storage!r}")
+    space_data = s.get("space")
+    if not isinstance(space_data, dict) or not space_data:
+        raise SearchError(f"{path}: search.space: expected a mapping of config key -> range or choices")
+    space = {str(k): distribution(v, f"{path}: search.space.{k}") for k, v in space_data.items()}
+    search = Search(name, path, base_path, common, trial_set, trials, metric, seed, storage, space)
+    check(search)
+    return search
+
+
+def _config(search: Search, overrides: list[str], where: str) -> ExperimentConfig:
+    try:
+        return load_config(search.base, overrides)
+    except SentituneError as e:
+        raise SearchError(f"{search.path}: {where}: {e}") from None
+
+
+def check(search: Search) -> None:
+    """Build the trial and final configs with each end (or choice) of every space key: a typo or an
+    impossible value is one line now, not a failed trial an hour in."""
+    cfg = _config(search, [*search.common, *search.trial_set], "base, set and trial_set")
+    if cfg.method.name in ("zero-shot", "tfidf"):
+        raise SearchError(f"{search.path}: method.name={cfg.method.name}: a search tunes trained methods only")
+    if cfg.data.val_size == 0:
+        raise SearchError(f"{search.path}: data.val_size is 0: a search chooses on validation and needs one")
+    _config(search, trial_overrides(search, {}), "trial config")
+    _config(search, final_overrides(search, {}), "final config")
+    forced = {o.split("=", 1)[0] for o in TRIAL_FORCED + FINAL_FORCED} | {"name"}
+    for key, dist in search.space.items():
+        if key in forced:
+            raise SearchError(f"{search.path}: search.space.{key}: set by the search itself, cannot be searched")
+        for value in samples(dist):
+            for overrides in (trial_overrides(search, {key: value}), final_overrides(search, {key: value})):
+                _config(search, overrides, f"search.space.{key}={json.dumps(value)}")
+
+
+def _param_overrides(params: dict[str, Any]) -> list[str]:
+    return [_override(k, params[k]) for k in sorted(params)]
+
+
+def trial_overrides(search: Search, params: dict[str, Any]) -> list[str]:
+    return [*search.common, *search.trial_set, *_param_overrides(params), *TRIAL_FORCED]
+
+
+def final_overrides(search: Search, params: dict[str, Any]) -> list[str]:
+    return [*search.common, *_param_overrides(params), *FINAL_FORCED, f"name={search.name}-best"]
+
+
+def trial_dir_name(overrides: list[str]) -> str:
+    """trial-<8 hex>: the same settings always land in the same folder (a redone trial resumes there)."""
+    return "trial-" + hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
+
+
+def fingerprint(search: Search) -> str:
+    """What a stored study's values depend on, besides the trial count: the trial config, space and metric."""
+    cfg = to_dict(_config(search, trial_overrides(search, {}), "trial config"))
+    space = {k: optuna.distributions.distribution_to_json(d) for k, d in search.space.items()}
+    text = json.dumps({"config": cfg, "space": space, "metric": search.metric}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def objective(metrics: dict[str, Any], metric: str) -> float:
+    """`metric` of the validation record with the lowest loss: the weights the run keeps."""
+    records = metrics.get("validation") or []
+    if not records:
+        raise SearchError("the run has no validation records to choose on")
+    best = min(records, key=lambda r: r["loss"])  # the first minimum, as training keeps it
+    value = best.get(metric)
+    if value is None or not math.isfinite(value):
+        raise SearchError(f"validation {metric} is {value} (one class in validation?)")
+    return float(value)
+
+
+def _same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
+    try:
+        return to_dict(load_config(run_dir / "config.yaml")) == to_dict(cfg)
+    except SentituneError:
+        return False
+
+
+def _train(cfg: ExperimentConfig, run_dir: Path, progress: bool) -> tuple[str, dict[str, Any]]:
+    """Read a finished run back, resume a checkpointed one, or train it; a run directory of another config
+    (out/best once a better trial turned up) is ours and is trained again."""
+    from sentitune.train import train
+
+    same = _same_config(run_dir, cfg)
+    if same and (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoint.pt").is_file():
+        try:
+            return "read back", json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # unreadable: train it again
+    resume = same and (run_dir / "checkpoint.pt").is_file()
+    metrics = train(cfg, run_dir, resume=resume, overwrite=not resume, progress=progress)
+    return ("resumed" if resume else "ran"), metrics
+
+
+def open_study(search: Search, storage: str) -> optuna.Study:
+    """Create or load the study named after the search; refuse one made by a different search."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(study_name=search.name, storage=storage, direction=search.direction,
+                                    load_if_exists=True)
+    except Exception as e:  # noqa: BLE001 - a bad URL or driver surfaces as many types; one line either way
+        raise SearchError(f"storage {safe_url(storage)}: cannot open ({_one_line(e)})") from None
+    mark = fingerprint(search)
+    made = study.user_attrs.get("fingerprint")
+    if made is None and not study.trials:
+        study.set_user_attr("fingerprint", mark)
+    elif made != mark or study.direction.name.lower() != search.direction:
+        raise SearchError(f"storage {safe_url(storage)}: study {search.name!r} was made with other settings "
+                          "(base, set, trial_set, space or metric); use another --out, --storage or name")
+    # Re-seeded by the trials so far: a resumed study must not redraw the points it drew before.
+    study.sampler = optuna.samplers.TPESampler(seed=search.seed + len(study.trials))
+    return study
+
+
+def safe_url(url: str) -> str:
+    """The storage URL without its password (it goes into search.json and error messages)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL: show it as given
+        return url
+
+
+def requeue_stale(study: optuna.Study) -> list[int]:
+    """Trials left RUNNING by a killed process: told FAIL, their params queued again (redone, resumed)."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        if t.params:
+            study.enqueue_trial(t.params)
+    return [t.number for t in stale]
+
+
+def counted(trial: FrozenTrial) -> bool:
+    """Trials that use up the budget: complete ones, and failures of the run itself (a failure that
+    repeats must not loop forever); a trial cut short by a kill or a crash is redone instead."""
+    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and "error" in trial.user_attrs)
+
+
+def run_trial(search: Search, study: optuna.Study, out: Path, progress: bool) -> TrialOutcome:
+    """Ask, train on validation only, tell. A SentituneError fails the trial (one line); anything else
+    (Ctrl-C, a bug) fails it, queues its params again for the next start, and propagates."""
+    trial = study.ask(dict(search.space))
+    params = dict(trial.params)
+    overrides = trial_overrides(search, params)
+    name = trial_dir_name(overrides)
+    run = f"trials/{name}"
+    trial.set_user_attr("run", run)
+    try:
+        cfg = load_config(search.base, [*overrides, f"name={search.name}-{name}"])
+        status, metrics = _train(cfg, out / run, progress)
+        value = objective(metrics, search.metric)
+    except SentituneError as e:
+        trial.set_user_attr("error", _one_line(e))
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialOutcome(trial.number, params, "failed", run, message=_one_line(e))
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(params)
+        raise
+    study.tell(trial, value)
+    return TrialOutcome(trial.number, params, status, run, value)
+
+
+def run_final(search: Search, study: optuna.Study, out: Path, progress: bool) -> FinalOutcome:
+    """The best trial's params with `set` (not `trial_set`) trained once into out/best, test pass on."""
+    from sentitune.train import Interrupted
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return FinalOutcome("failed", message="no trial completed: nothing to train")
+    best = study.best_trial
+    outcome = FinalOutcome("", dict(best.params), best.number, best.value)
+    try:
+        cfg = load_config(search.base, final_overrides(search, best.params))
+        status, outcome.metrics = _train(cfg, out / "best", progress)
+        outcome.status = "skipped" if status == "read back" else status
+    except (Interrupted, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - reported as the search's failure (exit 1), like a bench row
+        outcome.status, outcome.message = "failed", _one_line(e)
+    return outcome
+
+
+def run_search(search: Search, out: Path, trials: int | None = None, storage: str | None = None,
+               progress: bool = False, report: Callable[[str], None] = lambda s: None,
+               finished: Callable[[TrialOutcome], None] = lambda o: None) -> tuple[dict[str, Any], FinalOutcome]:
+    """Run the trials still missing from the study (of `trials` in all), then the best once on test.
+    search.json/search.md are rewritten after every trial and at the end."""
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or search.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    study = open_study(search, url)
+    for number in requeue_stale(study):
+        report(f"trial {number} was left running (killed?): marked failed, its settings queued again")
+    total = trials if trials is not None else search.trials
+    todo = max(0, total - sum(counted(t) for t in study.get_trials(deepcopy=False)))
+    report(f"search {search.name}: {todo} of {total} trials to run, chosen on validation {search.metric} -> {out} "
+           f"(storage {safe_url(url)})")
+    for _ in range(todo):
+        outcome = run_trial(search, study, out, progress)
+        write_summary(search, study, out, url)
+        finished(outcome)
+    final = run_final(search, study, out, progress)
+    return write_summary(search, study, out, url), final
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def summary(search: Search, study: optuna.Study, out: Path, url: str) -> dict[str, Any]:
+    """Every trial of the study and the best one; the test metrics of out/best when it ran with them."""
+    trials = [{"number": t.number, "params": t.params, "state": t.state.name, "value": t.value,
+               "run": t.user_attrs.get("run"), "error": t.user_attrs.get("error")} for t in study.trials]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    best: dict[str, Any] | None = None
+    if complete:
+        b = study.best_trial
+        best = {"trial": b.number, "params": b.params, "value": b.value, "run": "best", "test": None}
+        metrics_file = out / "best" / "metrics.json"
+        if metrics_file.is_file():
+            try:
+                same = to_dict(load_config(out / "best" / "config.yaml")) == to_dict(
+                    load_config(search.base, final_overrides(search, b.params)))
+                best["test"] = json.loads(metrics_file.read_text(encoding="utf-8")).get("test") if same else None
+            except (OSError, ValueError, SentituneError):
+                best["test"] = None
+    return {"search": search.name, "file": str(search.path), "storage": safe_url(url), "metric": search.metric,
+            "direction": search.direction, "trials": trials, "best": best}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """search.md: one row per trial, then the best and its test metrics."""
+    keys = sorted({k for t in result["trials"] for k in t["params"]})
+    lines = [f"# Search {result['search']}", "", f"Generated by `sentitune search`; validation {result['metric']} "
+             f"({result['direction']}d) of the kept weights (lowest validation loss); storage "
+             f"`{result['storage']}`.", ""]
+    head = ["trial", "state", result["metric"], *keys, "run"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in result["trials"]:
+        value = "" if t["value"] is None else f"{t['value']:.4f}"
+        params = [_cell(t["params"].get(k)) for k in keys]
+        lines.append("| " + " | ".join([str(t["number"]), t["state"].lower(), value, *params, t["run"] or ""]) + " |")
+    best = result["best"]
+    if best:
+        lines += ["", f"Best: trial {best['trial']}, validation {result['metric']} {best['value']:.4f}: "
+                  + ", ".join(f"{k}={_cell(v)}" for k, v in best["params"].items()) + "."]
+        test = best["test"]
+        if test:
+            lines += ["", f"Test ({test['n']} reviews, `best/`, trained once with these settings): accuracy "
+                      f"{test['accuracy']:.4f}, F1 {test['f1']:.4f}, ROC AUC {_cell(test.get('roc_auc'))}."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def write_summary(search: Search, study: optuna.Study, out: Path, url: str) -> dict[str, Any]:
+    result = summary(search, study, out, url)
+    write_json(out / "search.json", result)
+    write_text(out / "search.md", markdown(result))
+    return result
