@@ -239,3 +239,19 @@ def test_rows_runs_only_the_named_rows(tmp_path: Path, imdb_slice_archive: Path)
     assert [r["name"] for r in json.loads((out / "results.json").read_text())["rows"]] == ["b"]
     code, _, err = run_cli(["bench", str(path), "--out", str(out), "--rows", "b,zz"])
     assert code == 2 and "--rows: no row named 'zz'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_rows_that_share_a_frozen_prefix_share_its_feature_cache(tmp_path: Path, imdb_slice_archive: Path) -> None:
+    """Two probe rows (different learning rates) freeze the same backbone: its states are computed once."""
+    features = tmp_path / "features"
+    path = write_bench(tmp_path, {
+        "name": "shared", "set": [*COMMON, f"data.path={imdb_slice_archive}", "method.name=probe",
+                                  "train.feature_cache=true", f"train.feature_cache_dir={features}"],
+        "matrix": {"train.lr": [0.001, 0.01]}})
+    code, stdout, err = run_cli(["bench", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 0, stdout + err
+    folders = sorted(p for p in features.iterdir() if (p / "meta.json").is_file())
+    assert len(folders) == 3  # train, validation, test: once, not once per row
+    first, second = (json.loads((tmp_path / "out" / n / "metrics.json").read_text()) for n in ("lr0.001", "lr0.01"))
+    assert first["feature_cache"] and second["feature_cache"]
+    assert first["test"]["n"] == second["test"]["n"] and first["test"]["roc_auc"] != second["test"]["roc_auc"]
