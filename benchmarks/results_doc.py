@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/results_doc.py            # run the bench (finished rows are skipped), write the doc
     .venv/bin/python benchmarks/results_doc.py --no-run   # only rewrite the doc from the finished rows
 
+Running it also runs `sentitune search configs/search/minilm-probe.yaml` (the probe's learning rate and
+epochs chosen on validation, from the bench row's cached features; a finished search is only read back).
+
 What it writes, all from run directories and the shipped bench files (no number is typed here):
 - the measured matrix (every method on MiniLM on the full 25,000-review test set, the LoRA rank sweep,
   the TF-IDF references, SmolLM2 zero-shot), its plots and `docs/results/report.html`;
@@ -44,6 +47,8 @@ BENCH = ROOT / "configs" / "offline" / "results.yaml"
 OFFLINE = ROOT / "configs" / "offline" / "bench.yaml"
 PUBLISHED = ROOT / "configs" / "published" / "bench.yaml"
 OUT = ROOT / "runs" / "bench" / "offline-results"
+SEARCH = ROOT / "configs" / "search" / "minilm-probe.yaml"
+SEARCH_OUT = ROOT / "runs" / "search" / "minilm-probe"
 DOC = ROOT / "docs" / "RESULTS.md"
 PAGE = ROOT / "docs" / "results"
 COMMAND = ".venv/bin/python benchmarks/results_doc.py"
@@ -252,6 +257,7 @@ def build_doc(results: dict[str, Any]) -> str:
         lines.append(f"| {lo.r} | {lo.alpha} | {r['trainable_parameters']:,} | {_f(r['accuracy'])} | "
                      f"{_f(r['roc_auc'])} | {_f(r['f1'])} | {_f(r['train_seconds'], 0)} |")
 
+    lines += search_section(by_name)
     lines += ["", "## Every published experiment and its offline counterpart", "",
               f"`{PUBLISHED.relative_to(ROOT)}` is each published experiment as run (hub models, full data). "
               f"`{OFFLINE.relative_to(ROOT)}` is the same matrix with the packaged models. The measured column is "
@@ -294,6 +300,34 @@ def build_doc(results: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def search_section(by_name: dict[str, Any]) -> list[str]:
+    """The probe row again, its lr and epochs chosen by `sentitune search` on validation (search.json)."""
+    path = SEARCH_OUT / "search.json"
+    if not path.is_file():
+        return ["", "## Search", "", f"Not run yet: `sentitune search {SEARCH.relative_to(ROOT)}`."]
+    result = json.loads(path.read_text())
+    best = result["best"] or {}
+    test = best.get("test") or {}
+    done = [t for t in result["trials"] if t["state"] == "COMPLETE"]
+    probe = by_name.get("minilm-probe")
+    wall = json.loads((SEARCH_OUT / "best" / "metrics.json").read_text()) if (SEARCH_OUT / "best").is_dir() else {}
+    lines = ["", "## Search: the probe's learning rate and epochs, chosen on validation", "",
+             f"`sentitune search {SEARCH.relative_to(ROOT)}`: {len(done)} Optuna (TPE) trials, each an ordinary "
+             "run with the test pass off, scored by validation loss on the 500 validation reviews; the frozen "
+             "MiniLM states come from the feature cache the bench's probe row built. The best settings were "
+             "then trained once and scored once on the 25,000 test reviews.", "",
+             "| trial | lr | epochs | validation loss |", "|---|---|---|---|"]
+    for t in sorted(done, key=lambda t: t["value"]):
+        lines.append(f"| {t['number']} | {t['params']['train.lr']:.3g} | {t['params']['train.epochs']} | "
+                     f"{t['value']:.4f} |")
+    if test:
+        lines += ["", f"Best (trial {best['trial']}): test accuracy **{test['accuracy']:.4f}**, ROC AUC "
+                  f"{test['roc_auc']:.4f} (the bench's hand-set probe: "
+                  f"{_f(probe['accuracy']) if probe else '?'}, ROC AUC {_f(probe['roc_auc']) if probe else '?'}); "
+                  f"the final run took {_duration(wall.get('wall_seconds'))}."]
+    return lines
+
+
 def results_cpu() -> str:
     import os
 
@@ -323,6 +357,8 @@ def main() -> None:
                                "--no-progress"], check=False)
         if done.returncode not in (0, 1):  # 1: a row failed; the doc says which
             raise SystemExit(done.returncode)
+        subprocess.run([str(Path(sys.executable).parent / "sentitune"), "search", str(SEARCH), "--out",
+                        str(SEARCH_OUT), "--no-progress"], check=False)
     from sentitune.bench import write_results
 
     results = write_results(load_bench(BENCH), OUT)
