@@ -11,7 +11,7 @@ import io
 import os
 import tarfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -175,3 +175,20 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory,
         mp.setenv("HF_HUB_OFFLINE", "1")
         code, stdout, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
     yield path, out, code, stdout + err
+
+
+def interrupt_after_steps(monkeypatch: pytest.MonkeyPatch, steps: int) -> Callable[..., object]:
+    """Ctrl-C on the optimizer step after `steps` steps (with checkpoint_every=1: after `steps` checkpoints);
+    returns the real AdamW.step, to put back before the run is resumed."""
+    import torch
+
+    step, calls = torch.optim.AdamW.step, {"n": 0}
+
+    def interrupted_step(self: torch.optim.Optimizer, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == steps + 1:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", interrupted_step)
+    return step

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import BENCH_COMMON as COMMON
 from conftest import BENCH_FINISHED as FINISHED
-from conftest import run_cli, write_bench
+from conftest import interrupt_after_steps, run_cli, write_bench
 from scipy.stats import binomtest
 
 from sentitune.bench import BenchError, load_bench
@@ -158,15 +158,7 @@ def test_an_interrupted_row_is_resumed_from_its_checkpoint(tmp_path: Path, imdb_
                                                              "train.batch_size=2", "train.checkpoint_every=1"],
                                   "matrix": {"train.seed": [1]}})
     out = tmp_path / "out"
-    step, calls = torch.optim.AdamW.step, {"n": 0}
-
-    def interrupted_step(self: torch.optim.Optimizer, *args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 3:  # Ctrl-C after two checkpointed steps
-            raise KeyboardInterrupt
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", interrupted_step)
+    step = interrupt_after_steps(monkeypatch, 2)
     code, _, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
     assert code == 130 and (out / "seed1" / "checkpoint.pt").is_file(), err
     monkeypatch.setattr(torch.optim.AdamW, "step", step)

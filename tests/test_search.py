@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import ROOT, assert_one_line_error, interrupt_after_steps, run_cli
 
 from sentitune.config import ConfigError, load_config
 from sentitune.errors import DataError
@@ -237,15 +237,7 @@ def test_an_interrupted_trial_resumes_from_its_checkpoint(tmp_path: Path, imdb_s
     data = tiny(imdb_slice_archive, trials=1)
     data["set"] += ["train.batch_size=2", "train.checkpoint_every=1"]
     path, out = write_search(tmp_path, data), tmp_path / "out"
-    step, calls = torch.optim.AdamW.step, {"n": 0}
-
-    def interrupted_step(self: torch.optim.Optimizer, *args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 3:  # Ctrl-C after two checkpointed steps
-            raise KeyboardInterrupt
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", interrupted_step)
+    step = interrupt_after_steps(monkeypatch, 2)
     code, _, err = run_cli(["search", str(path), "--out", str(out), "--no-progress"])
     assert code == 130 and "run the same command again" in err, err
     assert len(list(out.glob("trials/*/checkpoint.pt"))) == 1

@@ -110,12 +110,31 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-def _strings(value: Any, where: str) -> list[str]:
+def _strings(value: Any, where: str, error: type[SentituneError] = BenchError) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise BenchError(f"{where}: expected a list of key=value strings, got {value!r}")
+        raise error(f"{where}: expected a list of key=value strings, got {value!r}")
     return list(value)
+
+
+def read_header(path: Path, data: Any, keys: tuple[str, ...], error: type[SentituneError],
+                shape: str) -> tuple[str, Path | None, list[str]]:
+    """name, base (resolved next to the file) and set: what bench and search files share, checked."""
+    if not isinstance(data, dict):
+        raise error(f"{path}: top level must be a mapping with {shape}")
+    if unknown := sorted(set(data) - set(keys)):
+        raise error(f"{path}: unknown key {unknown[0]} (known: {', '.join(keys)})")
+    name = data.get("name")
+    if not isinstance(name, str) or not _SAFE.fullmatch(name):
+        raise error(f"{path}: name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
+    base = data.get("base")
+    if base is not None and not isinstance(base, str):
+        raise error(f"{path}: base: expected a path to an experiment YAML, got {base!r}")
+    base_path = (path.parent / base) if base else None
+    if base_path is not None and not base_path.is_file():
+        raise error(f"{path}: base: {base_path} not found")
+    return name, base_path, _strings(data.get("set"), f"{path}: set", error)
 
 
 def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str], str | None, dict[str, Any] | None]]:
@@ -183,20 +202,7 @@ def load_bench(path: str | Path) -> Bench:
     """Read and check a bench file; every row's config is built (and validated) before anything runs."""
     path = Path(path)
     data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise BenchError(f"{path}: top level must be a mapping with name, matrix and/or rows")
-    if unknown := sorted(set(data) - set(_BENCH_KEYS)):
-        raise BenchError(f"{path}: unknown key {unknown[0]} (known: {', '.join(_BENCH_KEYS)})")
-    name = data.get("name")
-    if not isinstance(name, str) or not _SAFE.fullmatch(name):
-        raise BenchError(f"{path}: name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
-    base = data.get("base")
-    if base is not None and not isinstance(base, str):
-        raise BenchError(f"{path}: base: expected a path to an experiment YAML, got {base!r}")
-    base_path = (path.parent / base) if base else None
-    if base_path is not None and not base_path.is_file():
-        raise BenchError(f"{path}: base: {base_path} not found")
-    common = _strings(data.get("set"), f"{path}: set")
+    name, base_path, common = read_header(path, data, _BENCH_KEYS, BenchError, "name, matrix and/or rows")
     rows = []
     for row_name, overrides, row_base, published in expand(data, str(path)):
         config_path = (path.parent / row_base) if row_base else base_path

@@ -143,19 +143,12 @@ def draw_all(results: dict[str, Any], data: dict[str, RowData], out: Path) -> di
     ax.legend(fontsize=7, loc="lower right")
     paths["roc"] = _save(fig, out / "roc.png")
 
-    fig, ax = _figure()
-    _scatter(ax, [(r["name"], r["trainable_parameters"], r["accuracy"]) for r in rows
-                  if r["trainable_parameters"] and r["accuracy"] is not None])
-    ax.set(xscale="log", xlabel="trainable parameters (log scale)", ylabel="test accuracy",
-           title=PLOTS["accuracy_vs_parameters"])
-    paths["accuracy_vs_parameters"] = _save(fig, out / "accuracy_vs_parameters.png")
-
-    fig, ax = _figure()
-    _scatter(ax, [(r["name"], r["train_seconds"], r["accuracy"]) for r in rows
-                  if r["train_seconds"] and r["accuracy"] is not None])
-    ax.set(xscale="log", xlabel="training time, seconds (log scale)", ylabel="test accuracy",
-           title=PLOTS["accuracy_vs_time"])
-    paths["accuracy_vs_time"] = _save(fig, out / "accuracy_vs_time.png")
+    for plot, key, xlabel in (("accuracy_vs_parameters", "trainable_parameters", "trainable parameters"),
+                              ("accuracy_vs_time", "train_seconds", "training time, seconds")):
+        fig, ax = _figure()
+        _scatter(ax, [(r["name"], r[key], r["accuracy"]) for r in rows if r[key] and r["accuracy"] is not None])
+        ax.set(xscale="log", xlabel=f"{xlabel} (log scale)", ylabel="test accuracy", title=PLOTS[plot])
+        paths[plot] = _save(fig, out / f"{plot}.png")
 
     # Rows that trained in steps (a TF-IDF fit or a zero-shot run has one validation point, or none).
     curved = [r["name"] for r in rows if data[r["name"]].train_curve or len(data[r["name"]].val_curve) > 1]

@@ -38,7 +38,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from sentitune.atomic import write_json, write_text
-from sentitune.bench import _SAFE, _one_line, _override, read_yaml
+from sentitune.bench import _one_line, _override, _strings, read_header, read_yaml
 from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.errors import SentituneError
 
@@ -98,14 +98,6 @@ class FinalOutcome:
 # ------------------------------------------------------------------------------------ the search file
 
 
-def _strings(value: Any, where: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise SearchError(f"{where}: expected a list of key=value strings, got {value!r}")
-    return list(value)
-
-
 def _number(value: Any, where: str) -> int | float:
     """A YAML number; also `1e-5`, which YAML 1.1 reads as a string (no dot, no exponent sign)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -153,21 +145,8 @@ def load_search(path: str | Path) -> Search:
     """Read and check a search file; every space key is tried in a real config before anything runs."""
     path = Path(path)
     data = read_yaml(path, SearchError, "search file")
-    if not isinstance(data, dict):
-        raise SearchError(f"{path}: top level must be a mapping with name and search")
-    if unknown := sorted(set(data) - set(_KEYS)):
-        raise SearchError(f"{path}: unknown key {unknown[0]} (known: {', '.join(_KEYS)})")
-    name = data.get("name")
-    if not isinstance(name, str) or not _SAFE.fullmatch(name):
-        raise SearchError(f"{path}: name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
-    base = data.get("base")
-    if base is not None and not isinstance(base, str):
-        raise SearchError(f"{path}: base: expected a path to an experiment YAML, got {base!r}")
-    base_path = (path.parent / base) if base else None
-    if base_path is not None and not base_path.is_file():
-        raise SearchError(f"{path}: base: {base_path} not found")
-    common = _strings(data.get("set"), f"{path}: set")
-    trial_set = _strings(data.get("trial_set"), f"{path}: trial_set")
+    name, base_path, common = read_header(path, data, _KEYS, SearchError, "name and search")
+    trial_set = _strings(data.get("trial_set"), f"{path}: trial_set", SearchError)
     s = data.get("search")
     if not isinstance(s, dict):
         raise SearchError(f"{path}: search: expected a mapping with trials, metric, seed, storage and space")
