@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -222,7 +223,7 @@ def build_doc(results: dict[str, Any]) -> str:
         f"reviews ({int(cfg.data.val_size):,} more carved from train for validation; seed {cfg.train.seed}) and is "
         f"scored on the **full {IMDB_TEST:,}-review test set**; reviews are cut to {cfg.data.max_length} tokens "
         "(the TF-IDF rows read whole reviews). Machine: "
-        f"{platform.machine()} CPU, {results_cpu()}, bf16 instructions: {'yes' if cpu_has_bf16() else 'no'} "
+        f"{platform.machine()} CPU, {os.cpu_count()} cores, bf16 instructions: {'yes' if cpu_has_bf16() else 'no'} "
         "(`train.precision: auto` trains in bf16 where they exist; `train.eval_precision: auto` here). "
         "Times are seconds of this 2-core machine: `train s` includes building a feature cache, `test s` the "
         "25,000-review pass, `whole row` the command from start to end (loading data and model included). Rows ran "
@@ -339,12 +340,6 @@ def search_section(by_name: dict[str, Any]) -> list[str]:
                   f"{_f(probe['accuracy']) if probe else '?'}, ROC AUC {_f(probe['roc_auc']) if probe else '?'}); "
                   f"the final run took {_duration(wall.get('wall_seconds'))}."]
     return lines
-
-
-def results_cpu() -> str:
-    import os
-
-    return f"{os.cpu_count()} cores"
 
 
 def length_table(rows: list[dict[str, Any]]) -> list[str]:

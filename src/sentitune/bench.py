@@ -26,7 +26,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,8 +205,8 @@ def load_bench(path: str | Path) -> Bench:
     name, base_path, common = read_header(path, data, _BENCH_KEYS, BenchError, "name, matrix and/or rows")
     rows = []
     for row_name, overrides, row_base, published in expand(data, str(path)):
-        config_path = (path.parent / row_base) if row_base else base_path
-        if config_path is not None and not config_path.is_file():
+        config_path = (path.parent / row_base) if row_base else base_path  # base_path: checked by read_header
+        if row_base and not config_path.is_file():
             raise BenchError(f"{path}: row {row_name}: config: {config_path} not found")
         everything = [*common, *overrides, f"name={row_name}"]
         try:
@@ -246,13 +246,17 @@ def _one_line(error: BaseException) -> str:
 
 def run_bench(bench: Bench, out: Path, progress: bool = False,
               started: Callable[[BenchRow], None] = lambda r: None,
-              finished: Callable[[Outcome], None] = lambda o: None) -> list[Outcome]:
-    """Run every row into `out/<row>`: finished rows are skipped, checkpointed ones resumed, and a row that
-    fails is recorded (one line) while the others go on. The results files are rewritten after each row."""
+              finished: Callable[[Outcome], None] = lambda o: None,
+              only: Collection[str] | None = None) -> list[Outcome]:
+    """Run every row (or the rows named in `only`) into `out/<row>`: finished rows are skipped, checkpointed
+    ones resumed, and a row that fails is recorded (one line) while the others go on. The results files are
+    rewritten after each row, from every finished row of the bench."""
     from sentitune.train import Interrupted
 
     outcomes = []
     for row in bench.rows:
+        if only is not None and row.name not in only:
+            continue
         run_dir = out / row.name
         started(row)
         try:

@@ -13,7 +13,6 @@ arguments or input, a damaged run, a folder that cannot be written, a full disk,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import json
 import os
@@ -342,25 +341,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results = write_results(bench, out)
         print(f"{len(results['rows'])} finished runs; results in {out}/results.md, report in {_report(out)}")
         return 0
-    to_run = bench
+    names = [r.name for r in bench.rows]
     if args.rows:
-        wanted = [n.strip() for n in args.rows.split(",") if n.strip()]
-        if unknown := [n for n in wanted if n not in {r.name for r in bench.rows}]:
-            raise BenchError(f"{args.bench_file}: --rows: no row named {unknown[0]!r} "
-                             f"(rows: {', '.join(r.name for r in bench.rows)})")
-        to_run = dataclasses.replace(bench, rows=[r for r in bench.rows if r.name in wanted])
-    total = len(to_run.rows)
+        wanted = {n.strip() for n in args.rows.split(",") if n.strip()}
+        if unknown := [n for n in sorted(wanted) if n not in names]:
+            raise BenchError(f"{args.bench_file}: --rows: no row named {unknown[0]!r} (rows: {', '.join(names)})")
+        names = [n for n in names if n in wanted]
+    total = len(names)
     print(f"bench {bench.name}: {total} rows -> {out}", flush=True)
 
     def finished(o: Outcome) -> None:
-        number = [r.name for r in to_run.rows].index(o.row) + 1
+        number = names.index(o.row) + 1
         accuracy = o.metrics.get("test", {}).get("accuracy") if o.metrics else None
         detail = f": {o.message}" if o.message else (f" (accuracy {accuracy:.4f})" if accuracy is not None else "")
         print(f"[{number}/{total}] {o.row}: {o.status}{detail}", flush=True)
 
-    outcomes = run_bench(to_run, out, progress=not args.no_progress, finished=finished)
-    if to_run is not bench:
-        write_results(bench, out)  # the tables list every finished row of the bench, not only those run now
+    outcomes = run_bench(bench, out, progress=not args.no_progress, finished=finished,
+                         only=set(names) if args.rows else None)
     failed = [o.row for o in outcomes if o.status == "failed"]
     print(f"results in {out}/results.md, report in {_report(out)}"
           + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))

@@ -79,6 +79,11 @@ def loss_curves(log: Iterable[dict[str, Any]]) -> tuple[list[tuple[float, float]
     return train, val
 
 
+def length_label(low: int, high: float) -> str:
+    """`101-200`, or `>500` for the open last bin."""
+    return f"{low}-{int(high)}" if math.isfinite(high) else f">{low - 1}"
+
+
 def accuracy_by_length(row: RowData) -> list[tuple[str, int, float | None]]:
     """(bin label, reviews in it, accuracy or None when empty) for each of LENGTH_BINS."""
     if row.words is None:
@@ -86,7 +91,7 @@ def accuracy_by_length(row: RowData) -> list[tuple[str, int, float | None]]:
     out = []
     for low, high in LENGTH_BINS:
         inside = (row.words >= low) & (row.words <= high)
-        label = f"{low}-{int(high)}" if math.isfinite(high) else f">{low - 1}"
+        label = length_label(low, high)
         n = int(inside.sum())
         out.append((label, n, float((row.preds[inside] == row.labels[inside]).mean()) if n else None))
     return out

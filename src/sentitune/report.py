@@ -18,7 +18,7 @@ from typing import Any
 
 from sentitune.atomic import write_text
 from sentitune.errors import SentituneError
-from sentitune.plots import LENGTH_BINS, PLOTS, RowData, accuracy_by_length, draw_all, read_row
+from sentitune.plots import LENGTH_BINS, PLOTS, RowData, accuracy_by_length, draw_all, length_label, read_row
 
 REPORT_NAME = "report.html"
 # (results.json key, header, digits or None for text): the sortable results table.
@@ -75,7 +75,7 @@ def _image(path: Path, title: str, wide: bool = False) -> str:
 
 
 def _length_table(results: dict[str, Any], data: dict[str, RowData]) -> str:
-    labels = [f"{low}-{int(high)}" if math.isfinite(high) else f">{low - 1}" for low, high in LENGTH_BINS]
+    labels = [length_label(low, high) for low, high in LENGTH_BINS]
     columns = [("name", "run")] + [(f"len{i}", f"{label} words") for i, label in enumerate(labels)]
     rows = []
     for r in results["rows"]:

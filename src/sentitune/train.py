@@ -408,7 +408,7 @@ def _train_phase(
                     state.epoch_mark = state.train_seconds
             bar.update(1)
             bar.set_postfix(loss=f"{window[-1]:.4f}")
-            if cfg.train.log_every and (state.step % cfg.train.log_every == 0 or epoch_end) and window:
+            if cfg.train.log_every and (state.step % cfg.train.log_every == 0 or epoch_end):
                 run.log({"event": "train", "phase": state.phase + 1, "step": state.step,
                          "epoch": round(state.micro / per_epoch, 3), "loss": sum(window) / len(window),
                          "lr": scheduler.get_last_lr()[0]})
