@@ -23,6 +23,9 @@ POOLINGS = ("auto", "mean", "cls", "last")
 HEADS = ("softmax", "sigmoid")
 TRUNCATIONS = ("head", "tail", "head+tail")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+TARGET_INPUTS = ("auto", "pair", "markers", "prompt")  # how a target reaches the model (data/targets.py)
+DATA_FORMATS = ("auto", "table", "target-lines")
+BINARY_LABELS = ["negative", "positive"]
 
 
 class ConfigError(SentituneError, ValueError):
@@ -37,6 +40,17 @@ class DataConfig:
     text_column: str = "text"
     label_column: str = "label"
     id_column: str | None = None
+    # Class names, in index order (labels in files: a name, or its index). Binary is the default; e.g.
+    # [negative, neutral, positive] for target-dependent sentiment.
+    labels: list[str] = field(default_factory=lambda: list(BINARY_LABELS))
+    format: str = "auto"  # auto: by suffix (.raw/.seg: three-line $T$ target files) | table | target-lines
+    target_column: str | None = None  # CSV/JSONL: the target's column (a target-dependent task)
+    target_start_column: str | None = None  # optional character offsets of the target in the text, for a
+    target_end_column: str | None = None  #   target that occurs twice (default: its first occurrence)
+    target_input: str = "auto"  # pair (sentence, target) | markers (inline) | prompt; auto: pair for encoders,
+    #                             prompt for decoders
+    target_markers: list[str] = field(default_factory=lambda: ["<t>", "</t>"])  # put around the target
+    target_prompt: str = "{text} The sentiment toward {target} is"  # {text} is truncated, never the rest
     train_size: int | None = None  # stratified, seeded subsample of the training pool
     val_size: float = 0.1  # fraction (<1) or count (>=1) carved from train, never from test
     eval_size: int | None = None  # stratified, seeded subsample of test
@@ -92,7 +106,7 @@ class MethodConfig:
 class ModelConfig:
     spec: str = "minilm"  # hub id, local folder or packaged name (see `sentitune models`)
     pooling: str = "auto"  # auto (last for decoders, mean for encoders) | mean | cls | last
-    head: str = "softmax"  # softmax: 2 logits + cross-entropy; sigmoid: 1 logit + BCE
+    head: str = "softmax"  # softmax: one logit per class + cross-entropy; sigmoid (two classes): 1 logit + BCE
     dropout: float = 0.1  # dropout before the head
 
 
@@ -174,6 +188,22 @@ class ExperimentConfig:
         _check_choice("model.head", self.model.head, HEADS)
         _check_choice("data.truncation", self.data.truncation, TRUNCATIONS)
         _check_choice("data.empty", self.data.empty, ("error", "skip"))
+        _check_choice("data.format", self.data.format, DATA_FORMATS)
+        _check_choice("data.target_input", self.data.target_input, TARGET_INPUTS)
+        labels = self.data.labels
+        if len(labels) < 2 or len({x.lower() for x in labels}) != len(labels) or not all(x.strip() for x in labels):
+            raise ConfigError(f"data.labels: need two or more distinct, non-empty names, got {labels}")
+        if self.model.head == "sigmoid" and len(labels) != 2:
+            raise ConfigError(f"model.head: sigmoid is for two classes; data.labels has {len(labels)} (use softmax)")
+        if len(self.data.target_markers) != 2:
+            raise ConfigError(f"data.target_markers: two strings (before, after), got {self.data.target_markers}")
+        if "{text}" not in self.data.target_prompt or "{target}" not in self.data.target_prompt:
+            raise ConfigError(f"data.target_prompt: needs a {{text}} and a {{target}} slot, got "
+                              f"{self.data.target_prompt!r}")
+        if (self.data.target_start_column is None) != (self.data.target_end_column is None):
+            raise ConfigError("data.target_start_column and data.target_end_column: give both or neither")
+        if self.data.target_start_column and not self.data.target_column:
+            raise ConfigError("data.target_start_column: needs data.target_column")
         _check_choice("train.precision", self.train.precision, PRECISIONS)
         _check_choice("train.eval_precision", self.train.eval_precision, PRECISIONS)
         if not self.train.evaluate_test and self.method.name in ("zero-shot", "tfidf"):

@@ -30,11 +30,13 @@ def score(
     progress: bool = False,
     features: Features | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Positive-class probabilities in `data` order, and the mean loss (from cached prefix states if given)."""
+    """Probabilities in `data` order (two classes: the positive one's, shape [n]; more: every class's,
+    shape [n, classes]), and the mean loss (from cached prefix states if given)."""
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    scores = np.zeros(len(data), dtype=np.float64)
+    classes = getattr(model, "num_classes", 2)
+    scores = np.zeros((len(data),) if classes == 2 else (len(data), classes), dtype=np.float64)
     total_loss = 0.0
     batches = sorted_batches([len(x) for x in data.input_ids], batch_size)
     for batch in tqdm(iterate(data, batches, pad_id), total=len(batches), desc=desc, disable=not progress,
@@ -43,7 +45,7 @@ def score(
             logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), prefix_of(features, batch, dev))
         labels = batch["labels"].to(dev)
         total_loss += model.loss(logits, labels).item() * len(labels)
-        scores[batch["index"].numpy()] = model.positive_score(logits).cpu().numpy()
+        scores[batch["index"].numpy()] = model.scores(logits).cpu().numpy()
     model.train(was_training)
     return scores, total_loss / max(1, len(data))
 
@@ -53,4 +55,4 @@ def evaluate(model: SentimentClassifier, data: Encoded, batch_size: int, pad_id:
              features: Features | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics (accuracy, F1, ROC AUC, loss, confusion matrix...) of `data`, and its scores."""
     scores, loss = score(model, data, batch_size, pad_id, precision, desc, progress, features)
-    return classification_metrics(data.labels, scores, loss=loss), scores
+    return classification_metrics(data.labels, scores, loss=loss, names=model.labels), scores

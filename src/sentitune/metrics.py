@@ -1,7 +1,9 @@
-"""Metrics from (labels, positive-class scores): one function, used by every method.
+"""Metrics from (labels, scores): one function, used by every method.
 
-Scores may be probabilities or any monotone margin (zero-shot log-likelihood differences);
-ROC AUC only needs the ranking, the other metrics use `threshold`.
+Two classes: scores are the positive class's, probabilities or any monotone margin (zero-shot
+log-likelihood differences); ROC AUC only needs the ranking, the other metrics use `threshold`.
+More classes: scores are rows of class probabilities; the prediction is the most probable class,
+precision/recall/F1 are macro averages (per class in `per_class`), ROC AUC is one-vs-rest, macro.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
     f1_score,
+    precision_recall_fscore_support,
     precision_score,
     recall_score,
     roc_auc_score,
@@ -20,10 +23,13 @@ from sklearn.metrics import (
 
 
 def classification_metrics(
-    labels: Sequence[int], scores: Sequence[float], threshold: float = 0.5, loss: float | None = None
+    labels: Sequence[int], scores: Sequence[float] | Sequence[Sequence[float]] | np.ndarray, threshold: float = 0.5,
+    loss: float | None = None, names: Sequence[str] | None = None,
 ) -> dict[str, object]:
     y = np.asarray(labels, dtype=int)
     s = np.asarray(scores, dtype=float)
+    if s.ndim == 2:
+        return _multiclass(y, s, loss, list(names) if names else [f"class_{i}" for i in range(s.shape[1])])
     pred = (s > threshold).astype(int)
     out: dict[str, object] = {
         "n": int(len(y)),
@@ -34,6 +40,40 @@ def classification_metrics(
         "roc_auc": float(roc_auc_score(y, s)) if len(set(y.tolist())) == 2 else float("nan"),
         "positive_rate": float(pred.mean()) if len(pred) else 0.0,
         "confusion_matrix": confusion_matrix(y, pred, labels=[0, 1]).tolist(),  # rows: true neg, true pos
+        "macro_f1": float(f1_score(y, pred, average="macro", labels=[0, 1], zero_division=0)),
+        "per_class": _per_class(y, pred, list(names) if names else ["negative", "positive"]),
+    }
+    if loss is not None:
+        out["loss"] = float(loss)
+    return out
+
+
+def _per_class(y: np.ndarray, pred: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
+    ids = list(range(len(names)))
+    p, r, f, support = precision_recall_fscore_support(y, pred, labels=ids, zero_division=0)
+    return {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+            for i, name in enumerate(names)}
+
+
+def _multiclass(y: np.ndarray, probs: np.ndarray, loss: float | None, names: list[str]) -> dict[str, object]:
+    ids = list(range(probs.shape[1]))
+    pred = probs.argmax(axis=1)
+    present = set(y.tolist())
+    auc = float("nan")
+    if present == set(ids) and len(y):  # one-vs-rest needs every class on both sides
+        auc = float(roc_auc_score(y, probs / probs.sum(axis=1, keepdims=True), multi_class="ovr", average="macro",
+                                  labels=ids))
+    macro = {name: float(fn(y, pred, labels=ids, average="macro", zero_division=0))
+             for name, fn in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score))}
+    out: dict[str, object] = {
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, pred)) if len(y) else 0.0,
+        **macro,  # precision, recall, f1: macro averages over the classes
+        "macro_f1": macro["f1"],
+        "roc_auc": auc,  # one-vs-rest, macro average
+        "confusion_matrix": confusion_matrix(y, pred, labels=ids).tolist(),  # rows: true class, columns: predicted
+        "labels": names,
+        "per_class": _per_class(y, pred, names),
     }
     if loss is not None:
         out["loss"] = float(loss)

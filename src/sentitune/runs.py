@@ -132,14 +132,30 @@ class RunDir:
     def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> None:
         write_json(self.path / name, metrics)
 
-    def write_predictions(self, examples: Sequence[Example], scores: Sequence[float], threshold: float = 0.5,
-                          name: str = "predictions.csv") -> None:
+    def write_predictions(self, examples: Sequence[Example], scores: Sequence[Any], threshold: float = 0.5,
+                          name: str = "predictions.csv", labels: Sequence[str] | None = None) -> None:
         """One row per example, in order: id, label, score, decision and `words` (whitespace-separated words of
         the cleaned text, the same for any tokenizer, so a report can compare models by review length). Ids
-        can come from the user (data.id_column): written spreadsheet-safe (see atomic.write_csv)."""
-        rows = ([e.id, e.label, f"{s:.6f}", int(s > threshold), len(e.text.split())]
-                for e, s in zip(examples, scores, strict=True))
-        write_csv(self.path / name, ["id", "label", "prob_positive", "pred", "words"], rows, text_columns={"id"})
+        can come from the user (data.id_column): written spreadsheet-safe (see atomic.write_csv).
+
+        Two classes: one score, prob_positive. More: rows of class probabilities, one prob_<label> column
+        each, and pred is the most probable class. Target-dependent examples add a `target` column."""
+        scores = [s.tolist() if hasattr(s, "tolist") else s for s in scores]
+        multi = bool(scores) and isinstance(scores[0], (list, tuple))
+        names = list(labels or [])
+        if multi and len(names) != len(scores[0]):
+            names = [f"class_{i}" for i in range(len(scores[0]))]
+        targets = any(e.target is not None for e in examples)
+        header = ["id", *(["target"] if targets else []), "label",
+                  *([f"prob_{n}" for n in names] if multi else ["prob_positive"]), "pred", "words"]
+
+        def row(e: Example, s: Any) -> list[Any]:
+            probs = [f"{p:.6f}" for p in s] if multi else [f"{s:.6f}"]
+            pred = max(range(len(s)), key=s.__getitem__) if multi else int(s > threshold)
+            return [e.id, *([e.target] if targets else []), e.label, *probs, pred, len(e.text.split())]
+
+        rows = (row(e, s) for e, s in zip(examples, scores, strict=True))
+        write_csv(self.path / name, header, rows, text_columns={"id", "target"})
 
     # ------------------------------------------------------------------ checkpoints
     @property

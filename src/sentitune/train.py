@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sentitune.config import ConfigError, ExperimentConfig, PhaseConfig
-from sentitune.data.batching import Encoded, encode, iterate, length_grouped_batches
+from sentitune.data.batching import Encoded, encode, encoding_args, iterate, length_grouped_batches
 from sentitune.data.records import Splits
 from sentitune.data.sources import load_splits
 from sentitune.errors import DataError
@@ -173,8 +173,8 @@ def prepare(cfg: ExperimentConfig, report: Report = lambda s: None) -> Prepared:
     # Test is tokenized only when something will score it: a run with neither pass never touches it.
     scored = ("train", "validation") + (("test",) if cfg.train.evaluate_test or cfg.train.baseline else ())
     encoded = {
-        name: encode(getattr(splits, name) if name in scored else [], tokenizer, cfg.data.max_length,
-                     cfg.data.truncation, cfg.data.head_tokens)
+        name: encode(getattr(splits, name) if name in scored else [], tokenizer,
+                     **encoding_args(cfg.data, resolved.is_decoder))
         for name in ("train", "validation", "test")
     }
     return Prepared(cfg, splits, resolved, tokenizer, model, encoded)
@@ -277,7 +277,7 @@ def train(
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     if test_scores is not None:
-        run.write_predictions(p.splits.test, test_scores.tolist())
+        run.write_predictions(p.splits.test, test_scores.tolist(), labels=cfg.data.labels)
     form = saved_form([phase.method for phase in phases], cfg.method)
     save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision))
     run.write_metrics(metrics)

@@ -33,6 +33,34 @@ class Encoded:
         return sum(len(x) for x in self.input_ids)
 
 
+@dataclass(frozen=True)
+class TargetInput:
+    """How the target of a target-dependent example reaches the model.
+
+    pair: (sentence, target) as a sentence pair, the tokenizer's own separators between them (BERT-SPC);
+    markers: the target marked inline, `before target after`, with existing tokens so that no embedding is
+    new and every method (frozen ones too) can use them ("entity markers (punct)", Zhou & Chen 2021);
+    prompt: the template with {text} and {target} filled in (what a decoder, read to its last token, needs).
+    Only the sentence is ever truncated, never the target, the markers or the prompt.
+    """
+
+    how: str = "pair"
+    markers: tuple[str, str] = ("<t>", "</t>")
+    prompt: str = "{text} The sentiment toward {target} is"
+
+
+def target_input(data: Any, decoder: bool) -> TargetInput:
+    """The data settings' choice (DataConfig.target_input); auto: pair for encoders, prompt for decoders."""
+    how = data.target_input if data.target_input != "auto" else ("prompt" if decoder else "pair")
+    return TargetInput(how, tuple(data.target_markers), data.target_prompt)  # type: ignore[arg-type]
+
+
+def encoding_args(data: Any, decoder: bool) -> dict[str, Any]:
+    """encode()'s keyword arguments from a run's DataConfig: one place, so training and predict agree."""
+    return {"max_length": data.max_length, "side": data.truncation, "head_tokens": data.head_tokens,
+            "target": target_input(data, decoder)}
+
+
 def encode(
     examples: Sequence[Example],
     tokenizer: Any,
@@ -40,8 +68,11 @@ def encode(
     side: str = "head",
     head_tokens: int | None = None,
     chunk: int = 1000,
+    target: TargetInput | None = None,
 ) -> Encoded:
     """Tokenize without truncation, cut the review's tokens (not the special ones) to fit."""
+    if any(e.target is not None for e in examples):
+        return _encode_targets(examples, tokenizer, max_length, side, head_tokens, target or TargetInput())
     out: list[list[int]] = []
     for start in range(0, len(examples), chunk):
         texts = [e.text for e in examples[start : start + chunk]]
@@ -58,6 +89,68 @@ def encode(
             kept = truncate_ids(body, max_length - lead - trail, side, head_tokens)
             out.append(ids[:lead] + kept + ids[len(ids) - trail :])
     return Encoded([e.id for e in examples], out, [e.label for e in examples])
+
+
+def _encode_targets(examples: Sequence[Example], tokenizer: Any, max_length: int, side: str,
+                    head_tokens: int | None, how: TargetInput) -> Encoded:
+    """Target-dependent examples: each token is either part of the sentence (may be cut) or fixed."""
+    out: list[list[int]] = []
+    for e in examples:
+        if e.target is None or e.span is None:
+            raise ValueError(f"{e.id}: a target-dependent example needs its target and its span")
+        s, t = e.span
+        if how.how == "pair":
+            enc = tokenizer(e.text, e.target, add_special_tokens=True, truncation=False, verbose=False)
+            cuttable = [sid == 0 for sid in enc.sequence_ids(0)]
+        else:
+            if how.how == "markers":
+                before, marked = e.text[:s], f"{how.markers[0]} {e.text[s:t]} {how.markers[1]}"
+                text = before + marked + e.text[t:]
+                enc = tokenizer(text, add_special_tokens=True, truncation=False, return_offsets_mapping=True,
+                                return_special_tokens_mask=True, verbose=False)
+                inside = [not special and b > len(before) and a < len(before) + len(marked)
+                          for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True)]
+                out.append(_window(enc["input_ids"], enc["special_tokens_mask"], inside, max_length))
+                continue
+            if how.how == "prompt":
+                head, tail = (part.replace("{target}", e.target) for part in how.prompt.split("{text}", 1))
+                text, region = head + e.text + tail, (len(head), len(head) + len(e.text))
+            else:
+                raise ValueError(f"target input {how.how!r} is not one of pair, markers, prompt")
+            enc = tokenizer(text, add_special_tokens=True, truncation=False, return_offsets_mapping=True,
+                            return_special_tokens_mask=True, verbose=False)
+            cuttable = [not special and region[0] <= a and b <= region[1]
+                        for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True)]
+        out.append(_cut(enc["input_ids"], cuttable, max_length, side, head_tokens))
+    return Encoded([e.id for e in examples], out, [e.label for e in examples])
+
+
+def _window(ids: list[int], special: list[int], inside: list[bool], max_length: int) -> list[int]:
+    """Markers: the marked target and as much context on both sides as fits, so a long text never loses
+    the words the label is about (the sentence's own truncation side would cut them)."""
+    if len(ids) <= max_length or not any(inside):
+        return list(ids[:max_length])
+    lead = next(i for i, x in enumerate(special) if not x)
+    trail = next(i for i, x in enumerate(reversed(special)) if not x)
+    a = inside.index(True)
+    b = len(inside) - inside[::-1].index(True)
+    room = max(0, max_length - lead - trail - (b - a))
+    left, right = a - lead, len(ids) - trail - b
+    keep_left = min(left, max(room // 2, room - right))
+    keep_right = min(right, room - keep_left)
+    kept = ids[a - keep_left : b + keep_right]
+    return (list(ids[:lead]) + list(kept) + list(ids[len(ids) - trail :]))[:max_length] if trail else (
+        list(ids[:lead]) + list(kept))[:max_length]
+
+
+def _cut(ids: list[int], cuttable: list[bool], max_length: int, side: str, head_tokens: int | None) -> list[int]:
+    """Truncate the run of cuttable tokens so the whole fits `max_length` (the rest kept as is)."""
+    if len(ids) <= max_length or not any(cuttable):
+        return list(ids[:max_length])
+    a = cuttable.index(True)
+    b = len(cuttable) - cuttable[::-1].index(True)
+    kept = truncate_ids(ids[a:b], max_length - (len(ids) - (b - a)), side, head_tokens)
+    return (list(ids[:a]) + kept + list(ids[b:]))[:max_length]
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, window: int = 50) -> list[list[int]]:

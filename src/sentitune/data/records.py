@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 class Example:
     id: str  # IMDb: "train/pos/123_9"; CSV: the id column or "file:line"
     text: str
-    label: int  # 1 positive, 0 negative
+    label: int  # index into data.labels (binary default: 0 negative, 1 positive)
     rating: int | None = None  # IMDb star rating from the file name
+    target: str | None = None  # target-dependent sentiment: the words the label is about
+    span: tuple[int, int] | None = None  # the target's character offsets in `text` (text[start:end] == target)
 
 
 @dataclass

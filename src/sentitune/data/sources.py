@@ -7,14 +7,16 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from sentitune.config import DataConfig
+from sentitune.config import BINARY_LABELS, DataConfig
 from sentitune.data.imdb import locate_imdb, read_imdb
 from sentitune.data.records import Example, Splits
 from sentitune.data.splits import sample, split_off
 from sentitune.data.tabular import read_table
+from sentitune.data.targets import moved_span, read_target_lines
 from sentitune.data.text import clean_text
 from sentitune.errors import DataError
 
+TARGET_SUFFIXES = (".raw", ".seg")
 TABLE_TEST_FRACTION = 0.2  # test share held out of a CSV/JSONL source given without data.test_path
 
 
@@ -34,14 +36,28 @@ def _read_hub(name: str) -> dict[str, list[Example]]:
     }
 
 
+def is_target_lines(cfg: DataConfig, path: str) -> bool:
+    """The three-line `$T$` format: asked for, or by suffix (.raw as acl-14, .seg as SemEval-2014 ship)."""
+    return cfg.format == "target-lines" or (cfg.format == "auto" and Path(path).suffix.lower() in TARGET_SUFFIXES)
+
+
+def read_file(cfg: DataConfig, path: str) -> list[Example]:
+    if is_target_lines(cfg, path):
+        return read_target_lines(Path(path), cfg.labels)
+    offsets = (cfg.target_start_column, cfg.target_end_column) if cfg.target_start_column else None
+    return read_table(Path(path), cfg.text_column, cfg.label_column, cfg.id_column, cfg.labels, cfg.target_column,
+                      offsets)  # type: ignore[arg-type]
+
+
 def read_source(cfg: DataConfig, progress: Callable[[int, int | None], None] | None = None) -> dict[str, list[Example]]:
+    binary_source = cfg.source == "imdb" or cfg.source.startswith("hf:")
+    if binary_source and [x.lower() for x in cfg.labels] != BINARY_LABELS:
+        raise DataError(f"data.source={cfg.source} is binary (negative, positive); data.labels is {cfg.labels}")
     if cfg.source == "imdb":
         return read_imdb(locate_imdb(cfg.path, progress=progress))
     if cfg.source.startswith("hf:"):
         return _read_hub(cfg.source[3:])
-    train = read_table(Path(cfg.source), cfg.text_column, cfg.label_column, cfg.id_column)
-    test = read_table(Path(cfg.test_path), cfg.text_column, cfg.label_column, cfg.id_column) if cfg.test_path else []
-    return {"train": train, "test": test}
+    return {"train": read_file(cfg, cfg.source), "test": read_file(cfg, cfg.test_path) if cfg.test_path else []}
 
 
 def prepare(examples: list[Example], cfg: DataConfig, skipped: dict[str, int]) -> list[Example]:
@@ -49,6 +65,11 @@ def prepare(examples: list[Example], cfg: DataConfig, skipped: dict[str, int]) -
     out = []
     for e in examples:
         text = clean_text(e.text) if cfg.clean_html else e.text
+        if e.span is not None and text != e.text:
+            span = moved_span(e.text, text, e.span)
+            if span is None:
+                raise DataError(f"{e.id}: cleaning the text changed the target {e.target!r} (data.clean_html=false)")
+            e = dataclasses.replace(e, span=span, target=text[span[0]:span[1]])
         if len(text) > cfg.max_chars:
             raise DataError(f"{e.id}: review is {len(text):,} characters, over data.max_chars={cfg.max_chars:,}")
         if not text.strip():
@@ -69,9 +90,12 @@ def load_splits(
     test = prepare(raw.get("test", []), cfg, skipped)
     table = cfg.source != "imdb" and not cfg.source.startswith("hf:")
     _require_two_classes(train, cfg.source if table else cfg.path or cfg.source, "training",
-                         "a classifier needs examples of both")
+                         "a classifier needs examples of {} classes", cfg.labels)
     if table and cfg.test_path:
-        _require_two_classes(test, cfg.test_path, "test", "ROC AUC is undefined without both")
+        _require_two_classes(test, cfg.test_path, "test", "ROC AUC is undefined without {} classes", cfg.labels)
+    targets = {e.target is not None for e in train + test}
+    if len(targets) > 1:
+        raise DataError(f"{cfg.source}: some examples have a target and some do not (train and test must agree)")
     if not test:
         # A single CSV/JSONL file: hold out a stratified, seeded test split rather than fail at the end.
         train, test = split_off(train, TABLE_TEST_FRACTION, seed)
@@ -92,12 +116,12 @@ def load_splits(
     )
 
 
-def _require_two_classes(examples: list[Example], where: str, role: str, why: str) -> None:
+def _require_two_classes(examples: list[Example], where: str, role: str, why: str, names: list[str]) -> None:
     """One class trains a constant and scores accuracy 1.0 with ROC AUC nan: refuse it, as the IMDb
     reader refuses an archive without pos or neg."""
     labels = Counter(e.label for e in examples)
     if len(labels) == 1:
         ((label, n),) = labels.items()
-        name = {0: " (negative)", 1: " (positive)"}.get(label, "")
+        name = f" ({names[label]})" if 0 <= label < len(names) else ""
         raise DataError(f"{where}: only one class in the {role} data: all {n} examples have label {label}{name}; "
-                        f"{why} classes")
+                        + why.format("both" if len(names) == 2 else "two or more"))

@@ -35,11 +35,13 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 class SentimentClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, hidden_size: int, pooling: str, num_logits: int, dropout: float) -> None:
         super().__init__()
-        if num_logits not in (1, 2):
-            raise ValueError("num_logits must be 1 (sigmoid) or 2 (softmax)")
+        if num_logits < 1:
+            raise ValueError("num_logits must be 1 (sigmoid, two classes) or the number of classes (softmax)")
         self.backbone = backbone
         self.pooling = pooling
         self.num_logits = num_logits
+        self.labels: list[str] = ["negative", "positive"] if num_logits <= 2 else [f"class_{i}" for i in
+                                                                                   range(num_logits)]
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_logits)
         self.frozen_modules: list[nn.Module] = []  # kept in eval mode: no dropout, nothing to learn
@@ -72,10 +74,19 @@ class SentimentClassifier(nn.Module):
             module.eval()
         return self
 
+    @property
+    def num_classes(self) -> int:
+        return max(2, self.num_logits)
+
     def positive_score(self, logits: torch.Tensor) -> torch.Tensor:
-        """Probability of the positive class."""
+        """Probability of the positive class (class 1 of two)."""
         logits = logits.float()
         return torch.sigmoid(logits[:, 0]) if self.num_logits == 1 else torch.softmax(logits, -1)[:, 1]
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """What evaluation keeps per example: the positive probability for two classes (shape [n]), the
+        probability of every class otherwise (shape [n, classes])."""
+        return self.positive_score(logits) if self.num_classes == 2 else torch.softmax(logits.float(), -1)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = logits.float()

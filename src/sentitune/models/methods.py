@@ -147,7 +147,8 @@ def build_classifier(cfg: ExperimentConfig, resolved: ResolvedModel, pad_token_i
     pooling = cfg.model.pooling if cfg.model.pooling != "auto" else ("last" if resolved.is_decoder else "mean")
     torch.manual_seed(cfg.train.seed)  # the head's initial weights are part of the experiment
     model = SentimentClassifier(backbone, backbone.config.hidden_size, pooling,
-                                1 if cfg.model.head == "sigmoid" else 2, cfg.model.dropout)
+                                1 if cfg.model.head == "sigmoid" else len(cfg.data.labels), cfg.model.dropout)
+    model.labels = list(cfg.data.labels)
     if any(method(p.method).uses_lora for p in cfg.phases()):
         add_lora(model, cfg.method.lora, resolved.model_type)
     return model

@@ -1,6 +1,6 @@
 """A trained classifier on disk, in formats Hugging Face tools read, and loaded back.
 
-    model/sentitune.json     base model, backbone form, pooling, head size, pad id, inference precision
+    model/sentitune.json     base model, backbone form, pooling, head size, class names, pad id, inference precision
     model/head.safetensors   the classification head
     model/adapter/           a PEFT LoRA adapter (PeftModel.from_pretrained on the base), or
     model/backbone/          a transformers folder (fine-tuned or LoRA merged), or neither (base untouched)
@@ -54,6 +54,7 @@ def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: s
             "weights": "backbone" if weights == "merged" else weights,
             "pooling": model.pooling,
             "num_logits": model.num_logits,
+            "labels": model.labels,  # class names in logit order
             "hidden_size": model.head.in_features,
             "dropout": model.dropout.p,
             "pad_token_id": tokenizer.pad_token_id,
@@ -163,6 +164,10 @@ def load_model(model_dir: Path) -> tuple[SentimentClassifier, Any]:
     with _Loading(meta_file):
         model = SentimentClassifier(backbone, meta["hidden_size"], meta["pooling"], meta["num_logits"],
                                     meta["dropout"])
+        if "labels" in meta:  # runs saved before N-class labels are binary: the classifier's default names
+            if not isinstance(meta["labels"], list) or len(meta["labels"]) != model.num_classes:
+                raise ValueError(f"labels {meta['labels']!r} do not match num_logits {meta['num_logits']}")
+            model.labels = [str(x) for x in meta["labels"]]
     with _Loading(model_dir / "head.safetensors"):
         model.head.load_state_dict(load_file(str(model_dir / "head.safetensors")))
     model.eval()
