@@ -22,6 +22,27 @@ from sentitune.data.records import Example
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = Path(os.environ.get("SENTITUNE_TEST_IMDB", ROOT.parent / "shared" / "data" / "aclImdb_v1.tar.gz"))
+TARGETS = Path(os.environ.get("SENTITUNE_TEST_TARGETS", ROOT.parent / "shared" / "data" / "target-sentiment"))
+THREE_CLASSES = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="session")
+def target_data() -> Path:
+    """The three-line `$T$` sets (acl-14 Twitter, SemEval-2014 restaurants and laptops) from ../shared."""
+    if not (TARGETS / "semeval14" / "Restaurants_Train.xml.seg").exists():
+        pytest.fail(f"{TARGETS}: the target-sentiment sets tests read are missing (set SENTITUNE_TEST_TARGETS)")
+    return TARGETS
+
+
+def write_target_lines(path: Path, examples: list[Example]) -> Path:
+    """Examples back in the three-line format (the target replaced by $T$ at its span)."""
+    polarity = {0: "-1", 1: "0", 2: "1"}
+    lines = []
+    for e in examples:
+        assert e.span is not None
+        lines += [e.text[: e.span[0]] + "$T$" + e.text[e.span[1]:], e.target or "", polarity[e.label]]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="reviews to classify")
     p.add_argument("--file", type=Path, help="one review per line (.txt) or a CSV/JSONL with a text column")
     p.add_argument("--text-column", default="text")
+    p.add_argument("--target", dest="targets", action="append", metavar="TARGET",
+                   help="target-dependent runs: the words to classify the sentiment toward, once for all texts "
+                        "or once per text (e.g. --target food)")
+    p.add_argument("--target-column", help="with --file: the column holding each row's target")
     p.add_argument("--output", type=Path, help="write a CSV instead of printing")
     p.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
@@ -216,15 +220,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows = {"untrained (baseline)": metrics["baseline"]} if metrics["baseline"] else {}
     if metrics["test"] is not None:
         rows[f"{cfg.method.name} (trained)"] = metrics["test"]
-        print(f"\ntest set, {metrics['test']['n']} reviews ({cfg.model.spec}, {cfg.method.name}):")
+        print(f"\ntest set, {_count(metrics['test'])} ({cfg.model.spec}, {cfg.method.name}):")
     else:
         print("\nno test pass (train.evaluate_test=false)" + (":" if rows else ""))
     if rows:
-        print(format_table(rows))
+        print(format_table(rows, _columns(metrics["test"] or metrics["baseline"])))
     par = metrics["parameters"]
     print(f"parameters: {par['trainable']:,} trainable of {par['total']:,} ({100 * par['trainable_ratio']:.3f}%)")
     if metrics["test"] is not None:
-        print(f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['test']['confusion_matrix']}")
+        print(_confusion(metrics["test"]))
     print(f"training: {metrics['train_tokens']:,} tokens in {metrics['train_seconds']:.0f} s "
           f"({metrics['train_tokens_per_second']} tokens/s, {metrics['precision']}); "
           f"wall {metrics['wall_seconds']:.0f} s")
@@ -237,10 +241,10 @@ def _tfidf(cfg: Any, out: Path, overwrite: bool) -> int:
     from sentitune.metrics import format_table
 
     metrics = run_tfidf(cfg, out, overwrite=overwrite, report=lambda s: print(s, flush=True))
-    print(f"\ntest set, {metrics['test']['n']} reviews ({metrics['model']}):")
-    print(format_table({"tfidf (trained)": metrics["test"]}))
+    print(f"\ntest set, {_count(metrics['test'])} ({metrics['model']}):")
+    print(format_table({"tfidf (trained)": metrics["test"]}, _columns(metrics["test"])))
     print(f"features: {metrics['parameters']['features']:,} n-grams")
-    print(f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['test']['confusion_matrix']}")
+    print(_confusion(metrics["test"]))
     print(f"training: {metrics['train_seconds']:.1f} s; test {metrics['test_seconds']:.1f} s; "
           f"wall {metrics['wall_seconds']:.0f} s")
     print(f"run directory: {out}")
@@ -259,10 +263,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows = {"saved model": result["model"]}
     if "baseline" in result:
         rows = {"untrained (baseline)": result["baseline"], **rows}
-    print(f"{args.split} split, {result['model']['n']} reviews:")
-    print(format_table(rows))
-    print(f"confusion matrix [[TN, FP], [FN, TP]]: {result['model']['confusion_matrix']}")
+    print(f"{args.split} split, {_count(result['model'])}:")
+    print(format_table(rows, _columns(result["model"])))
+    print(_confusion(result["model"]))
     return 0
+
+
+def _count(metrics: dict[str, Any]) -> str:
+    return f"{metrics['n']} {'reviews' if 'labels' not in metrics else 'examples'}"
+
+
+def _columns(metrics: dict[str, Any] | None) -> tuple[str, ...]:
+    """Two classes: the positive class's precision, recall, F1; more: macro averages, and each class's F1."""
+    if not metrics or "labels" not in metrics:
+        return ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
+    return ("accuracy", "macro_f1", "roc_auc", "loss", *(f"f1_{name}" for name in metrics["labels"]))
+
+
+def _confusion(metrics: dict[str, Any]) -> str:
+    if "labels" not in metrics:
+        return f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['confusion_matrix']}"
+    return (f"confusion matrix (rows: true, columns: predicted; {', '.join(metrics['labels'])}): "
+            f"{metrics['confusion_matrix']}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -274,20 +296,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
         ensure_writable_dir(args.output.parent)  # before the model loads, not after
         args.target = args.output
     texts = list(args.texts)
+    targets = list(args.targets or [])
+    if len(targets) == 1 and args.texts:
+        targets = targets * len(args.texts)  # one --target for every text given as an argument
+    elif len(texts) == 1 and len(targets) > 1:
+        texts = texts * len(targets)  # one text, several targets: the sentiment toward each
     if args.file:
-        texts += read_reviews(args.file, args.text_column)
+        texts_in_file = read_reviews(args.file, args.text_column)
+        texts += texts_in_file
+        if args.target_column:
+            targets += read_reviews(args.file, args.target_column)
+    elif args.target_column:
+        raise DataError("predict: --target-column reads a column of --file")
     if not texts:
         raise DataError("predict: give reviews as arguments or with --file")
-    predictions = predict_texts(args.run_dir, texts, precision=args.precision)
+    predictions = predict_texts(args.run_dir, texts, precision=args.precision, targets=targets or None)
     if args.output:
         write_predictions_csv(args.output, predictions)
         print(f"wrote {len(predictions)} predictions to {args.output}")
+    width = max(len(p.label) for p in predictions)
     for pred in predictions if not args.output else []:
         if args.json:
-            print(json.dumps({"label": pred.label, "prob_positive": round(pred.prob_positive, 6), "text": pred.text}))
+            record: dict[str, Any] = {"label": pred.label, "probability": round(pred.probability, 6),
+                                      "probs": {k: round(v, 6) for k, v in pred.probs.items()}}
+            if len(pred.probs) == 2:
+                record["prob_positive"] = round(pred.prob_positive, 6)
+            print(json.dumps({**record, **({"target": pred.target} if pred.target is not None else {}),
+                              "text": pred.text}))
         else:
             short = pred.text if len(pred.text) <= 70 else pred.text[:67] + "..."
-            print(f"{pred.label:8s} {pred.prob_positive:.4f}  {short}")
+            about = f"[{pred.target}] " if pred.target is not None else ""
+            shown = pred.prob_positive if len(pred.probs) == 2 else pred.probability
+            print(f"{pred.label:{max(8, width)}s} {shown:.4f}  {about}{short}")
     return 0
 
 

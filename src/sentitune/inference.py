@@ -9,14 +9,16 @@ from typing import Any
 from sentitune.atomic import write_csv
 from sentitune.classical import TfidfClassifier
 from sentitune.config import replace
-from sentitune.data.batching import encode
+from sentitune.data.batching import encode, encoding_args
 from sentitune.data.records import Example
-from sentitune.data.sources import load_splits
+from sentitune.data.sources import has_targets, load_splits
+from sentitune.data.targets import locate
 from sentitune.data.text import clean_text
 from sentitune.errors import DataError
 from sentitune.evaluation import evaluate, score
 from sentitune.models.adapt import count_parameters
 from sentitune.models.methods import build_classifier
+from sentitune.models.registry import is_decoder
 from sentitune.models.saving import load_model, saved_precision
 from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
@@ -49,7 +51,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
         return _evaluate_tfidf(run, examples, split, splits.warnings)
     model, tokenizer = load_model(run.model_dir)
     model.to(device())
-    data = encode(examples, tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
+    data = encode(examples, tokenizer, **encoding_args(cfg.data, is_decoder(model.backbone.config)))
     chosen = precision or saved_precision(run.model_dir)
     dtype = pick_precision(chosen, device())
     result: dict[str, Any] = {"run": str(run_dir), "split": split, "precision": chosen,
@@ -64,7 +66,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
         untrained = build_classifier(cfg, resolve(cfg.model.spec), tokenizer.pad_token_id).to(device())
         result["baseline"], _ = evaluate(untrained, data, batch_size, pad_id, dtype, "baseline", progress)
     run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}.csv")
+    run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}.csv", labels=model.labels)
     return result
 
 
@@ -96,9 +98,18 @@ def _evaluate_zero_shot(run: RunDir, examples: list[Example], split: str, progre
 
 @dataclass
 class Prediction:
+    """One classified text: the most probable class, its probability, and every class's."""
+
     text: str
     label: str
-    prob_positive: float
+    probability: float  # of `label`
+    probs: dict[str, float]  # class name -> probability, in data.labels order
+    target: str | None = None
+
+    @property
+    def prob_positive(self) -> float:
+        """Two classes: the probability of the second (positive) one."""
+        return list(self.probs.values())[1]
 
 
 def read_reviews(path: Path, text_column: str = "text") -> list[str]:
@@ -140,33 +151,76 @@ class Predictor:
             self.model.to(device())
             self.dtype = pick_precision(precision or saved_precision(self.run.model_dir), device())
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[Prediction]:
+    @property
+    def labels(self) -> list[str]:
+        return list(self.cfg.data.labels)
+
+    @property
+    def needs_target(self) -> bool:
+        """A run trained on target-dependent examples classifies (text, target) pairs."""
+        return has_targets(self.cfg.data)
+
+    def predict(self, texts: list[str], batch_size: int = 32, targets: list[str] | None = None) -> list[Prediction]:
+        """Classify `texts` (with one target per text for a target-dependent run)."""
         cfg = self.cfg
         cleaned = [clean_text(t) if cfg.data.clean_html else t for t in texts]
         for i, t in enumerate(cleaned):
             if not t.strip():
                 raise DataError(f"review {i + 1}: empty")
+        examples = self._examples(cleaned, targets)
         if self.kind == "zero-shot":
             probs = probabilities(self.prompt.margins(cleaned), self.prompt.threshold)
         elif self.kind == "tfidf":
             probs = self.tfidf.positive_proba(cleaned).tolist()
         else:
-            examples = [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
-            data = encode(examples, self.tokenizer, cfg.data.max_length, cfg.data.truncation, cfg.data.head_tokens)
+            data = encode(examples, self.tokenizer, **encoding_args(cfg.data, is_decoder(self.model.backbone.config)))
             probs = score(self.model, data, batch_size, self.tokenizer.pad_token_id, self.dtype)[0].tolist()
-        return [Prediction(t, "positive" if p > 0.5 else "negative", float(p))
-                for t, p in zip(texts, probs, strict=True)]
+        return [self._prediction(t, p, e.target) for t, p, e in zip(texts, probs, examples, strict=True)]
+
+    def _examples(self, cleaned: list[str], targets: list[str] | None) -> list[Example]:
+        if not self.needs_target:
+            if targets:
+                raise DataError(f"{self.run.path}: this run classifies whole texts; it was not trained with targets")
+            return [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
+        if not targets or len(targets) != len(cleaned):
+            raise DataError(f"{self.run.path}: a target-dependent run needs one target per text (--target), got "
+                            f"{len(targets or [])} for {len(cleaned)} texts")
+        out = []
+        for i, (text, target) in enumerate(zip(cleaned, targets, strict=True)):
+            if not target.strip():
+                raise DataError(f"text {i + 1}: empty target")
+            try:
+                span: tuple[int, int] | None = locate(text, target.strip(), f"text {i + 1}")
+            except DataError:
+                if self.cfg.data.target_input == "markers":  # markers go around the target: it must be there
+                    raise
+                span = None  # a pair or a prompt names the target; it need not occur in the text
+            out.append(Example(id=str(i), text=text, label=0, target=target.strip(), span=span))
+        return out
+
+    def _prediction(self, text: str, p: float | list[float], target: str | None) -> Prediction:
+        row = p if isinstance(p, list) else [1 - p, p]
+        best = max(range(len(row)), key=row.__getitem__) if isinstance(p, list) else int(p > 0.5)
+        return Prediction(text, self.labels[best], float(row[best]), dict(zip(self.labels, map(float, row),
+                                                                               strict=True)), target)
 
 
-def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32, precision: str | None = None
-                  ) -> list[Prediction]:
+def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32, precision: str | None = None,
+                  targets: list[str] | None = None) -> list[Prediction]:
     """Classify `texts` with the saved run (loads it; use Predictor to classify many batches)."""
-    return Predictor(run_dir, precision).predict(texts, batch_size)
+    return Predictor(run_dir, precision).predict(texts, batch_size, targets)
 
 
 def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:
-    """The reviews are user text: written spreadsheet-safe (see atomic.write_csv)."""
-    rows = ([p.text, p.label, f"{p.prob_positive:.6f}"] for p in predictions)
-    write_csv(path, ["text", "label", "prob_positive"], rows, text_columns={"text"})
+    """The reviews are user text: written spreadsheet-safe (see atomic.write_csv). Two classes: text, label,
+    prob_positive as always; more: a prob_<class> column each (and target for a target-dependent run)."""
+    names = list(predictions[0].probs) if predictions else []
+    binary = len(names) == 2
+    targets = any(p.target is not None for p in predictions)
+    header = ["text", *(["target"] if targets else []), "label",
+              *(["prob_positive"] if binary else [f"prob_{n}" for n in names])]
+    rows = ([p.text, *([p.target] if targets else []), p.label,
+             *([f"{p.prob_positive:.6f}"] if binary else [f"{p.probs[n]:.6f}" for n in names])] for p in predictions)
+    write_csv(path, header, rows, text_columns={"text", "target"})
 
 

@@ -82,13 +82,16 @@ def _multiclass(y: np.ndarray, probs: np.ndarray, loss: float | None, names: lis
 
 def format_table(rows: dict[str, dict[str, object]], columns: Sequence[str] = ("accuracy", "precision", "recall",
                  "f1", "roc_auc", "loss")) -> str:
-    """A plain-text table, one row per named metrics dict (e.g. baseline vs trained)."""
+    """A plain-text table, one row per named metrics dict (e.g. baseline vs trained); a column f1_<class>
+    is that class's F1 (from per_class)."""
     header = ["", *columns]
     lines = [header]
     for name, metrics in rows.items():
         cells = [name]
         for c in columns:
             v = metrics.get(c)
+            if v is None and c.startswith("f1_"):
+                v = (metrics.get("per_class") or {}).get(c[3:], {}).get("f1")
             cells.append(f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v)))
         lines.append(cells)
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]

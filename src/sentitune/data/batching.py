@@ -96,9 +96,9 @@ def _encode_targets(examples: Sequence[Example], tokenizer: Any, max_length: int
     """Target-dependent examples: each token is either part of the sentence (may be cut) or fixed."""
     out: list[list[int]] = []
     for e in examples:
-        if e.target is None or e.span is None:
-            raise ValueError(f"{e.id}: a target-dependent example needs its target and its span")
-        s, t = e.span
+        if e.target is None or (e.span is None and how.how == "markers"):
+            raise ValueError(f"{e.id}: a target-dependent example needs its target (and its span, for markers)")
+        s, t = e.span or (0, 0)
         if how.how == "pair":
             enc = tokenizer(e.text, e.target, add_special_tokens=True, truncation=False, verbose=False)
             cuttable = [sid == 0 for sid in enc.sequence_ids(0)]

@@ -41,6 +41,12 @@ def is_target_lines(cfg: DataConfig, path: str) -> bool:
     return cfg.format == "target-lines" or (cfg.format == "auto" and Path(path).suffix.lower() in TARGET_SUFFIXES)
 
 
+def has_targets(cfg: DataConfig) -> bool:
+    """Whether these data settings give target-dependent examples (a target column, or `$T$` files)."""
+    table = cfg.source != "imdb" and not cfg.source.startswith("hf:")
+    return cfg.target_column is not None or (table and is_target_lines(cfg, cfg.source))
+
+
 def read_file(cfg: DataConfig, path: str) -> list[Example]:
     if is_target_lines(cfg, path):
         return read_target_lines(Path(path), cfg.labels)

@@ -2,8 +2,8 @@
 
 The format of Dong et al. 2014 (acl-14 Twitter) and of the SemEval-2014 restaurant and laptop sets
 as most aspect-sentiment code distributes them: per instance a sentence with the target replaced by
-`$T$`, the target, and a polarity (-1 negative, 0 neutral, 1 positive). The sentence is rebuilt with
-the target put back, and the target's character offsets kept, so every way of showing the target to
+`$T$` (acl-14: at times twice), the target, and a polarity (-1 negative, 0 neutral, 1 positive). The
+sentence is rebuilt with the target put back, and the first slot's character offsets kept, so every way of showing the target to
 a model (sentence pair, inline markers, prompt) starts from the same `Example`.
 """
 
@@ -49,14 +49,13 @@ def read_target_lines(path: Path, labels: list[str]) -> list[Example]:
             raise DataError(f"{where}: instance has {len(lines) - start} of its 3 lines (no {' or '.join(missing)} "
                             "line): sentence with $T$, target, label")
         sentence, target, raw_label = lines[start], lines[start + 1].strip(), lines[start + 2]
-        count = sentence.count(SLOT)
-        if count != 1:
-            raise DataError(f"{where}: sentence has {count} {SLOT} slots, expected 1 (is a line missing above?)")
+        if SLOT not in sentence:  # acl-14 tweets name their target twice at times: every slot is filled
+            raise DataError(f"{where}: sentence has no {SLOT} slot (is a line missing above?)")
         if not target:
             raise DataError(f"{path}:{line_no + 1}: empty target")
         label = label_index(raw_label, labels, f"{path}:{line_no + 2}")
         at = sentence.index(SLOT)
-        text = sentence[:at] + target + sentence[at + len(SLOT):]
+        text = sentence.replace(SLOT, target)
         examples.append(Example(id=f"{path.name}:{line_no}", text=text.strip(), label=label, target=target,
                                 span=_strip_shift(text, at, len(target))))
     if not examples:
