@@ -221,6 +221,6 @@ def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:
               *(["prob_positive"] if binary else [f"prob_{n}" for n in names])]
     rows = ([p.text, *([p.target] if targets else []), p.label,
              *([f"{p.prob_positive:.6f}"] if binary else [f"{p.probs[n]:.6f}" for n in names])] for p in predictions)
-    write_csv(path, header, rows, text_columns={"text", "target"})
+    write_csv(path, header, rows, text_columns={"text", "target"} & set(header))
 
 
