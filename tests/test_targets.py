@@ -249,3 +249,52 @@ def test_three_class_run_saves_reloads_and_predicts(tmp_path: Path, target_data:
     again = json.loads((run / "eval-test.json").read_text())["model"]
     assert again["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert again["macro_f1"] == pytest.approx(metrics["test"]["macro_f1"])
+
+
+@pytest.fixture(scope="module")
+def tiny_target_files(tmp_path_factory: pytest.TempPathFactory, target_data: Path) -> tuple[Path, Path]:
+    """A 3-class slice of SemEval-2014 restaurants, every class present, short sentences."""
+    folder = tmp_path_factory.mktemp("targets")
+    train = read_target_lines(target_data / "semeval14/Restaurants_Train.xml.seg", THREE_CLASSES)
+    test = read_target_lines(target_data / "semeval14/Restaurants_Test_Gold.xml.seg", THREE_CLASSES)
+
+    def per_class(examples: list[Example], n: int) -> list[Example]:
+        return [e for c in range(3) for e in [x for x in examples if x.label == c and len(x.text) < 80][:n]]
+
+    return (write_target_lines(folder / "train.seg", per_class(train, 10)),
+            write_target_lines(folder / "test.seg", per_class(test, 4)))
+
+
+@pytest.mark.numeric
+@pytest.mark.parametrize("method, extra", [
+    ("probe", ["train.feature_cache=true"]),
+    ("partial", ["method.freeze_layers=1", "data.target_input=markers"]),
+    ("full", []),
+    ("lora", []),
+    ("two-phase", ['method.phases=[{method: full, epochs: 1, lr: 0.005}, {method: probe, epochs: 1, lr: 0.02}]']),
+])
+def test_every_method_trains_on_targets(method: str, extra: list[str], tiny_target_files: tuple[Path, Path],
+                                        tmp_path: Path) -> None:
+    """Each trained method on the decoder code path (GPT-2, the target in a prompt, or markers): a 3-logit
+    head, a probability per class in predictions.csv, and the saved run predicting the same numbers."""
+    from sentitune.inference import Predictor
+    from sentitune.train import train
+
+    train_file, test_file = tiny_target_files
+    cfg = load_config(None, [f"data.source={train_file}", f"data.test_path={test_file}",
+                             "data.labels=[negative,neutral,positive]", "data.val_size=6", "data.max_length=40",
+                             "model.spec=gpt2-tiny-random", f"method.name={method}", "train.epochs=1",
+                             "train.batch_size=8", "train.lr=0.005", "train.checkpoint_every=null",
+                             f"train.feature_cache_dir={tmp_path / 'features'}", *extra])
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["test"]["n"] == 12 and len(metrics["test"]["confusion_matrix"]) == 3
+    with (tmp_path / "run" / "predictions.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    saved = [[float(r[f"prob_{n}"]) for n in THREE_CLASSES] for r in rows]
+    by_id = {e.id: e for e in read_target_lines(test_file, THREE_CLASSES)}
+    predictor = Predictor(tmp_path / "run")
+    assert predictor.model.head.out_features == 3 and predictor.model.labels == THREE_CLASSES
+    got = predictor.predict([by_id[r["id"]].text for r in rows], targets=[r["target"] for r in rows])
+    tolerance = 2e-3 if method == "probe" else 2e-6  # the probe scores test from bf16 cached states
+    for p, s in zip(got, saved, strict=True):
+        assert [p.probs[n] for n in THREE_CLASSES] == pytest.approx(s, abs=tolerance)

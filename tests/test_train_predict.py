@@ -74,6 +74,7 @@ def test_run_directory_layout(run_dir: Path) -> None:
     assert not any(Path(f).name.startswith(".") for f in files)  # no temporary files left behind
     meta = json.loads((run_dir / "model" / "sentitune.json").read_text())
     assert meta == {"base": "minilm", "weights": "adapter", "pooling": "mean", "num_logits": 2, "hidden_size": 384,
+                    "labels": ["negative", "positive"],
                     "dropout": 0.1, "pad_token_id": 0, "precision": "fp32"}
 
 
