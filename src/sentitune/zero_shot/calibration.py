@@ -164,7 +164,7 @@ def calibrate(member_margins: Sequence[np.ndarray], offsets: Sequence[Decision],
     scales = member_scales(member_margins)
     combined = combine_margins(member_margins, scales)
     decisions = calibration_thresholds if combined.ndim == 1 else calibration_biases
-    return Calibration(scales, decisions(offsets, scales, labels, combined))  # type: ignore[arg-type]
+    return Calibration(scales, decisions(offsets, scales, labels, combined))
 
 
 def probabilities(scores: np.ndarray, decision: Decision) -> list[float] | list[list[float]]:
@@ -172,16 +172,17 @@ def probabilities(scores: np.ndarray, decision: Decision) -> list[float] | list[
     threshold shift. K: softmax(log-probabilities - bias), one row of class probabilities per text."""
     if np.ndim(scores) == 2:
         return softmax(np.asarray(scores, dtype=float) - np.asarray(decision, dtype=float), axis=1).tolist()
-    return [1.0 / (1.0 + math.exp(-(m - decision))) for m in scores]  # type: ignore[operator]
+    t = float(decision)  # type: ignore[arg-type]
+    return [1.0 / (1.0 + math.exp(-(m - t))) for m in scores]
 
 
 def decision_metrics(labels: Sequence[int], scores: np.ndarray, decision: Decision,
                      names: Sequence[str] | None = None) -> dict[str, Any]:
     """The metrics of one decision: on the margin with its threshold, or on the K-class probabilities."""
-    if np.ndim(scores) == 1:
-        return {**classification_metrics(labels, np.asarray(scores).tolist(), threshold=decision),  # type: ignore
-                "threshold": decision}
-    return {**classification_metrics(labels, probabilities(scores, decision), names=names), "bias": list(decision)}
+    if np.ndim(scores) == 2:
+        return {**classification_metrics(labels, probabilities(scores, decision), names=names), "bias": list(decision)}
+    t = float(decision)  # type: ignore[arg-type]
+    return {**classification_metrics(labels, np.asarray(scores).tolist(), threshold=t), "threshold": decision}
 
 
 def calibrated_rows(labels: Sequence[int], margins: np.ndarray, thresholds: dict[str, Decision],

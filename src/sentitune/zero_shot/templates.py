@@ -26,6 +26,8 @@ BUILTIN_TEMPLATES: dict[str, PromptTemplate] = {
                        "Answer with one word.", "Positive", "Negative", chat=True),
         PromptTemplate("target-sentiment", 'Sentence: {text}\nThe sentiment toward "{target}" is',
                        words=[" negative", " neutral", " positive"]),
+        PromptTemplate("target-inline", "{text} The sentiment toward {target} is",  # as data.target_prompt
+                       words=[" negative", " neutral", " positive"]),
         PromptTemplate("target-chat", 'Is the sentiment toward "{target}" in this sentence negative, neutral or '
                        "positive?\n\nSentence: {text}\n\nAnswer with one word.",
                        words=["Negative", "Neutral", "Positive"], chat=True),
