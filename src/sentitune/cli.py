@@ -349,14 +349,19 @@ def _zero_shot(cfg: Any, out: Path, overwrite: bool, progress: bool) -> int:
     result = run_zero_shot(cfg, out, overwrite=overwrite, progress=progress, report=lambda s: print(s, flush=True))
     for name, info in result["label_words"].items():
         print(f"label word {name}: {info['word']!r} -> tokens {info['tokens']}")
+    binary = "threshold" in result["test"]  # K > 2 classes: macro averages, a bias per class
     if "sweep" in result:
         print(format_table(result["sweep"]["validation"], ("accuracy", "calibrated_accuracy", "roc_auc",
-                                                           "positive_rate")))
+                                                           "positive_rate") if binary else ("accuracy", "macro_f1",
+                                                                                            "roc_auc")))
         print(f"selected template: {result['sweep']['selected']} (by validation {result['sweep']['metric']})")
     print(f"\ntest set, {result['test']['n']} reviews ({cfg.model.spec}, template {result['template']['name']}):")
     print(format_table(result["rows"], ("accuracy", "precision", "recall", "f1", "roc_auc", "positive_rate",
-                                        "threshold")))
-    print(f"predictions ({result['decision']} threshold) and margins in {out}")
+                                        "threshold") if binary else ("accuracy", "precision", "recall", "macro_f1",
+                                                                     "roc_auc")))
+    if not binary:
+        print("precision, recall: macro averages over the classes; roc_auc: one-vs-rest")
+    print(f"predictions ({result['decision']} {'threshold' if binary else 'bias'}) and margins in {out}")
     return 0
 
 

@@ -139,13 +139,17 @@ class TrainConfig:
 
 @dataclass
 class PromptTemplate:
-    """A user-defined zero-shot prompt: `prompt` has one {text} slot; the label words continue it."""
+    """A user-defined zero-shot prompt: `prompt` has one {text} slot (and a {target} slot for target-dependent
+    examples); the label words continue it."""
 
     name: str = "custom"
     prompt: str = "Review: {text}\nSentiment:"
     positive: str = " positive"  # the leading space matters: " positive" and "positive" are different tokens
     negative: str = " negative"
     chat: bool = False  # wrap the prompt in the tokenizer's chat template (instruct models)
+    # One label word per class, in data.labels order (e.g. [" negative", " neutral", " positive"]); empty: the
+    # two words above, negative then positive.
+    words: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -160,7 +164,7 @@ class ZeroShotConfig:
     shot_tokens: int = 60  # each demonstration review cut to this many tokens
     calibration_size: int = 200  # labelled validation reviews (threshold) and unlabelled train reviews (median)
     content_free: list[str] = field(default_factory=lambda: ["N/A", "", "[MASK]"])  # contextual calibration
-    decision: str = "label-free"  # threshold used for predictions.csv: raw | contextual | validation | label-free
+    decision: str = "label-free"  # predictions.csv: raw | contextual | validation | label-free (two classes only)
     sweep: list[str] = field(default_factory=list)  # templates compared on validation; the best goes to test
     sweep_metric: str = "roc_auc"  # roc_auc | accuracy | calibrated_accuracy
     batch_size: int = 8
@@ -264,9 +268,21 @@ class ExperimentConfig:
         _positive("zero_shot.batch_size", zs.batch_size, minimum=1)
         if zs.shots < 0:
             raise ConfigError(f"zero_shot.shots: must be >= 0, got {zs.shots}")
+        if self.method.name == "zero-shot" and len(labels) > 2:
+            _binary_only_decisions(zs, len(labels))
         if self.method.freeze_layers < 0:
             raise ConfigError(f"method.freeze_layers: must be >= 0, got {self.method.freeze_layers}")
         return self
+
+
+def _binary_only_decisions(zs: ZeroShotConfig, classes: int) -> None:
+    """The label-free threshold (the median margin) assumes two balanced classes; it has no N-class form here."""
+    if zs.decision == "label-free":
+        raise ConfigError(f"zero_shot.decision: label-free (the median margin) is for two classes; data.labels has "
+                          f"{classes}: use contextual, validation or raw")
+    if zs.sweep and zs.sweep_metric == "calibrated_accuracy":
+        raise ConfigError(f"zero_shot.sweep_metric: calibrated_accuracy (median threshold) is for two classes; "
+                          f"data.labels has {classes}: use roc_auc or accuracy")
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -24,7 +24,7 @@ from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
 from sentitune.runs import RunDir
 from sentitune.runtime import device, seed_everything
-from sentitune.zero_shot.predictor import SavedPrompt, probabilities, saved_margins
+from sentitune.zero_shot.predictor import SavedPrompt
 
 
 def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = None, eval_size: int | None = None,
@@ -84,15 +84,12 @@ def _evaluate_tfidf(run: RunDir, examples: list[Example], split: str, warnings: 
 
 
 def _evaluate_zero_shot(run: RunDir, examples: list[Example], split: str, progress: bool) -> dict[str, Any]:
-    """A zero-shot run has no trained weights: re-score the split with its saved prompt and threshold."""
-    from sentitune.metrics import classification_metrics
-
-    margins, threshold = saved_margins(run.path, [e.text for e in examples], progress=progress)
-    labels = [e.label for e in examples]
-    result: dict[str, Any] = {"run": str(run.path), "split": split}
-    result["model"] = {**classification_metrics(labels, margins.tolist(), threshold=threshold), "threshold": threshold}
+    """A zero-shot run has no trained weights: re-score the split with its saved prompt and decision."""
+    prompt = SavedPrompt(run.path, progress=progress)
+    metrics, probs = prompt.evaluate(examples)
+    result: dict[str, Any] = {"run": str(run.path), "split": split, "model": metrics}
     run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions(examples, probabilities(margins, threshold), name=f"predictions-{split}.csv")
+    run.write_predictions(examples, probs, name=f"predictions-{split}.csv", labels=prompt.labels)
     return result
 
 
@@ -169,7 +166,7 @@ class Predictor:
                 raise DataError(f"review {i + 1}: empty")
         examples = self._examples(cleaned, targets)
         if self.kind == "zero-shot":
-            probs = probabilities(self.prompt.margins(cleaned), self.prompt.threshold)
+            probs = self.prompt.probabilities(cleaned)
         elif self.kind == "tfidf":
             probs = self.tfidf.positive_proba(cleaned).tolist()
         else:

@@ -2,7 +2,8 @@
 
 For a prompt such as ``Review: {text}\\nSentiment:`` the score of a review is the log-likelihood
 margin ``log p(positive words | prompt) - log p(negative words | prompt)`` (each label word may be
-several tokens: their log-probabilities are summed).
+several tokens: their log-probabilities are summed). With K > 2 label words (one per class) the score
+is the row of the K log-likelihoods, normalised over the K words (their log-softmax).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 from tqdm.auto import tqdm
 
 from sentitune.errors import ModelError
@@ -118,10 +120,28 @@ class CausalScorer:
                 result[i, j] = float(lp.gather(-1, target[:, None]).sum())
         return result
 
-    def margins(self, encoder: PromptEncoder, texts: Sequence[str], desc: str = "scoring") -> np.ndarray:
-        """log p(positive words) - log p(negative words) for each text."""
-        lp = self.word_logprobs([encoder.encode(t) for t in texts], encoder.label_ids, desc)
-        return lp[:, 1] - lp[:, 0]
+    def logprobs(self, encoder: PromptEncoder, texts: Sequence[str], desc: str = "scoring",
+                 targets: Sequence[str | None] | None = None) -> np.ndarray:
+        """[n_texts, K]: each label word's log-likelihood after each text's prompt (its target filled in)."""
+        targets = [None] * len(texts) if targets is None else targets
+        prompts = [encoder.encode(t, g) for t, g in zip(texts, targets, strict=True)]
+        return self.word_logprobs(prompts, encoder.label_ids, desc)
+
+    def scores(self, encoder: PromptEncoder, texts: Sequence[str], desc: str = "scoring",
+               targets: Sequence[str | None] | None = None) -> np.ndarray:
+        """Two label words: the margin log p(positive) - log p(negative), shape [n]. K > 2: the K
+        log-likelihoods normalised over the K words, shape [n, K] (their softmax: the class probabilities)."""
+        lp = self.logprobs(encoder, texts, desc, targets)
+        if lp.shape[1] == 2:
+            return lp[:, 1] - lp[:, 0]
+        return lp - logsumexp(lp, axis=1, keepdims=True)
+
+    def margins(self, encoder: PromptEncoder, texts: Sequence[str], desc: str = "scoring",
+                targets: Sequence[str | None] | None = None) -> np.ndarray:
+        """log p(positive words) - log p(negative words) for each text (two label words)."""
+        if len(encoder.label_ids) != 2:
+            raise ModelError(f"template {encoder.template.name!r}: a margin needs two label words (use scores)")
+        return self.scores(encoder, texts, desc, targets)
 
 
 def load_causal_lm(spec: str) -> tuple[Any, Any]:
