@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import THREE_CLASSES, assert_one_line_error, run_cli, write_target_lines
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -19,7 +20,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from conftest import THREE_CLASSES, assert_one_line_error, run_cli, write_target_lines
 from sentitune.config import ConfigError, load_config
 from sentitune.data.batching import TargetInput, encode
 from sentitune.data.records import Example

@@ -166,7 +166,7 @@ class Predictor:
                 raise DataError(f"review {i + 1}: empty")
         examples = self._examples(cleaned, targets)
         if self.kind == "zero-shot":
-            probs = self.prompt.probabilities(cleaned)
+            probs = self.prompt.probabilities(cleaned, [e.target for e in examples])
         elif self.kind == "tfidf":
             probs = self.tfidf.positive_proba(cleaned).tolist()
         else:

@@ -3,8 +3,8 @@
 The format of Dong et al. 2014 (acl-14 Twitter) and of the SemEval-2014 restaurant and laptop sets
 as most aspect-sentiment code distributes them: per instance a sentence with the target replaced by
 `$T$` (acl-14: at times twice), the target, and a polarity (-1 negative, 0 neutral, 1 positive). The
-sentence is rebuilt with the target put back, and the first slot's character offsets kept, so every way of showing the target to
-a model (sentence pair, inline markers, prompt) starts from the same `Example`.
+sentence is rebuilt with the target put back, and the first slot's character offsets kept, so every way
+of showing the target to a model (sentence pair, inline markers, prompt) starts from the same `Example`.
 """
 
 from __future__ import annotations
