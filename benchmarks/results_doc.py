@@ -374,7 +374,13 @@ def main() -> None:
     write_report(OUT, PAGE / "report.html")
     for png in (OUT / "plots").glob("*.png"):
         shutil.copyfile(png, PAGE / png.name)
-    write_text(DOC, build_doc(results))
+    from targets_doc import BEGIN, END, replace_section  # the target section has its own script: keep it
+
+    old = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
+    doc = build_doc(results)
+    if BEGIN in old and END in old:
+        doc = replace_section(doc, old[old.index(BEGIN):old.index(END) + len(END)] + "\n")
+    write_text(DOC, doc)
     print(f"wrote {DOC.relative_to(ROOT)} and {(PAGE / 'report.html').relative_to(ROOT)}")
 
 

@@ -1,0 +1,113 @@
+"""The target-dependent sentiment section of docs/RESULTS.md, from the target bench (configs/target/bench.yaml).
+
+    .venv/bin/python benchmarks/targets_doc.py                 # run the bench (finished rows are skipped), write
+    .venv/bin/python benchmarks/targets_doc.py --rows a,b      # run only these rows first
+    .venv/bin/python benchmarks/targets_doc.py --no-run        # only rewrite the section from the finished rows
+
+The section lives between two markers in docs/RESULTS.md (benchmarks/results_doc.py keeps it when it
+rewrites the rest). Every number comes from a run directory under runs/bench/target: accuracy and its
+bootstrap CI from the bench's results.json, macro-F1 and per-class F1 from each run's metrics.json, times
+from the runs. Rows not run yet are listed with their command, never with a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sentitune.atomic import write_text
+from sentitune.bench import load_bench, write_results
+from sentitune.report import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "configs" / "target" / "bench.yaml"
+OUT = ROOT / "runs" / "bench" / "target"
+DOC = ROOT / "docs" / "RESULTS.md"
+PAGE = ROOT / "docs" / "results" / "targets.html"
+BEGIN, END = "<!-- targets:begin (benchmarks/targets_doc.py) -->", "<!-- targets:end -->"
+DATASETS = {"restaurants": "SemEval-2014 restaurants", "laptops": "SemEval-2014 laptops", "twitter": "acl-14 Twitter"}
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _minutes(seconds: float | None) -> str:
+    return "" if not seconds else f"{seconds / 60:.1f}"
+
+
+def section(results: dict[str, Any]) -> str:
+    bench = load_bench(BENCH)
+    by_name = {r["name"]: r for r in results["rows"]}
+    lines = [BEGIN, "## Target-dependent sentiment", "",
+             "Three classes (negative / neutral / positive) toward a target in a sentence: SemEval-2014 restaurants "
+             "and laptops, acl-14 Twitter ([TARGETS.md](TARGETS.md)). Each row trains on the set's training file "
+             "(10% carved off, stratified, for validation) and is scored once on its official test file. Made by:",
+             "", "```bash", "sentitune bench configs/target/bench.yaml --out runs/bench/target", "```", "",
+             f"(`.venv/bin/python benchmarks/targets_doc.py` runs that bench and rewrites this section; "
+             f"report page: [results/targets.html](results/targets.html).) Machine: {os.cpu_count()} CPU cores "
+             f"({platform.machine()}), bf16 training where the CPU has it (`train.precision: auto`); times are "
+             "wall-clock minutes of training and of the test pass. Accuracy CI: 95% bootstrap over test examples. "
+             "Macro-F1 is the unweighted mean of the three classes' F1.", ""]
+    head = ["data", "row", "model", "method", "test n", "accuracy", "95% CI", "macro-F1", "F1 neg / neu / pos",
+            "ROC AUC (ovr)", "train min", "test min", "published (accuracy)"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    missing = []
+    for row in bench.rows:
+        r = by_name.get(row.name)
+        if r is None:
+            missing.append(row.name)
+            continue
+        metrics = json.loads((OUT / row.name / "metrics.json").read_text(encoding="utf-8"))
+        test = metrics["test"]
+        per = test.get("per_class", {})
+        f1s = " / ".join(_f(per.get(c, {}).get("f1"), 3) for c in ("negative", "neutral", "positive"))
+        published = (f"{_f(r['published_accuracy'], 3)} ({r['published_source']})"
+                     if r.get("published_accuracy") is not None else "")
+        lines.append("| " + " | ".join([
+            DATASETS.get(row.name.split("-")[0], ""), row.name, row.config.model.spec, row.config.method.name,
+            _f(test["n"]), f"**{_f(test['accuracy'])}**", f"[{_f(r['accuracy_ci_low'], 3)}, "
+            f"{_f(r['accuracy_ci_high'], 3)}]", f"**{_f(test.get('macro_f1'))}**", f1s, _f(test.get("roc_auc")),
+            _minutes(metrics.get("train_seconds")), _minutes(metrics.get("test_seconds")), published]) + " |")
+    if missing:
+        lines += ["", "Not run here yet (each is one command; nothing is estimated or typed in):", ""]
+        lines += [f"- `{name}`: `sentitune bench configs/target/bench.yaml --out runs/bench/target --rows {name}`"
+                  for name in missing]
+    lines += ["", "Settings of each row: [configs/target/](../configs/target/) (the bench file names the overrides).",
+              END]
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(doc: str, new: str) -> str:
+    """`doc` with its marked section replaced by `new` (appended when absent)."""
+    if BEGIN in doc and END in doc:
+        start, stop = doc.index(BEGIN), doc.index(END) + len(END)
+        return doc[:start] + new.rstrip("\n") + doc[stop:]
+    return doc.rstrip("\n") + "\n\n" + new
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-run", action="store_true", help="only rewrite the section from the finished rows")
+    parser.add_argument("--rows", help="comma-separated bench rows to run (default: all)")
+    args = parser.parse_args()
+    if not args.no_run:
+        command = [str(Path(sys.executable).parent / "sentitune"), "bench", str(BENCH), "--out", str(OUT),
+                   "--no-progress", *(["--rows", args.rows] if args.rows else [])]
+        done = subprocess.run(command, check=False, cwd=ROOT)
+        if done.returncode not in (0, 1):  # 1: a row failed; results.md says which
+            raise SystemExit(done.returncode)
+    results = write_results(load_bench(BENCH), OUT)
+    write_report(OUT, PAGE)
+    write_text(DOC, replace_section(DOC.read_text(encoding="utf-8"), section(results)))
+    print(f"wrote the target section of {DOC.relative_to(ROOT)} and {PAGE.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
