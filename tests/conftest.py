@@ -1,4 +1,5 @@
-"""Shared fixtures: the real IMDb archive from ../shared, and small stratified slices of it.
+"""Shared fixtures: the real IMDb archive from ../shared, and small stratified slices of it; the real
+SemEval-2014 restaurant sentences (three classes, with targets) from ../shared too.
 
 Slices are written in the official archive layout (tar.gz and extracted folder), so tests go
 through the same readers as users. Review text stays in temporary folders, never in the repo.
@@ -196,6 +197,25 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory,
         mp.setenv("HF_HUB_OFFLINE", "1")
         code, stdout, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
     yield path, out, code, stdout + err
+
+
+# --------------------------------------------------------------- three classes: target-dependent sentiment
+
+
+@pytest.fixture(scope="session")
+def restaurants(target_data: Path) -> tuple[Path, Path]:
+    """SemEval-2014 restaurants, three-line `$T$` files (train, test): sentence, aspect, -1/0/1."""
+    folder = target_data / "semeval14"
+    return folder / "Restaurants_Train.xml.seg", folder / "Restaurants_Test_Gold.xml.seg"
+
+
+def restaurant_config(folder: Path, restaurants: tuple[Path, Path], name: str = "restaurants") -> Path:
+    """An experiment YAML for three classes, as a user writes one: data.labels and a .seg source."""
+    train, test = restaurants
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "data": {
+        "source": str(train), "test_path": str(test), "labels": THREE_CLASSES, "max_length": 64}}), encoding="utf-8")
+    return path
 
 
 def interrupt_after_steps(monkeypatch: pytest.MonkeyPatch, steps: int) -> Callable[..., object]:

@@ -6,6 +6,13 @@ manner of Wang & Manning's NBSVM (`nb`: each feature scaled by its log-count rat
 classes, then logistic regression). scikit-learn does the work; it trains in seconds on 2 cores, on
 the same splits as every other method (validation carved from train, test read once at the end).
 
+More than two classes (data.labels): `lr` is a multinomial logistic regression; `nb` is one-vs-rest,
+one ratio vector and one binary regression per class, their probabilities normalised to sum to 1
+(two classes stay exactly the binary model). Target-dependent examples: a second TF-IDF over the
+target and `method.tfidf.target_window` words either side of it is appended to the sentence's
+features. Without it a linear model gives every target of a sentence the same answer; with it,
+`The food was great but the service slow` looks different for `food` and for `service`.
+
 The fitted model is saved as plain arrays and JSON (vocabulary, idf, NB ratios, coefficients), never
 as a pickle, so loading a run cannot run code; `sentitune predict` works on a tfidf run like any run.
 """
@@ -14,20 +21,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import sparse
+from scipy.special import expit, softmax
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from sentitune.atomic import atomic_dir
-from sentitune.config import ConfigError, ExperimentConfig, TfidfSettings, to_dict
+from sentitune.config import BINARY_LABELS, ConfigError, ExperimentConfig, TfidfSettings, to_dict
+from sentitune.data.records import Example
 from sentitune.data.sources import load_splits
-from sentitune.errors import RunError
+from sentitune.data.targets import locate
+from sentitune.errors import DataError, RunError
 from sentitune.metrics import classification_metrics
 from sentitune.runs import RunDir
 from sentitune.runtime import seed_everything
@@ -35,62 +45,172 @@ from sentitune.runtime import seed_everything
 Report = Callable[[str], None]
 MODEL_FILE = "tfidf.json"
 ARRAYS_FILE = "tfidf.npz"
+Span = tuple[int, int] | None
 
 
 class TfidfClassifier:
-    """TF-IDF features (optionally NB-weighted) and a logistic regression: probabilities of positive."""
+    """TF-IDF features (optionally NB-weighted, optionally with target-context features) and a logistic
+    regression; `proba` answers like a transformer run's scores (binary: P(positive); more: every class)."""
 
     def __init__(self, settings: TfidfSettings, vectorizer: TfidfVectorizer, ratios: np.ndarray | None,
-                 model: LogisticRegression) -> None:
-        self.settings, self.vectorizer, self.ratios, self.model = settings, vectorizer, ratios, model
+                 coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray, labels: list[str],
+                 target_vectorizer: TfidfVectorizer | None = None) -> None:
+        self.settings, self.vectorizer, self.ratios = settings, vectorizer, ratios
+        self.coef, self.intercept, self.classes, self.labels = coef, intercept, classes, labels
+        self.target_vectorizer = target_vectorizer  # None: trained on whole texts, without targets
 
     @classmethod
-    def fit(cls, texts: list[str], labels: list[int], settings: TfidfSettings, seed: int) -> TfidfClassifier:
+    def fit(cls, texts: list[str], labels: list[int], settings: TfidfSettings, seed: int,
+            names: Sequence[str] = BINARY_LABELS, targets: Sequence[str] | None = None,
+            spans: Sequence[Span] | None = None) -> TfidfClassifier:
+        """Fit on `texts` (class indices into `names`); with `targets`, target-dependent (see the module)."""
         if settings.variant not in ("lr", "nb"):
             raise ConfigError(f"method.tfidf.variant: {settings.variant!r} is not one of lr, nb")
         vectorizer = _vectorizer(settings)
         features = vectorizer.fit_transform(texts)
+        target_vectorizer = None
+        if targets is not None:
+            target_vectorizer = _vectorizer(settings)
+            contexts = target_contexts(texts, targets, spans, settings.target_window)
+            features = sparse.hstack([features, target_vectorizer.fit_transform(contexts)], format="csr")
         y = np.asarray(labels)
-        ratios = _nb_ratios(features, y, settings.nb_alpha) if settings.variant == "nb" else None
-        model = LogisticRegression(C=settings.c, max_iter=2000, random_state=seed)
-        model.fit(_weighted(features, ratios), y)
-        return cls(settings, vectorizer, ratios, model)
+        classes = np.unique(y)
+        ratios = None
+        if settings.variant == "nb":  # two classes: one ratio vector (the second class against the first)
+            masks = [y == classes[1]] if len(classes) == 2 else [y == k for k in classes]
+            ratios = np.stack([_nb_ratios(features, m, settings.nb_alpha) for m in masks])
+            ratios = ratios[0] if len(classes) == 2 else ratios
+        if ratios is not None and ratios.ndim == 2:  # one-vs-rest: each class on its own weighted features
+            fits = [_logistic(settings, seed).fit(_weighted(features, r), (y == k).astype(int))
+                    for r, k in zip(ratios, classes, strict=True)]
+            coef, intercept = np.vstack([m.coef_ for m in fits]), np.concatenate([m.intercept_ for m in fits])
+        else:  # binary, or multinomial over the classes
+            model = _logistic(settings, seed).fit(_weighted(features, ratios), y)
+            coef, intercept = model.coef_, model.intercept_
+        return cls(settings, vectorizer, ratios, coef, intercept, classes, list(names), target_vectorizer)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def class_proba(self, texts: Sequence[str], targets: Sequence[str] | None = None,
+                    spans: Sequence[Span] | None = None) -> np.ndarray:
+        """[n, classes] probabilities, one column per data.labels entry (0 for a class training lacked)."""
+        features = self._features(texts, targets, spans).astype(np.float64)  # probabilities that sum to 1
+        if self.ratios is not None and self.ratios.ndim == 2:
+            z = np.column_stack([_weighted(features, r) @ w + b
+                                 for r, w, b in zip(self.ratios, self.coef, self.intercept, strict=True)])
+            present = expit(z)
+            present /= present.sum(axis=1, keepdims=True)
+        else:
+            z = _weighted(features, self.ratios) @ self.coef.T + self.intercept
+            present = np.column_stack([1 - expit(z[:, 0]), expit(z[:, 0])]) if z.shape[1] == 1 else softmax(z, axis=1)
+        probs = np.zeros((len(texts), self.num_classes))
+        probs[:, self.classes] = present
+        return probs
+
+    def proba(self, texts: Sequence[str], targets: Sequence[str] | None = None,
+              spans: Sequence[Span] | None = None) -> np.ndarray:
+        """What a run scores, as `evaluation.score` gives it: two classes, P(positive) [n]; more, [n, classes].
+        `targets` (and optionally their character `spans`): one per text, for a target-dependent model."""
+        probs = self.class_proba(texts, targets, spans)
+        return probs[:, 1] if self.num_classes == 2 else probs
+
+    def proba_examples(self, examples: Sequence[Example]) -> np.ndarray:
+        """`proba` of examples: their texts, and their targets and spans when they have them."""
+        targets = [e.target or "" for e in examples] if any(e.target is not None for e in examples) else None
+        return self.proba([e.text for e in examples], targets, [e.span for e in examples])
 
     def positive_proba(self, texts: list[str]) -> np.ndarray:
-        features = _weighted(self.vectorizer.transform(texts), self.ratios)
-        return self.model.predict_proba(features)[:, list(self.model.classes_).index(1)]
+        """P(positive) of a two-class model."""
+        if self.num_classes != 2:
+            raise RunError(f"this tfidf model has {self.num_classes} classes ({', '.join(self.labels)}): use proba")
+        return self.proba(texts)
+
+    def _features(self, texts: Sequence[str], targets: Sequence[str] | None, spans: Sequence[Span] | None
+                  ) -> sparse.csr_matrix:
+        features = self.vectorizer.transform(texts)
+        if (targets is None) != (self.target_vectorizer is None):
+            raise DataError("this tfidf model was trained " + ("with targets: give one per text" if targets is None
+                                                               else "on whole texts, without targets"))
+        if targets is None or self.target_vectorizer is None:
+            return features
+        contexts = target_contexts(texts, targets, spans, self.settings.target_window)
+        return sparse.hstack([features, self.target_vectorizer.transform(contexts)], format="csr")
 
     @property
     def num_features(self) -> int:
-        return len(self.vectorizer.vocabulary_)
+        extra = len(self.target_vectorizer.vocabulary_) if self.target_vectorizer is not None else 0
+        return len(self.vectorizer.vocabulary_) + extra
+
+    @property
+    def num_parameters(self) -> int:
+        """Weights and biases of the regression(s): features + 1 for two classes, (features + 1) per class else."""
+        return int(self.coef.size + self.intercept.size)
 
     def save(self, folder: Path) -> None:
         """vocabulary and settings as JSON, the arrays as .npz: loading never unpickles anything."""
         with atomic_dir(folder) as tmp:
-            vocabulary = {term: int(i) for term, i in self.vectorizer.vocabulary_.items()}
-            (tmp / MODEL_FILE).write_text(json.dumps({"settings": to_dict(self.settings), "vocabulary": vocabulary,
-                                                      "classes": [int(c) for c in self.model.classes_]}))
-            arrays = {"idf": self.vectorizer.idf_, "coef": self.model.coef_, "intercept": self.model.intercept_}
+            saved: dict[str, Any] = {"settings": to_dict(self.settings), "vocabulary": _vocabulary(self.vectorizer),
+                                     "classes": [int(c) for c in self.classes], "labels": self.labels}
+            arrays = {"idf": self.vectorizer.idf_, "coef": self.coef, "intercept": self.intercept}
+            if self.target_vectorizer is not None:
+                saved["target_vocabulary"] = _vocabulary(self.target_vectorizer)
+                arrays["target_idf"] = self.target_vectorizer.idf_
             if self.ratios is not None:
                 arrays["ratios"] = self.ratios
+            (tmp / MODEL_FILE).write_text(json.dumps(saved))
             np.savez(tmp / ARRAYS_FILE, **arrays)
 
     @classmethod
     def load(cls, folder: Path) -> TfidfClassifier:
+        """A saved model (also one saved before N classes and targets: two classes, no target features)."""
         try:
             saved = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
             with np.load(folder / ARRAYS_FILE, allow_pickle=False) as arrays:
                 idf, coef, intercept = arrays["idf"], arrays["coef"], arrays["intercept"]
                 ratios = arrays["ratios"] if "ratios" in arrays.files else None
+                target_idf = arrays["target_idf"] if "target_idf" in arrays.files else None
             settings = TfidfSettings(**saved["settings"])
-            vocabulary, classes = saved["vocabulary"], np.asarray(saved["classes"])
+            vocabulary, classes = saved["vocabulary"], np.asarray(saved["classes"], dtype=int)
+            labels = list(saved.get("labels", BINARY_LABELS))
+            target_vectorizer = None
+            if "target_vocabulary" in saved:
+                target_vectorizer = _vectorizer(settings, saved["target_vocabulary"])
+                target_vectorizer.idf_ = target_idf
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise RunError(f"{folder}: not a readable tfidf model ({type(e).__name__}: {e})") from None
         vectorizer = _vectorizer(settings, vocabulary)
         vectorizer.idf_ = idf
-        model = LogisticRegression(C=settings.c)
-        model.coef_, model.intercept_, model.classes_ = coef, intercept, classes
-        return cls(settings, vectorizer, ratios, model)
+        return cls(settings, vectorizer, ratios, coef, intercept, classes, labels, target_vectorizer)
+
+
+def target_contexts(texts: Sequence[str], targets: Sequence[str], spans: Sequence[Span] | None,
+                    window: int) -> list[str]:
+    """Per text, its target and `window` words either side (whitespace words, as predictions.csv counts
+    them). The target is at its span when known, else at its first occurrence; one that does not occur
+    in the text (a prediction's free-form target) is its own words only."""
+    out = []
+    for i, (text, target) in enumerate(zip(texts, targets, strict=True)):
+        span = spans[i] if spans is not None else None
+        if span is None:
+            try:
+                span = locate(text, target, f"text {i + 1}")
+            except DataError:
+                out.append(target)
+                continue
+        left = text[:span[0]].split()[-window:] if window else []
+        right = text[span[1]:].split()[:window] if window else []
+        out.append(" ".join([*left, text[span[0]:span[1]], *right]))
+    return out
+
+
+def _vocabulary(vectorizer: TfidfVectorizer) -> dict[str, int]:
+    return {term: int(i) for term, i in vectorizer.vocabulary_.items()}
+
+
+def _logistic(settings: TfidfSettings, seed: int) -> LogisticRegression:
+    return LogisticRegression(C=settings.c, max_iter=2000, random_state=seed)
 
 
 def _vectorizer(settings: TfidfSettings, vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
@@ -99,10 +219,11 @@ def _vectorizer(settings: TfidfSettings, vocabulary: dict[str, int] | None = Non
                            vocabulary=vocabulary, dtype=np.float32)
 
 
-def _nb_ratios(features: sparse.csr_matrix, y: np.ndarray, alpha: float) -> np.ndarray:
-    """log((p / |p|_1) / (q / |q|_1)): how much more a feature weighs in positive than in negative reviews."""
-    p = alpha + np.asarray(features[y == 1].sum(axis=0)).ravel()
-    q = alpha + np.asarray(features[y == 0].sum(axis=0)).ravel()
+def _nb_ratios(features: sparse.csr_matrix, inside: np.ndarray, alpha: float) -> np.ndarray:
+    """log((p / |p|_1) / (q / |q|_1)): how much more a feature weighs in the `inside` texts (the positive
+    class; with more classes, one class) than in the others."""
+    p = alpha + np.asarray(features[inside].sum(axis=0)).ravel()
+    q = alpha + np.asarray(features[~inside].sum(axis=0)).ravel()
     return np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
 
 
@@ -110,9 +231,10 @@ def _weighted(features: sparse.csr_matrix, ratios: np.ndarray | None) -> sparse.
     return features if ratios is None else sparse.csr_matrix(features.multiply(ratios))
 
 
-def _metrics(labels: list[int], scores: np.ndarray) -> dict[str, Any]:
+def _metrics(labels: list[int], scores: np.ndarray, names: list[str]) -> dict[str, Any]:
     """The usual metrics, with the mean cross-entropy as the loss (as the transformer runs report it)."""
-    return classification_metrics(labels, scores.tolist(), loss=log_loss(labels, scores, labels=[0, 1]))
+    loss = log_loss(labels, scores, labels=list(range(len(names))))
+    return classification_metrics(labels, scores, loss=loss, names=names)
 
 
 def run_tfidf(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False,
@@ -127,32 +249,35 @@ def run_tfidf(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False,
         report(f"warning: {warning}")
     run = RunDir.create(Path(run_dir), cfg, overwrite=overwrite)
     fit_started = time.perf_counter()
-    classifier = TfidfClassifier.fit([e.text for e in splits.train], [e.label for e in splits.train],
-                                     cfg.method.tfidf, cfg.train.seed)
+    train = splits.train
+    targets = [e.target or "" for e in train] if any(e.target is not None for e in train) else None
+    names = list(cfg.data.labels)
+    classifier = TfidfClassifier.fit([e.text for e in train], [e.label for e in train], cfg.method.tfidf,
+                                     cfg.train.seed, names, targets, [e.span for e in train])
     train_seconds = time.perf_counter() - fit_started
     history = []
     if splits.validation:
-        val = _metrics([e.label for e in splits.validation],
-                       classifier.positive_proba([e.text for e in splits.validation]))
-        history.append({"phase": 1, "step": 1, "epoch": 1.0, "loss": val["loss"], "accuracy": val["accuracy"],
-                        "roc_auc": val["roc_auc"]})
+        val = _metrics([e.label for e in splits.validation], classifier.proba_examples(splits.validation), names)
+        history.append({"phase": 1, "step": 1, "epoch": 1.0,
+                        **{k: val[k] for k in ("loss", "accuracy", "roc_auc", "macro_f1")}})
         run.log({"event": "validation", **val})
         report(f"validation: accuracy {val['accuracy']:.4f}, ROC AUC {val['roc_auc']:.4f}")
     test_started = time.perf_counter()
-    scores = classifier.positive_proba([e.text for e in splits.test])
-    test = _metrics([e.label for e in splits.test], scores)
+    scores = classifier.proba_examples(splits.test)
+    test = _metrics([e.label for e in splits.test], scores, names)
     test_seconds = time.perf_counter() - test_started
     run.log({"event": "final", "split": "test", **test})
-    n = classifier.num_features + 1
+    n = classifier.num_parameters
     metrics = {
         "name": cfg.name, "model": f"tfidf-{cfg.method.tfidf.variant}", "method": "tfidf", "test": test,
         "baseline": None, "validation": history,
-        "parameters": {"total": n, "trainable": n, "trainable_ratio": 1.0, "lora": 0, "features": n - 1},
+        "parameters": {"total": n, "trainable": n, "trainable_ratio": 1.0, "lora": 0,
+                       "features": classifier.num_features},
         "data": splits.summary() | {"skipped": splits.skipped, "warnings": splits.warnings},
         "train_seconds": round(train_seconds, 2),
         "test_seconds": round(test_seconds, 2), "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    run.write_predictions(splits.test, scores.tolist())
+    run.write_predictions(splits.test, scores.tolist(), labels=names)
     classifier.save(run.model_dir)
     run.write_metrics(metrics)
     return metrics

@@ -82,6 +82,9 @@ class TfidfSettings:
     max_features: int | None = None  # keep the most frequent n-grams only; None: all
     c: float = 4.0  # inverse regularisation strength of the logistic regression
     nb_alpha: float = 1.0  # smoothing of the NB ratios
+    # Target-dependent data: a second TF-IDF over the target and this many words either side of it, so two
+    # targets of one sentence get different features (0: the target's own words only).
+    target_window: int = 3
 
 
 @dataclass
@@ -258,6 +261,7 @@ class ExperimentConfig:
             _positive("method.tfidf.max_features", tf.max_features, minimum=1)
         _positive("method.tfidf.c", tf.c)
         _positive("method.tfidf.nb_alpha", tf.nb_alpha)
+        _positive("method.tfidf.target_window", tf.target_window, minimum=0)
         zs = self.zero_shot
         _check_choice("zero_shot.truncation", zs.truncation, TRUNCATIONS)
         _check_choice("zero_shot.decision", zs.decision, ("raw", "contextual", "validation", "label-free"))

@@ -74,12 +74,13 @@ def _evaluate_tfidf(run: RunDir, examples: list[Example], split: str, warnings: 
     """A tfidf run: its saved vocabulary, weights and classifier score the split (no baseline: nothing untrained)."""
     from sentitune.metrics import classification_metrics
 
-    scores = TfidfClassifier.load(run.model_dir).positive_proba([e.text for e in examples])
+    tfidf = TfidfClassifier.load(run.model_dir)
+    scores = tfidf.proba_examples(examples)
     labels = [e.label for e in examples]
     result: dict[str, Any] = {"run": str(run.path), "split": split, "warnings": warnings,
-                              "model": classification_metrics(labels, scores.tolist())}
+                              "model": classification_metrics(labels, scores.tolist(), names=tfidf.labels)}
     run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}.csv")
+    run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}.csv", labels=tfidf.labels)
     return result
 
 
@@ -168,7 +169,7 @@ class Predictor:
         if self.kind == "zero-shot":
             probs = self.prompt.probabilities(cleaned, [e.target for e in examples])
         elif self.kind == "tfidf":
-            probs = self.tfidf.positive_proba(cleaned).tolist()
+            probs = self.tfidf.proba_examples(examples).tolist()
         else:
             data = encode(examples, self.tokenizer, **encoding_args(cfg.data, is_decoder(self.model.backbone.config)))
             probs = score(self.model, data, batch_size, self.tokenizer.pad_token_id, self.dtype)[0].tolist()
