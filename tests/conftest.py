@@ -218,6 +218,31 @@ def restaurant_config(folder: Path, restaurants: tuple[Path, Path], name: str = 
     return path
 
 
+@pytest.fixture(scope="session")
+def nclass_bench_run(tmp_path_factory: pytest.TempPathFactory,
+                     restaurants: tuple[Path, Path]) -> Iterator[tuple[Path, Path, int, str]]:
+    """A three-class bench through the CLI, once per session, on 150 real restaurant sentences with their
+    aspects (90 to test): the TF-IDF reference with two seeds, its nb variant, and a MiniLM probe on cached
+    features (the one transformer row: seconds)."""
+    folder = tmp_path_factory.mktemp("bench3")
+    base = restaurant_config(folder, restaurants)
+    path = write_bench(folder, {
+        "name": "three", "base": base.name,
+        "set": ["data.train_size=150", "data.eval_size=90", "data.val_size=15", "data.max_length=48",
+                "train.baseline=false", "method.tfidf.min_df=1"],
+        "matrix": {"method.name": ["tfidf"], "train.seed": [1, 2]},
+        "rows": [{"name": "tfidf-nb", "set": ["method.name=tfidf", "method.tfidf.variant=nb", "train.seed=1"]},
+                 {"name": "probe", "set": ["method.name=probe", "model.spec=minilm", "train.seed=1",
+                                           "train.feature_cache=true", f"train.feature_cache_dir={folder / 'cache'}",
+                                           "train.epochs=4", "train.lr=0.005"]}],
+    })
+    out = folder / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        code, stdout, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
+    yield path, out, code, stdout + err
+
+
 def interrupt_after_steps(monkeypatch: pytest.MonkeyPatch, steps: int) -> Callable[..., object]:
     """Ctrl-C on the optimizer step after `steps` steps (with checkpoint_every=1: after `steps` checkpoints);
     returns the real AdamW.step, to put back before the run is resumed."""

@@ -1,17 +1,21 @@
 """`sentitune bench`: a tiny matrix (LoRA on gpt2-tiny-random, two seeds; a TF-IDF reference; one row that
-fails) run through the CLI, and results that agree with the run directories they are read from."""
+fails) run through the CLI, and results that agree with the run directories they are read from; and a
+three-class bench (restaurant aspects: TF-IDF and a MiniLM probe) whose macro and per-class F1, CI and
+McNemar agree with scikit-learn and scipy on its predictions."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from conftest import BENCH_COMMON as COMMON
 from conftest import BENCH_FINISHED as FINISHED
-from conftest import interrupt_after_steps, run_cli, write_bench
+from conftest import THREE_CLASSES, interrupt_after_steps, run_cli, write_bench
 from scipy.stats import binomtest
+from sklearn.metrics import f1_score
 
 from sentitune.bench import BenchError, load_bench
 
@@ -247,3 +251,99 @@ def test_rows_that_share_a_frozen_prefix_share_its_feature_cache(tmp_path: Path,
     first, second = (json.loads((tmp_path / "out" / n / "metrics.json").read_text()) for n in ("lr0.001", "lr0.01"))
     assert first["feature_cache"] and second["feature_cache"]
     assert first["test"]["n"] == second["test"]["n"] and first["test"]["roc_auc"] != second["test"]["roc_auc"]
+
+
+# ------------------------------------------------------------------------------ macro-F1 and N classes
+
+
+def _labels_and_preds(path: Path) -> tuple[list[int], list[int]]:
+    pairs = list(_predictions(path).values())
+    return [y for y, _ in pairs], [p for _, p in pairs]
+
+
+def test_macro_f1_is_scikit_learns_on_each_rows_predictions(bench_run: tuple[Path, Path, int, str]) -> None:
+    _, out, _, _ = bench_run
+    results = json.loads((out / "results.json").read_text())
+    with (out / "results.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        table = {r["name"]: r for r in reader}
+    assert results["classes"] == [] and not [c for c in reader.fieldnames or [] if c.startswith("f1_")]
+    md = (out / "results.md").read_text()
+    assert "| F1 | macro-F1 | ROC AUC |" in md and "F1 per class" not in md  # binary: one more column, no table
+    for row in results["rows"]:
+        y, pred = _labels_and_preds(out / row["name"] / "predictions.csv")
+        assert row["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", labels=[0, 1]), abs=1e-12)
+        assert float(table[row["name"]]["macro_f1"]) == pytest.approx(row["macro_f1"], abs=1e-6)
+        assert list(row["per_class"]) == ["negative", "positive"]
+        assert row["per_class"]["positive"]["f1"] == pytest.approx(row["f1"])  # binary F1: the positive class's
+        assert f"{row['macro_f1']:.4f}" in md
+    (group,) = results["seed_groups"]
+    seeds = [r["macro_f1"] for r in results["rows"] if r["name"] in group["runs"]]
+    assert group["macro_f1_mean"] == pytest.approx(sum(seeds) / 2) and "macro-F1 | ROC AUC |" in md
+
+
+def test_runs_from_before_macro_f1_get_it_from_their_predictions(bench_run: tuple[Path, Path, int, str],
+                                                                  tmp_path: Path) -> None:
+    """metrics.json written before macro_f1 and per_class existed: the bench computes both from predictions.csv."""
+    from sentitune.bench import write_results
+
+    path, out, _, _ = bench_run
+    old = tmp_path / "out"
+    shutil.copytree(out, old)
+    for name in FINISHED:
+        metrics = json.loads((old / name / "metrics.json").read_text())
+        del metrics["test"]["macro_f1"], metrics["test"]["per_class"]
+        (old / name / "metrics.json").write_text(json.dumps(metrics))
+    again = {r["name"]: r for r in write_results(load_bench(path), old)["rows"]}
+    for row in json.loads((out / "results.json").read_text())["rows"]:
+        assert again[row["name"]]["macro_f1"] == pytest.approx(row["macro_f1"], abs=1e-12)
+        for name, c in row["per_class"].items():
+            assert again[row["name"]]["per_class"][name] == {"f1": pytest.approx(c["f1"]), "support": c["support"]}
+
+
+def test_a_three_class_bench_reports_macro_and_per_class_f1(nclass_bench_run: tuple[Path, Path, int, str]) -> None:
+    from sklearn.metrics import accuracy_score
+
+    _, out, code, text = nclass_bench_run
+    assert code == 0 and "Traceback" not in text, text
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == ["tfidf-seed1", "tfidf-seed2", "tfidf-nb", "probe"] and not results["not_reported"]
+    assert results["classes"] == THREE_CLASSES
+    with (out / "results.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        table = {r["name"]: r for r in reader}
+    columns = list(reader.fieldnames or [])
+    assert columns[columns.index("macro_f1") + 1:][:3] == [f"f1_{n}" for n in THREE_CLASSES]
+    md = (out / "results.md").read_text()
+    for name, row in rows.items():
+        y, pred = _labels_and_preds(out / name / "predictions.csv")
+        metrics = json.loads((out / name / "metrics.json").read_text())["test"]
+        assert row["accuracy"] == pytest.approx(accuracy_score(y, pred)) == metrics["accuracy"]
+        assert row["accuracy_ci_low"] <= row["accuracy"] <= row["accuracy_ci_high"]
+        assert row["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", labels=[0, 1, 2]), abs=1e-12)
+        per_class = f1_score(y, pred, average=None, labels=[0, 1, 2])
+        for i, class_name in enumerate(THREE_CLASSES):
+            assert row["per_class"][class_name]["f1"] == pytest.approx(per_class[i], abs=1e-12)
+            assert row["per_class"][class_name]["support"] == y.count(i)
+            assert float(table[name][f"f1_{class_name}"]) == pytest.approx(per_class[i], abs=1e-6)
+        assert f"| {name} | " + " | ".join(f"{v:.4f}" for v in per_class) + f" | {row['macro_f1']:.4f} |" in md
+    heads = " | ".join(f"{n} (n={rows['probe']['per_class'][n]['support']})" for n in THREE_CLASSES)
+    assert "## F1 per class" in md and f"| run | {heads} | macro-F1 |" in md
+    (group,) = results["seed_groups"]
+    assert group["runs"] == ["tfidf-seed1", "tfidf-seed2"]
+    mean = (rows["tfidf-seed1"]["macro_f1"] + rows["tfidf-seed2"]["macro_f1"]) / 2
+    assert group["macro_f1_mean"] == pytest.approx(mean)
+
+
+def test_mcnemar_on_three_class_decisions(nclass_bench_run: tuple[Path, Path, int, str]) -> None:
+    _, out, _, _ = nclass_bench_run
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    ref = _predictions(out / "tfidf-seed1" / "predictions.csv")
+    for name in ("tfidf-nb", "probe"):  # seed 1: the reference's test examples
+        other = _predictions(out / name / "predictions.csv")
+        assert set(other) == set(ref)
+        b = sum(ref[i][1] == ref[i][0] and other[i][1] != other[i][0] for i in ref)
+        c = sum(ref[i][1] != ref[i][0] and other[i][1] == other[i][0] for i in ref)
+        assert rows[name]["mcnemar_p_vs_tfidf"] == pytest.approx(binomtest(b, b + c, 0.5).pvalue if b + c else 1.0)
+    assert rows["tfidf-seed2"]["mcnemar_p_vs_tfidf"] is None  # another test slice

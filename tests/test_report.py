@@ -1,6 +1,7 @@
 """Plots and the HTML report of a bench: the data behind each figure checked against the run directories,
 the PNGs decoded, and the page loaded in a real headless browser (Debian's chromium): its tables, its
-sorter and its embedded images must render from a file on disk, with no server."""
+sorter and its embedded images must render from a file on disk, with no server. The three-class bench's
+report too: one-vs-rest ROC, confusion matrices and a per-class F1 table."""
 
 from __future__ import annotations
 
@@ -14,9 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import THREE_CLASSES, run_cli
 
-from sentitune.plots import LENGTH_BINS, PLOTS, accuracy_by_length, loss_curves, read_row
+from sentitune.plots import (
+    CAPTIONS,
+    LENGTH_BINS,
+    PLOTS,
+    accuracy_by_length,
+    confusion,
+    loss_curves,
+    read_row,
+    roc_points,
+)
 
 
 def chromium() -> str:
@@ -114,3 +124,57 @@ def test_the_report_renders_in_a_real_browser(bench_run: tuple[Path, Path, int, 
     ink = (pixels[..., :3].mean(axis=2) < 0.5).mean()  # share of dark pixels: text, table lines, plot axes
     assert 0.005 < ink < 0.5, ink
     assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 50  # more than text: plot colours
+
+
+# ------------------------------------------------------------------------------ three classes
+
+
+def test_three_class_plot_data_is_one_vs_rest_and_read_from_the_run(
+        nclass_bench_run: tuple[Path, Path, int, str]) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    _, out, _, _ = nclass_bench_run
+    for name in ("probe", "tfidf-nb"):
+        row = read_row(name, out / name)
+        with (out / name / "predictions.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        probs = np.array([[float(r[f"prob_{n}"]) for n in THREE_CLASSES] for r in rows])
+        assert row.multiclass and row.classes == THREE_CLASSES and row.scores == pytest.approx(probs)
+        metrics = json.loads((out / name / "metrics.json").read_text())["test"]
+        fpr, tpr, auc = roc_points(row)
+        assert auc == pytest.approx(roc_auc_score(row.labels, probs, multi_class="ovr", average="macro"), abs=1e-12)
+        assert auc == pytest.approx(metrics["roc_auc"], abs=1e-4)  # predictions.csv keeps 6 decimals
+        assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1 and np.all(np.diff(fpr) >= 0)
+        assert confusion(row).tolist() == metrics["confusion_matrix"]
+        bins = accuracy_by_length(row)
+        assert sum(n for _, n, _ in bins) == len(rows)
+        for (_, n, acc), (lo, hi) in zip(bins, LENGTH_BINS, strict=True):
+            inside = [r for r in rows if lo <= int(r["words"]) <= hi]
+            assert acc == (pytest.approx(sum(r["pred"] == r["label"] for r in inside) / n) if n else None)
+
+
+def test_a_three_class_report_has_per_class_f1_and_confusion_matrices(
+        nclass_bench_run: tuple[Path, Path, int, str], tmp_path: Path) -> None:
+    import matplotlib.image
+
+    _, out, _, _ = nclass_bench_run
+    for name in CAPTIONS:  # the five plots and the confusion matrices
+        image = matplotlib.image.imread(out / "plots" / f"{name}.png")
+        assert image.shape[0] > 200 and image.shape[1] > 300 and image.std() > 0.01, name
+    page = tmp_path / "report.html"
+    shutil.copy(out / "report.html", page)
+    results = json.loads((out / "results.json").read_text())
+    done = browse(page, "--virtual-time-budget=5000", "--dump-dom", f"{page.as_uri()}#sort=-macro_f1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert re.search(rf'<body[^>]*data-images="{len(CAPTIONS)}/{len(CAPTIONS)}"', dom)
+    expected = [r["name"] for r in sorted(results["rows"], key=lambda r: -r["macro_f1"])]
+    for table_id in ("results", "classes"):  # both tables sort on macro-F1
+        table = dom[dom.index(f'id="{table_id}"'):]
+        table = table[:table.index("</table>")]
+        assert re.findall(r'<tr><td data-sort="([^"]*)">', table) == expected, table_id
+    classes = dom[dom.index('id="classes"'):]
+    classes = classes[:classes.index("</table>")]
+    probe = next(r for r in results["rows"] if r["name"] == "probe")
+    assert all(f"F1 {n} (n={probe['per_class'][n]['support']})</th>" in classes for n in THREE_CLASSES)
+    assert f"{probe['per_class']['neutral']['f1']:.4f}" in classes

@@ -17,6 +17,10 @@ from the run directories only (metrics.json, config.yaml, predictions.csv): no n
       - {name: bert, config: bert.yaml, published: {accuracy: 0.9346, source: "Sanh et al. 2019, Table 2"}}
 
 `published` puts a number from the literature beside a row that reproduces its setup (never used in a test).
+
+Rows may have any number of classes (data.labels): accuracy, its bootstrap CI and McNemar use each test
+example's decision (the `pred` of predictions.csv, the most probable class), macro-F1 is in every row, and
+a bench with more than two classes also gets each class's F1.
 """
 
 from __future__ import annotations
@@ -41,10 +45,11 @@ from sentitune.errors import SentituneError
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 RESULT_COLUMNS = ("name", "model", "method", "seed", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
-                  "precision", "recall", "f1", "roc_auc", "trainable_parameters", "total_parameters",
+                  "precision", "recall", "f1", "macro_f1", "roc_auc", "trainable_parameters", "total_parameters",
                   "train_seconds", "test_seconds", "train_tokens_per_second", "mcnemar_p_vs_tfidf",
                   "published_accuracy", "published_source")
-SEED_COLUMNS = ("group", "runs", "seeds", "accuracy_mean", "accuracy_sd", "roc_auc_mean", "roc_auc_sd")
+SEED_METRICS = ("accuracy", "macro_f1", "roc_auc")  # mean ± sd across seeds
+SEED_COLUMNS = ("group", "runs", "seeds", *(f"{m}_{s}" for m in SEED_METRICS for s in ("mean", "sd")))
 _BENCH_KEYS = ("name", "base", "set", "matrix", "rows")
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -284,7 +289,8 @@ def run_bench(bench: Bench, out: Path, progress: bool = False,
 
 
 def _predictions(path: Path) -> dict[str, tuple[int, int]]:
-    """id -> (label, pred) from a run's predictions.csv."""
+    """id -> (label, pred) from a run's predictions.csv: class indices, in both layouts (prob_positive, or
+    a prob_<class> column per class)."""
     with path.open(newline="", encoding="utf-8") as f:
         return {r["id"]: (int(r["label"]), int(r["pred"])) for r in csv.DictReader(f)}
 
@@ -304,7 +310,8 @@ def accuracy_ci(correct: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed:
 
 
 def mcnemar_p(reference: dict[str, tuple[int, int]], other: dict[str, tuple[int, int]]) -> float | None:
-    """Exact McNemar test (binomial on the discordant pairs); None unless both rows hold the same test ids."""
+    """Exact McNemar test (binomial on the discordant pairs: right in one row, wrong in the other, for any
+    number of classes); None unless both rows hold the same test ids."""
     from scipy.stats import binomtest
 
     if set(reference) != set(other):
@@ -314,6 +321,16 @@ def mcnemar_p(reference: dict[str, tuple[int, int]], other: dict[str, tuple[int,
     if ref_only + other_only == 0:
         return 1.0
     return float(binomtest(ref_only, ref_only + other_only, 0.5).pvalue)
+
+
+def class_f1(pred: dict[str, tuple[int, int]], names: list[str]) -> dict[str, dict[str, float]]:
+    """Each class's F1 and support from (label, pred) pairs: for a run whose metrics.json predates per_class."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    pairs = list(pred.values())
+    _, _, f1, support = precision_recall_fscore_support([y for y, _ in pairs], [p for _, p in pairs],
+                                                        labels=list(range(len(names))), zero_division=0)
+    return {name: {"f1": float(f1[i]), "support": int(support[i])} for i, name in enumerate(names)}
 
 
 def _group_name(names: list[str]) -> str:
@@ -352,11 +369,17 @@ def collect(bench: Bench, out: Path) -> dict[str, Any]:
             continue
         test, par = metrics.get("test") or {}, metrics.get("parameters") or {}
         low, high = accuracy_ci(np.array([p == y for y, p in pred.values()], dtype=float))
+        per_class = test.get("per_class") or class_f1(pred, list(test.get("labels") or cfg.data.labels))
+        per_class = {name: {"f1": c["f1"], "support": c["support"]} for name, c in per_class.items()}
+        macro_f1 = test.get("macro_f1")
+        if macro_f1 is None:  # metrics.json from before macro_f1: the mean of the classes' F1
+            macro_f1 = float(np.mean([c["f1"] for c in per_class.values()]))
         rows.append({
             "name": bench_row.name, "model": metrics.get("model", cfg.model.spec), "method": cfg.method.name,
             "seed": cfg.train.seed, "n": test.get("n"), "accuracy": test.get("accuracy"),
             "accuracy_ci_low": low, "accuracy_ci_high": high, "precision": test.get("precision"),
-            "recall": test.get("recall"), "f1": test.get("f1"), "roc_auc": test.get("roc_auc"),
+            "recall": test.get("recall"), "f1": test.get("f1"), "macro_f1": macro_f1, "per_class": per_class,
+            "roc_auc": test.get("roc_auc"),
             "trainable_parameters": par.get("trainable"), "total_parameters": par.get("total"),
             "train_seconds": metrics.get("train_seconds"), "test_seconds": metrics.get("test_seconds"),
             "train_tokens_per_second": metrics.get("train_tokens_per_second"), "mcnemar_p_vs_tfidf": None,
@@ -380,12 +403,35 @@ def collect(bench: Bench, out: Path) -> dict[str, Any]:
             continue
         entry: dict[str, Any] = {"group": _group_name([m["name"] for m in members]),
                                  "runs": [m["name"] for m in members], "seeds": [m["seed"] for m in members]}
-        for metric in ("accuracy", "roc_auc"):
+        for metric in SEED_METRICS:
             values = np.array([m[metric] if m[metric] is not None else math.nan for m in members], dtype=float)
             entry[f"{metric}_mean"], entry[f"{metric}_sd"] = float(values.mean()), float(values.std(ddof=1))
         seeds.append(entry)
     return {"bench": bench.name, "reference": reference, "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES,
-            "seed": BOOTSTRAP_SEED, "level": 0.95}, "rows": rows, "seed_groups": seeds, "not_reported": not_reported}
+            "seed": BOOTSTRAP_SEED, "level": 0.95}, "classes": per_class_names(rows), "rows": rows,
+            "seed_groups": seeds, "not_reported": not_reported}
+
+
+def per_class_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The classes whose F1 gets a column: those of every row with more than two classes, in first-seen
+    order; none when every row is binary (its F1 and macro-F1 say it all)."""
+    names: dict[str, None] = {}
+    for r in rows:
+        if len(r["per_class"]) > 2:
+            names.update(dict.fromkeys(r["per_class"]))
+    return list(names)
+
+
+def class_cell(row: dict[str, Any], name: str) -> float | None:
+    """The row's F1 of class `name` (None when the row has no such class)."""
+    return (row["per_class"].get(name) or {}).get("f1")
+
+
+def result_columns(results: dict[str, Any]) -> list[str]:
+    """results.csv's columns: RESULT_COLUMNS, with an f1_<class> column per class after macro_f1 when the
+    bench has more than two classes."""
+    at = RESULT_COLUMNS.index("macro_f1") + 1
+    return [*RESULT_COLUMNS[:at], *(f"f1_{n}" for n in results.get("classes", [])), *RESULT_COLUMNS[at:]]
 
 
 def _cell(value: Any, digits: int = 4) -> str:
@@ -406,8 +452,14 @@ def markdown(results: dict[str, Any]) -> str:
     if results["reference"]:
         lines += [f"McNemar p: exact test against the classical reference `{results['reference']}` on the "
                   "same test reviews (blank when the test sets differ).", ""]
+    classes = results.get("classes") or []
+    if classes:
+        lines += ["With more than two classes, precision, recall and F1 are macro averages over the classes (so F1 "
+                  "is macro-F1), ROC AUC is one-vs-rest (macro), and accuracy, its CI and McNemar use the most "
+                  "probable class. F1 of each class: below.", ""]
     published = any(r.get("published_accuracy") is not None for r in results["rows"])
-    head = ["run", "model", "method", "seed", "n", "accuracy", "95% CI", "precision", "recall", "F1", "ROC AUC",
+    head = ["run", "model", "method", "seed", "n", "accuracy", "95% CI", "precision", "recall", "F1", "macro-F1",
+            "ROC AUC",
             "trainable / total", "train s", "test s", "tokens/s", "McNemar p", *(["published"] if published else [])]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["rows"]:
@@ -415,22 +467,38 @@ def markdown(results: dict[str, Any]) -> str:
         params = (f"{r['trainable_parameters']:,} / {r['total_parameters']:,}"
                   if r["trainable_parameters"] is not None and r["total_parameters"] is not None else "")
         cells = [r["name"], r["model"], r["method"], _cell(r["seed"]), _cell(r["n"]), _cell(r["accuracy"]), ci,
-                 _cell(r["precision"]), _cell(r["recall"]), _cell(r["f1"]), _cell(r["roc_auc"]), params,
+                 _cell(r["precision"]), _cell(r["recall"]), _cell(r["f1"]), _cell(r.get("macro_f1")),
+                 _cell(r["roc_auc"]), params,
                  _cell(r["train_seconds"], 1), _cell(r["test_seconds"], 1), _cell(r["train_tokens_per_second"], 0),
                  _cell(r["mcnemar_p_vs_tfidf"], 3)]
         if published:
             cells.append(f"{_cell(r.get('published_accuracy'))} ({r['published_source']})"
                          if r.get("published_accuracy") is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
+    if classes:
+        lines += ["", "## F1 per class", "", "| " + " | ".join(["run", *class_heads(results), "macro-F1"]) + " |",
+                  "|" + "---|" * (len(classes) + 2)]
+        lines += ["| " + " | ".join([r["name"], *(_cell(class_cell(r, n)) for n in classes), _cell(r["macro_f1"])])
+                  + " |" for r in results["rows"]]
     if results["seed_groups"]:
         lines += ["", "## Across seeds (mean ± sd)", "", "Rows that differ only in train.seed (which also draws "
-                  "the data subsamples).", "", "| runs | seeds | accuracy | ROC AUC |", "|---|---|---|---|"]
+                  "the data subsamples).", "", "| runs | seeds | accuracy | macro-F1 | ROC AUC |",
+                  "|---|---|---|---|---|"]
         for g in results["seed_groups"]:
-            lines.append(f"| {g['group']} | {_cell(g['seeds'])} | {_cell(g['accuracy_mean'])} ± "
-                         f"{_cell(g['accuracy_sd'])} | {_cell(g['roc_auc_mean'])} ± {_cell(g['roc_auc_sd'])} |")
+            spread = [f"{_cell(g.get(f'{m}_mean'))} ± {_cell(g.get(f'{m}_sd'))}" for m in SEED_METRICS]
+            lines.append(f"| {g['group']} | {_cell(g['seeds'])} | " + " | ".join(spread) + " |")
     if results["not_reported"]:
         lines += ["", "Not reported:", ""] + [f"- {name}: {why}" for name, why in results["not_reported"].items()]
     return "\n".join(lines) + "\n"
+
+
+def class_heads(results: dict[str, Any]) -> list[str]:
+    """Class names, each with its test support when every row has the same (the same test examples)."""
+    heads = []
+    for name in results["classes"]:
+        support = {(r["per_class"].get(name) or {}).get("support") for r in results["rows"]}
+        heads.append(f"{name} (n={support.pop()})" if len(support) == 1 and None not in support else name)
+    return heads
 
 
 def write_results(bench: Bench, out: Path) -> dict[str, Any]:
@@ -438,7 +506,12 @@ def write_results(bench: Bench, out: Path) -> dict[str, Any]:
     results = collect(bench, out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
-    write_csv(out / "results.csv", RESULT_COLUMNS, ([_cell(r[c], 6) for c in RESULT_COLUMNS]
-                                                    for r in results["rows"]), text_columns={"name", "model"})
+    columns = result_columns(results)
+
+    def value(r: dict[str, Any], column: str) -> Any:
+        return class_cell(r, column[3:]) if column.startswith("f1_") else r[column]
+
+    write_csv(out / "results.csv", columns, ([_cell(value(r, c), 6) for c in columns] for r in results["rows"]),
+              text_columns={"name", "model"})
     write_text(out / "results.md", markdown(results))
     return results

@@ -4,6 +4,9 @@ Five figures answer the bench's questions: how well each row ranks (ROC curves),
 (against trainable parameters and against training time), how training went (training and validation
 loss), and where it fails (accuracy by review length). The data behind each figure is computed by a plain
 function (tested on its own); drawing only lays it out.
+
+With more than two classes a row's ROC curve is one-vs-rest, averaged over the classes (macro, the same
+average as its ROC AUC in the tables), and a sixth figure shows each row's confusion matrix.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import csv
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sentitune.atomic import write_atomic
+from sentitune.config import BINARY_LABELS
 
 # Review length in words (whitespace-separated, after cleaning): the same bins for every tokenizer.
 LENGTH_BINS: tuple[tuple[int, float], ...] = ((0, 100), (101, 200), (201, 300), (301, 500), (501, math.inf))
@@ -29,6 +33,8 @@ PLOTS = {
     "curves": "Training and validation loss",
     "accuracy_by_length": "Test accuracy by review length",
 }
+MULTICLASS_PLOTS = {"confusion": "Confusion matrices on the test set (rows: true class, share of the row)"}
+CAPTIONS = {**PLOTS, **MULTICLASS_PLOTS}
 
 
 @dataclass
@@ -36,22 +42,36 @@ class RowData:
     """What the plots need from one finished row's run directory."""
 
     name: str
-    labels: np.ndarray  # 0/1 per test review
-    scores: np.ndarray  # P(positive)
-    preds: np.ndarray  # the row's decisions (its own threshold)
+    labels: np.ndarray  # class index per test example (binary: 0/1)
+    scores: np.ndarray  # binary: P(positive) [n]; more classes: every class's probability [n, classes]
+    preds: np.ndarray  # the row's decisions (its own threshold; more classes: the most probable)
     words: np.ndarray | None  # review lengths; None for runs written before predictions.csv had them
     train_curve: list[tuple[float, float]]  # (epoch across phases, mean training loss)
     val_curve: list[tuple[float, float]]  # (epoch across phases, validation loss)
+    classes: list[str] = field(default_factory=lambda: list(BINARY_LABELS))  # names, in index order
+
+    @property
+    def multiclass(self) -> bool:
+        return self.scores.ndim == 2
 
 
 def read_row(name: str, run_dir: Path) -> RowData:
-    """predictions.csv and log.jsonl of a finished run."""
+    """predictions.csv (either layout: prob_positive, or one prob_<class> column per class) and log.jsonl
+    of a finished run."""
     with (run_dir / "predictions.csv").open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fields = list(reader.fieldnames or [])
     words = np.array([int(r["words"]) for r in rows]) if rows and "words" in rows[0] else None
     train_curve, val_curve = loss_curves(_log(run_dir / "log.jsonl"))
-    return RowData(name, np.array([int(r["label"]) for r in rows]), np.array([float(r["prob_positive"]) for r in rows]),
-                   np.array([int(r["pred"]) for r in rows]), words, train_curve, val_curve)
+    columns = [c for c in fields if c.startswith("prob_")]
+    if len(columns) < 2:  # binary: prob_positive alone (more classes may have a prob_positive too)
+        scores, classes = np.array([float(r["prob_positive"]) for r in rows]), list(BINARY_LABELS)
+    else:
+        scores = np.array([[float(r[c]) for c in columns] for r in rows]).reshape(len(rows), len(columns))
+        classes = [c.removeprefix("prob_") for c in columns]
+    return RowData(name, np.array([int(r["label"]) for r in rows]), scores, np.array([int(r["pred"]) for r in rows]),
+                   words, train_curve, val_curve, classes)
 
 
 def _log(path: Path) -> list[dict[str, Any]]:
@@ -98,11 +118,30 @@ def accuracy_by_length(row: RowData) -> list[tuple[str, int, float | None]]:
 
 
 def roc_points(row: RowData) -> tuple[np.ndarray, np.ndarray, float]:
-    """False and true positive rates, and the area under them (scikit-learn)."""
+    """False and true positive rates, and the ROC AUC (scikit-learn). More classes: one-vs-rest, macro: the
+    mean of each class's curve (true positive rate at every false positive rate any class reaches) and the
+    mean of each class's AUC, over the classes present in the test set with examples on both sides."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    fpr, tpr, _ = roc_curve(row.labels, row.scores)
-    return fpr, tpr, float(roc_auc_score(row.labels, row.scores))
+    if not row.multiclass:
+        fpr, tpr, _ = roc_curve(row.labels, row.scores)
+        return fpr, tpr, float(roc_auc_score(row.labels, row.scores))
+    probs = row.scores / row.scores.sum(axis=1, keepdims=True)  # as metrics.py scores them
+    present = [k for k in range(probs.shape[1]) if 0 < (row.labels == k).sum() < len(row.labels)]
+    if not present:
+        return np.array([]), np.array([]), math.nan
+    curves = [roc_curve(row.labels == k, probs[:, k])[:2] for k in present]
+    grid = np.unique(np.concatenate([[0.0], *(fpr for fpr, _ in curves)]))
+    tpr = np.mean([np.interp(grid, fpr, tpr) for fpr, tpr in curves], axis=0)
+    auc = float(np.mean([roc_auc_score(row.labels == k, probs[:, k]) for k in present]))
+    return np.concatenate([[0.0], grid]), np.concatenate([[0.0], tpr]), auc
+
+
+def confusion(row: RowData) -> np.ndarray:
+    """Counts [true class, predicted class] of the row's decisions (scikit-learn)."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(row.labels, row.preds, labels=list(range(len(row.classes))))
 
 
 # ------------------------------------------------------------------------------------------ drawing
@@ -139,12 +178,18 @@ def draw_all(results: dict[str, Any], data: dict[str, RowData], out: Path) -> di
     rows = [r for r in results["rows"] if r["name"] in data]
     paths = {}
 
+    multiclass = any(data[r["name"]].multiclass for r in rows)
     fig, ax = _figure(6.5, 5.5)
     for r in rows:
-        fpr, tpr, auc = roc_points(data[r["name"]])
-        ax.plot(fpr, tpr, lw=1.2, label=f"{r['name']} (AUC {auc:.3f}, n={len(data[r['name']].labels):,})")
+        d = data[r["name"]]
+        fpr, tpr, auc = roc_points(d)
+        if len(fpr):
+            kind = "macro AUC" if d.multiclass else "AUC"
+            ax.plot(fpr, tpr, lw=1.2, label=f"{r['name']} ({kind} {auc:.3f}, n={len(d.labels):,})")
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=PLOTS["roc"])
+    title = PLOTS["roc"] + ("\n(more than two classes: one-vs-rest, macro average over the classes)" if multiclass
+                            else "")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(fontsize=7, loc="lower right")
     paths["roc"] = _save(fig, out / "roc.png")
 
@@ -188,4 +233,33 @@ def draw_all(results: dict[str, Any], data: dict[str, RowData], out: Path) -> di
     ax.set(xlabel="review length (words)", ylabel="test accuracy", title=PLOTS["accuracy_by_length"])
     ax.legend(fontsize=7)
     paths["accuracy_by_length"] = _save(fig, out / "accuracy_by_length.png")
+    if multiclass:
+        paths["confusion"] = _draw_confusion([r["name"] for r in rows if data[r["name"]].multiclass], data, out)
     return paths
+
+
+def _draw_confusion(names: list[str], data: dict[str, RowData], out: Path) -> Path:
+    """One heat map per row: the share of each true class given each prediction, with the counts."""
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(names))
+    grid = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(grid, cols, figsize=(3.6 * cols, 3.3 * grid), dpi=100, squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        d = data[name]
+        counts = confusion(d)
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), n in np.ndenumerate(counts):
+            ax.text(j, i, f"{share[i, j]:.2f}\n({n})", ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.6 else "black")
+        ticks = range(len(d.classes))
+        ax.set_xticks(ticks, d.classes, fontsize=7, rotation=30)
+        ax.set_yticks(ticks, d.classes, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(name, fontsize=9)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(MULTICLASS_PLOTS["confusion"])
+    return _save(fig, out / "confusion.png")

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from sentitune.atomic import write_text
+from sentitune.bench import SEED_METRICS, class_cell, class_heads
 from sentitune.errors import SentituneError
-from sentitune.plots import LENGTH_BINS, PLOTS, RowData, accuracy_by_length, draw_all, length_label, read_row
+from sentitune.plots import CAPTIONS, LENGTH_BINS, RowData, accuracy_by_length, draw_all, length_label, read_row
 
 REPORT_NAME = "report.html"
 # (results.json key, header, digits or None for text): the sortable results table.
@@ -26,7 +27,8 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("name", "run", None), ("model", "model", None), ("method", "method", None), ("seed", "seed", 0),
     ("n", "test n", 0), ("accuracy", "accuracy", 4), ("accuracy_ci_low", "CI low", 4),
     ("accuracy_ci_high", "CI high", 4), ("precision", "precision", 4), ("recall", "recall", 4), ("f1", "F1", 4),
-    ("roc_auc", "ROC AUC", 4), ("trainable_parameters", "trainable", 0), ("total_parameters", "total", 0),
+    ("macro_f1", "macro-F1", 4), ("roc_auc", "ROC AUC", 4), ("trainable_parameters", "trainable", 0),
+    ("total_parameters", "total", 0),
     ("train_seconds", "train s", 1), ("test_seconds", "test s", 1), ("train_tokens_per_second", "tokens/s", 0),
     ("mcnemar_p_vs_tfidf", "McNemar p", -3), ("published_accuracy", "published", 4),
 )
@@ -72,6 +74,16 @@ def _image(path: Path, title: str, wide: bool = False) -> str:
     kind = " class=wide" if wide else ""
     return (f'<figure{kind}><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{html.escape(title)}</figcaption></figure>")
+
+
+def _class_table(results: dict[str, Any]) -> str:
+    """Each class's F1 per row (benches with more than two classes), sortable like the results."""
+    classes = results.get("classes") or []
+    columns = [("name", "run"), *((f"f1_{i}", f"F1 {head}") for i, head in enumerate(class_heads(results))),
+               ("macro_f1", "macro-F1")]
+    rows = [[_format(r["name"], None), *(_format(class_cell(r, name), 4) for name in classes),
+             _format(r.get("macro_f1"), 4)] for r in results["rows"]]
+    return _table(columns, rows, "classes")
 
 
 def _length_table(results: dict[str, Any], data: dict[str, RowData]) -> str:
@@ -152,16 +164,23 @@ def render(results: dict[str, Any], data: dict[str, RowData], images: dict[str, 
         f"({boot.get('resamples', '?')} resamples). McNemar p: exact test against the classical reference "
         f"<code>{html.escape(str(results.get('reference')))}</code> on the same test reviews. Click a column "
         "header to sort.</p>",
-        "<h2>Results</h2>", _table(columns, rows, "results"),
     ]
+    if results.get("classes"):
+        parts += ["<p>With more than two classes, precision, recall and F1 are macro averages over the classes (F1 "
+                  "is macro-F1), ROC AUC is one-vs-rest (macro), and accuracy, its CI and McNemar use the most "
+                  "probable class.</p>"]
+    parts += ["<h2>Results</h2>", _table(columns, rows, "results")]
+    if results.get("classes"):
+        parts += ["<h2>F1 per class</h2>", _class_table(results)]
     if results.get("seed_groups"):
-        seed_cols = [("group", "runs"), ("seeds", "seeds"), ("accuracy_mean", "accuracy mean"),
-                     ("accuracy_sd", "accuracy sd"), ("roc_auc_mean", "ROC AUC mean"), ("roc_auc_sd", "ROC AUC sd")]
+        heads = {"accuracy": "accuracy", "macro_f1": "macro-F1", "roc_auc": "ROC AUC"}
+        seed_cols = [("group", "runs"), ("seeds", "seeds"),
+                     *((f"{m}_{s}", f"{heads[m]} {s}") for m in SEED_METRICS for s in ("mean", "sd"))]
         seed_rows = [[_format(g["group"], None), _format(", ".join(map(str, g["seeds"])), None),
-                      *(_format(g[k], 4) for k, _ in seed_cols[2:])] for g in results["seed_groups"]]
+                      *(_format(g.get(k), 4) for k, _ in seed_cols[2:])] for g in results["seed_groups"]]
         parts += ["<h2>Across seeds (mean ± sd)</h2>", _table(seed_cols, seed_rows, "seeds")]
     parts += ["<h2>Accuracy by review length</h2>", _length_table(results, data), "<h2>Plots</h2>"]
-    parts += [_image(path, PLOTS[key], wide=key == "curves") for key, path in images.items()]
+    parts += [_image(path, CAPTIONS[key], wide=key == "curves") for key, path in images.items()]
     if results.get("not_reported"):
         parts += ["<h2>Not reported</h2><ul>"] + [f"<li><code>{html.escape(k)}</code>: {html.escape(str(v))}</li>"
                                                  for k, v in results["not_reported"].items()] + ["</ul>"]
