@@ -320,3 +320,45 @@ def test_search_help_explains_the_file_and_resume() -> None:
     assert code == 0
     for part in ("trial_set", "--trials", "--storage", "study.db", "search.json", "validation", "killed"):
         assert part in stdout, part
+
+
+# ------------------------------------------------------------------------------ macro-F1 as the objective
+
+
+def _macro_f1_of(confusion: list[list[int]]) -> float:
+    """scikit-learn's macro-F1 of the (label, prediction) pairs a confusion matrix counts."""
+    from sklearn.metrics import f1_score
+
+    pairs = [(i, j) for i, row in enumerate(confusion) for j, n in enumerate(row) for _ in range(n)]
+    return float(f1_score([i for i, _ in pairs], [j for _, j in pairs], average="macro",
+                          labels=list(range(len(confusion)))))
+
+
+def test_validation_records_hold_macro_f1(searched: tuple[Path, Path, int, str]) -> None:
+    """Every trial's validation record has macro-F1, and it is scikit-learn's on that validation pass."""
+    _, out, _, _ = searched
+    for t in json.loads((out / "search.json").read_text())["trials"]:
+        run = out / t["run"]
+        logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        logged = [r for r in logged if r.get("event") == "validation"]
+        history = json.loads((run / "metrics.json").read_text())["validation"]
+        assert len(history) == len(logged)
+        for kept, record in zip(history, logged, strict=True):
+            assert kept["macro_f1"] == record["macro_f1"] == pytest.approx(_macro_f1_of(record["confusion_matrix"]))
+    with pytest.raises(SearchError, match="no macro_f1"):
+        objective({"validation": [{"loss": 0.5, "accuracy": 0.6, "roc_auc": 0.7}]}, "macro_f1")
+
+
+def test_a_search_can_choose_on_validation_macro_f1(tmp_path: Path, imdb_slice_archive: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = write_search(tmp_path, tiny(imdb_slice_archive, trials=1, metric="macro_f1"))
+    assert load_search(path).direction == "maximize"
+    code, stdout, err = run_cli(["search", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 0, stdout + err
+    result = json.loads((tmp_path / "out" / "search.json").read_text())
+    (trial,) = result["trials"]
+    metrics = json.loads((tmp_path / "out" / trial["run"] / "metrics.json").read_text())
+    kept = min(metrics["validation"], key=lambda r: r["loss"])
+    assert result["metric"] == "macro_f1" and trial["value"] == kept["macro_f1"] == objective(metrics, "macro_f1")
+    assert "validation macro_f1 (maximized)" in (tmp_path / "out" / "search.md").read_text()

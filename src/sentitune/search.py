@@ -13,8 +13,9 @@ checkpoint (its directory is named by a hash of its settings), and `--trials` ca
     trial_set: [data.train_size=500]        # optional: the trials only (a cheaper budget)
     search:
       trials: 20
-      metric: loss       # loss (minimised) | accuracy | roc_auc (maximised), read from the validation
-                         # record whose weights the run keeps (its lowest validation loss)
+      metric: loss       # loss (minimised) | accuracy | macro_f1 | roc_auc (maximised), read from the
+                         # validation record whose weights the run keeps (its lowest validation loss);
+                         # macro_f1: the mean of the classes' F1, what an unbalanced N-class task is read by
       seed: 0            # TPE sampler seed
       storage: null      # an Optuna storage URL; default sqlite:///<out>/study.db
       space:
@@ -42,7 +43,7 @@ from sentitune.bench import _one_line, _override, _strings, read_header, read_ya
 from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.errors import SentituneError
 
-METRICS = {"loss": "minimize", "accuracy": "maximize", "roc_auc": "maximize"}
+METRICS = {"loss": "minimize", "accuracy": "maximize", "macro_f1": "maximize", "roc_auc": "maximize"}
 TRIAL_FORCED = ["train.baseline=false", "train.evaluate_test=false"]  # trials never score test
 FINAL_FORCED = ["train.evaluate_test=true"]
 _KEYS = ("name", "base", "set", "trial_set", "search")
@@ -230,6 +231,9 @@ def objective(metrics: dict[str, Any], metric: str) -> float:
     if not records:
         raise SearchError("the run has no validation records to choose on")
     best = min(records, key=lambda r: r["loss"])  # the first minimum, as training keeps it
+    if metric not in best:
+        raise SearchError(f"the run's validation records have no {metric} (trained before sentitune recorded it: "
+                          "delete the run to train it again)")
     value = best.get(metric)
     if value is None or not math.isfinite(value):
         raise SearchError(f"validation {metric} is {value} (one class in validation?)")
@@ -415,7 +419,8 @@ def markdown(result: dict[str, Any]) -> str:
         test = best["test"]
         if test:
             lines += ["", f"Test ({test['n']} reviews, `best/`, trained once with these settings): accuracy "
-                      f"{test['accuracy']:.4f}, F1 {test['f1']:.4f}, ROC AUC {_cell(test.get('roc_auc'))}."]
+                      f"{test['accuracy']:.4f}, F1 {test['f1']:.4f}, macro-F1 {_cell(test.get('macro_f1'))}, "
+                      f"ROC AUC {_cell(test.get('roc_auc'))}."]
     return "\n".join(lines) + "\n"
 
 

@@ -342,7 +342,8 @@ def _train_phase(
         record = {"event": "validation", "phase": state.phase + 1, "step": state.step,
                   "epoch": round(state.micro / per_epoch, 3), **metrics}
         with deferred_interrupt():  # the record, the best weights and the flag change together
-            state.history.append({k: record[k] for k in ("phase", "step", "epoch", "loss", "accuracy", "roc_auc")})
+            state.history.append({k: record[k] for k in ("phase", "step", "epoch", "loss", "accuracy", "macro_f1",
+                                                         "roc_auc")})
             run.log(record)
             if metrics["loss"] < state.best_loss:
                 state.best_loss, state.best_params, state.bad_evals = metrics["loss"], snapshot(model, names), 0
