@@ -144,7 +144,12 @@ def test_a_saved_target_model_predicts_and_evaluates_the_same(target_run: Path,
     model = TfidfClassifier.load(target_run / "model")
     again = model.proba_examples([test[r["id"]] for r in rows])
     assert model.labels == THREE_CLASSES and again.shape == (len(rows), 3)
-    assert again == pytest.approx(np.array([[float(r[f"prob_{n}"]) for n in THREE_CLASSES] for r in rows]), abs=2e-6)
+    saved = np.array([[float(r[f"prob_{n}"]) for n in THREE_CLASSES] for r in rows])
+    assert again == pytest.approx(saved, abs=2e-6)
+    some = [test[r["id"]] for r in rows[:10]]
+    predicted = Predictor(target_run).predict([e.text for e in some], targets=[e.target or "" for e in some])
+    assert [list(p.probs.values()) for p in predicted] == pytest.approx(saved[:10], abs=2e-6)
+    assert [p.label for p in predicted] == [THREE_CLASSES[int(r["pred"])] for r in rows[:10]]
     code, _, err = run_cli(["evaluate", str(target_run), "--no-progress"])
     assert code == 0, err
     evaluated = json.loads((target_run / "eval-test.json").read_text())["model"]
