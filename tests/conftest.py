@@ -222,8 +222,8 @@ def restaurant_config(folder: Path, restaurants: tuple[Path, Path], name: str = 
 def nclass_bench_run(tmp_path_factory: pytest.TempPathFactory,
                      restaurants: tuple[Path, Path]) -> Iterator[tuple[Path, Path, int, str]]:
     """A three-class bench through the CLI, once per session, on 150 real restaurant sentences with their
-    aspects (90 to test): the TF-IDF reference with two seeds, its nb variant, and a MiniLM probe on cached
-    features (the one transformer row: seconds)."""
+    aspects (90 to test): the TF-IDF reference with two seeds, its nb variant, a MiniLM probe on cached
+    features (the one trained transformer row: seconds) and zero-shot prompting of the tiny random GPT-2."""
     folder = tmp_path_factory.mktemp("bench3")
     base = restaurant_config(folder, restaurants)
     path = write_bench(folder, {
@@ -234,7 +234,10 @@ def nclass_bench_run(tmp_path_factory: pytest.TempPathFactory,
         "rows": [{"name": "tfidf-nb", "set": ["method.name=tfidf", "method.tfidf.variant=nb", "train.seed=1"]},
                  {"name": "probe", "set": ["method.name=probe", "model.spec=minilm", "train.seed=1",
                                            "train.feature_cache=true", f"train.feature_cache_dir={folder / 'cache'}",
-                                           "train.epochs=4", "train.lr=0.005"]}],
+                                           "train.epochs=4", "train.lr=0.005"]},
+                 {"name": "zero-shot", "set": ["method.name=zero-shot", "model.spec=gpt2-tiny-random", "train.seed=1",
+                                               "zero_shot.template=target-sentiment", "zero_shot.decision=contextual",
+                                               "zero_shot.calibration_size=8"]}],
     })
     out = folder / "out"
     with pytest.MonkeyPatch.context() as mp:

@@ -308,7 +308,8 @@ def test_a_three_class_bench_reports_macro_and_per_class_f1(nclass_bench_run: tu
     assert code == 0 and "Traceback" not in text, text
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
-    assert list(rows) == ["tfidf-seed1", "tfidf-seed2", "tfidf-nb", "probe"] and not results["not_reported"]
+    assert list(rows) == ["tfidf-seed1", "tfidf-seed2", "tfidf-nb", "probe", "zero-shot"]
+    assert not results["not_reported"]
     assert results["classes"] == THREE_CLASSES
     with (out / "results.csv").open(newline="") as f:
         reader = csv.DictReader(f)
@@ -340,7 +341,7 @@ def test_mcnemar_on_three_class_decisions(nclass_bench_run: tuple[Path, Path, in
     _, out, _, _ = nclass_bench_run
     rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     ref = _predictions(out / "tfidf-seed1" / "predictions.csv")
-    for name in ("tfidf-nb", "probe"):  # seed 1: the reference's test examples
+    for name in ("tfidf-nb", "probe", "zero-shot"):  # seed 1: the reference's test examples
         other = _predictions(out / name / "predictions.csv")
         assert set(other) == set(ref)
         b = sum(ref[i][1] == ref[i][0] and other[i][1] != other[i][0] for i in ref)

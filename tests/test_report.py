@@ -134,7 +134,7 @@ def test_three_class_plot_data_is_one_vs_rest_and_read_from_the_run(
     from sklearn.metrics import roc_auc_score
 
     _, out, _, _ = nclass_bench_run
-    for name in ("probe", "tfidf-nb"):
+    for name in ("probe", "tfidf-nb", "zero-shot"):
         row = read_row(name, out / name)
         with (out / name / "predictions.csv").open(newline="") as f:
             rows = list(csv.DictReader(f))
