@@ -38,7 +38,7 @@ SEARCH_HELP = """The search file names an experiment (base, set), the trials' ow
 
   search:
     trials: 12
-    metric: loss          # loss (minimised) | accuracy | roc_auc (maximised) on validation
+    metric: loss          # loss (minimised) | accuracy | macro_f1 | roc_auc (maximised) on validation
     seed: 0               # the TPE sampler's seed
     storage: null         # an Optuna storage URL (default sqlite:///OUT/study.db)
     space:
