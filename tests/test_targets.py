@@ -126,6 +126,8 @@ def test_cleaning_keeps_the_span_on_the_target(tmp_path: Path) -> None:
     for w, lab in (("soup", 2), ("wine", 0), ("bread", 1)):
         text = f"Bad  soup.<br /><br />Good {w} and good {w}!"
         rows += [{"text": text, "target": w, "start": text.rindex(w), "end": text.rindex(w) + len(w), "label": lab}]
+    text = "The  delete  key sticks.<br />Fine screen."  # a target whose own spaces cleaning squeezes
+    rows += [{"text": text, "target": "delete  key", "start": 5, "end": 16, "label": 0}]
     rows *= 4
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     cfg = load_config(None, [f"data.source={path}", "data.labels=[negative,neutral,positive]",
@@ -134,7 +136,8 @@ def test_cleaning_keeps_the_span_on_the_target(tmp_path: Path) -> None:
     splits = load_splits(cfg.data, 0)
     for e in splits.train + splits.test:
         assert "<br" not in e.text and e.span is not None and e.text[e.span[0]:e.span[1]] == e.target
-        assert e.span[0] > e.text.index("and good")  # the last occurrence, as the offsets said
+        if e.target != "delete key":
+            assert e.span[0] > e.text.index("and good")  # the last occurrence, as the offsets said
 
 
 def test_config_checks_labels() -> None:

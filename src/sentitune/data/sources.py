@@ -72,7 +72,7 @@ def prepare(examples: list[Example], cfg: DataConfig, skipped: dict[str, int]) -
     for e in examples:
         text = clean_text(e.text) if cfg.clean_html else e.text
         if e.span is not None and text != e.text:
-            span = moved_span(e.text, text, e.span)
+            span = moved_span(e.text, text, e.span, clean_text)
             if span is None:
                 raise DataError(f"{e.id}: cleaning the text changed the target {e.target!r} (data.clean_html=false)")
             e = dataclasses.replace(e, span=span, target=text[span[0]:span[1]])

@@ -9,6 +9,7 @@ of showing the target to a model (sentence pair, inline markers, prompt) starts 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sentitune.data.records import Example
@@ -92,14 +93,18 @@ def check_span(text: str, target: str, start: object, end: object, where: str) -
     return s, e
 
 
-def moved_span(old_text: str, new_text: str, span: tuple[int, int]) -> tuple[int, int] | None:
-    """Where the target is after cleaning changed the text around it: the same occurrence (first,
-    second...) of the same words; None when cleaning changed the target itself."""
+def moved_span(old_text: str, new_text: str, span: tuple[int, int],
+               clean: Callable[[str], str] = lambda t: t) -> tuple[int, int] | None:
+    """Where the target is after `clean` changed the text: the same occurrence (first, second...) of the
+    target as cleaned (a double space inside "delete  key" is squeezed too); None when it is gone."""
     target = old_text[span[0]:span[1]]
     nth = old_text[:span[0]].count(target) if target else 0
+    cleaned = clean(target)
+    if not cleaned:
+        return None
     at = -1
     for _ in range(nth + 1):
-        at = new_text.find(target, at + 1)
+        at = new_text.find(cleaned, at + 1)
         if at < 0:
             return None
-    return at, at + len(target)
+    return at, at + len(cleaned)
