@@ -6,14 +6,13 @@
 
 The section lives between two markers in docs/RESULTS.md (benchmarks/results_doc.py keeps it when it
 rewrites the rest). Every number comes from a run directory under runs/bench/target: accuracy and its
-bootstrap CI from the bench's results.json, macro-F1 and per-class F1 from each run's metrics.json, times
-from the runs. Rows not run yet are listed with their command, never with a number.
+bootstrap CI, macro-F1, per-class F1 and times from the bench's results.json (which reads the run
+directories). Rows not run yet are listed with their command, never with a number.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -64,17 +63,15 @@ def section(results: dict[str, Any]) -> str:
         if r is None:
             missing.append(row.name)
             continue
-        metrics = json.loads((OUT / row.name / "metrics.json").read_text(encoding="utf-8"))
-        test = metrics["test"]
-        per = test.get("per_class", {})
+        per = r["per_class"]
         f1s = " / ".join(_f(per.get(c, {}).get("f1"), 3) for c in ("negative", "neutral", "positive"))
         published = (f"{_f(r['published_accuracy'], 3)} ({r['published_source']})"
                      if r.get("published_accuracy") is not None else "")
         lines.append("| " + " | ".join([
             DATASETS.get(row.name.split("-")[0], ""), row.name, row.config.model.spec, row.config.method.name,
-            _f(test["n"]), f"**{_f(test['accuracy'])}**", f"[{_f(r['accuracy_ci_low'], 3)}, "
-            f"{_f(r['accuracy_ci_high'], 3)}]", f"**{_f(test.get('macro_f1'))}**", f1s, _f(test.get("roc_auc")),
-            _minutes(metrics.get("train_seconds")), _minutes(metrics.get("test_seconds")), published]) + " |")
+            _f(r["n"]), f"**{_f(r['accuracy'])}**", f"[{_f(r['accuracy_ci_low'], 3)}, "
+            f"{_f(r['accuracy_ci_high'], 3)}]", f"**{_f(r['macro_f1'])}**", f1s, _f(r["roc_auc"]),
+            _minutes(r["train_seconds"]), _minutes(r["test_seconds"]), published]) + " |")
     if missing:
         lines += ["", "Not run here yet (each is one command; nothing is estimated or typed in):", ""]
         lines += [f"- `{name}`: `sentitune bench configs/target/bench.yaml --out runs/bench/target --rows {name}`"
