@@ -105,24 +105,32 @@ def _encode_targets(examples: Sequence[Example], tokenizer: Any, max_length: int
         else:
             if how.how == "markers":
                 before, marked = e.text[:s], f"{how.markers[0]} {e.text[s:t]} {how.markers[1]}"
-                text = before + marked + e.text[t:]
-                enc = tokenizer(text, add_special_tokens=True, truncation=False, return_offsets_mapping=True,
-                                return_special_tokens_mask=True, verbose=False)
+                enc = _with_offsets(tokenizer, before + marked + e.text[t:])
+                # tokens touching the marked target (overlap, not containment: a piece may carry a space)
                 inside = [not special and b > len(before) and a < len(before) + len(marked)
                           for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True)]
                 out.append(_window(enc["input_ids"], enc["special_tokens_mask"], inside, max_length))
                 continue
-            if how.how == "prompt":
-                head, tail = (part.replace("{target}", e.target) for part in how.prompt.split("{text}", 1))
-                text, region = head + e.text + tail, (len(head), len(head) + len(e.text))
-            else:
+            if how.how != "prompt":
                 raise ValueError(f"target input {how.how!r} is not one of pair, markers, prompt")
-            enc = tokenizer(text, add_special_tokens=True, truncation=False, return_offsets_mapping=True,
-                            return_special_tokens_mask=True, verbose=False)
-            cuttable = [not special and region[0] <= a and b <= region[1]
+            head, tail = (part.replace("{target}", e.target) for part in how.prompt.split("{text}", 1))
+            enc = _with_offsets(tokenizer, head + e.text + tail)
+            start, end = len(head), len(head) + len(e.text)
+            cuttable = [not special and start <= a and b <= end
                         for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True)]
         out.append(_cut(enc["input_ids"], cuttable, max_length, side, head_tokens))
     return Encoded([e.id for e in examples], out, [e.label for e in examples])
+
+
+def _with_offsets(tokenizer: Any, text: str) -> Any:
+    """One text with its special tokens, untruncated, with each token's character offsets."""
+    return tokenizer(text, add_special_tokens=True, truncation=False, return_offsets_mapping=True,
+                     return_special_tokens_mask=True, verbose=False)
+
+
+def _run(flags: list[bool]) -> tuple[int, int]:
+    """[first, last + 1) of the True flags."""
+    return flags.index(True), len(flags) - flags[::-1].index(True)
 
 
 def _window(ids: list[int], special: list[int], inside: list[bool], max_length: int) -> list[int]:
@@ -130,25 +138,20 @@ def _window(ids: list[int], special: list[int], inside: list[bool], max_length: 
     the words the label is about (the sentence's own truncation side would cut them)."""
     if len(ids) <= max_length or not any(inside):
         return list(ids[:max_length])
-    lead = next(i for i, x in enumerate(special) if not x)
-    trail = next(i for i, x in enumerate(reversed(special)) if not x)
-    a = inside.index(True)
-    b = len(inside) - inside[::-1].index(True)
-    room = max(0, max_length - lead - trail - (b - a))
-    left, right = a - lead, len(ids) - trail - b
+    lead, trail = _run([not x for x in special])
+    a, b = _run(inside)
+    room = max(0, max_length - lead - (len(ids) - trail) - (b - a))
+    left, right = a - lead, trail - b
     keep_left = min(left, max(room // 2, room - right))
     keep_right = min(right, room - keep_left)
-    kept = ids[a - keep_left : b + keep_right]
-    return (list(ids[:lead]) + list(kept) + list(ids[len(ids) - trail :]))[:max_length] if trail else (
-        list(ids[:lead]) + list(kept))[:max_length]
+    return (list(ids[:lead]) + list(ids[a - keep_left : b + keep_right]) + list(ids[trail:]))[:max_length]
 
 
 def _cut(ids: list[int], cuttable: list[bool], max_length: int, side: str, head_tokens: int | None) -> list[int]:
     """Truncate the run of cuttable tokens so the whole fits `max_length` (the rest kept as is)."""
     if len(ids) <= max_length or not any(cuttable):
         return list(ids[:max_length])
-    a = cuttable.index(True)
-    b = len(cuttable) - cuttable[::-1].index(True)
+    a, b = _run(cuttable)
     kept = truncate_ids(ids[a:b], max_length - (len(ids) - (b - a)), side, head_tokens)
     return (list(ids[:a]) + kept + list(ids[b:]))[:max_length]
 

@@ -41,10 +41,14 @@ def is_target_lines(cfg: DataConfig, path: str) -> bool:
     return cfg.format == "target-lines" or (cfg.format == "auto" and Path(path).suffix.lower() in TARGET_SUFFIXES)
 
 
+def is_file_source(cfg: DataConfig) -> bool:
+    """A CSV/JSONL or `$T$` file, not the (binary) IMDb archive or hub dataset."""
+    return cfg.source != "imdb" and not cfg.source.startswith("hf:")
+
+
 def has_targets(cfg: DataConfig) -> bool:
     """Whether these data settings give target-dependent examples (a target column, or `$T$` files)."""
-    table = cfg.source != "imdb" and not cfg.source.startswith("hf:")
-    return cfg.target_column is not None or (table and is_target_lines(cfg, cfg.source))
+    return cfg.target_column is not None or (is_file_source(cfg) and is_target_lines(cfg, cfg.source))
 
 
 def read_file(cfg: DataConfig, path: str) -> list[Example]:
@@ -56,8 +60,7 @@ def read_file(cfg: DataConfig, path: str) -> list[Example]:
 
 
 def read_source(cfg: DataConfig, progress: Callable[[int, int | None], None] | None = None) -> dict[str, list[Example]]:
-    binary_source = cfg.source == "imdb" or cfg.source.startswith("hf:")
-    if binary_source and [x.lower() for x in cfg.labels] != BINARY_LABELS:
+    if not is_file_source(cfg) and [x.lower() for x in cfg.labels] != BINARY_LABELS:
         raise DataError(f"data.source={cfg.source} is binary (negative, positive); data.labels is {cfg.labels}")
     if cfg.source == "imdb":
         return read_imdb(locate_imdb(cfg.path, progress=progress))
@@ -94,7 +97,7 @@ def load_splits(
     skipped: dict[str, int] = {}
     train = prepare(raw["train"], cfg, skipped)
     test = prepare(raw.get("test", []), cfg, skipped)
-    table = cfg.source != "imdb" and not cfg.source.startswith("hf:")
+    table = is_file_source(cfg)
     _require_two_classes(train, cfg.source if table else cfg.path or cfg.source, "training",
                          "a classifier needs examples of {} classes", cfg.labels)
     if table and cfg.test_path:
