@@ -197,8 +197,8 @@ class Predictor:
         return out
 
     def _prediction(self, text: str, p: float | list[float], target: str | None) -> Prediction:
-        row = p if isinstance(p, list) else [1 - p, p]
-        best = max(range(len(row)), key=row.__getitem__) if isinstance(p, list) else int(p > 0.5)
+        row = p if isinstance(p, list) else [1 - p, p]  # two classes: argmax is p > 0.5 (a tie goes to class 0)
+        best = max(range(len(row)), key=row.__getitem__)
         return Prediction(text, self.labels[best], float(row[best]), dict(zip(self.labels, map(float, row),
                                                                                strict=True)), target)
 
