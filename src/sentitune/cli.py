@@ -93,6 +93,19 @@ ZERO_SHOT_FLAGS: list[tuple[str, str, type, str]] = [
 ]
 
 
+def _onnx_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=["torch", "onnx"],
+                        help="onnx: ONNX Runtime on the run's model exported to ONNX (cached in RUN/model/onnx/, "
+                             "made on first use) [default: torch]")
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none",
+                        help="int8: ONNX Runtime on an int8 dynamic-quantized copy of the graph (faster on CPU; "
+                             "evaluate reports the accuracy change against fp32)")
+
+
+def _quantize(args: argparse.Namespace) -> str | None:
+    return None if args.quantize == "none" else args.quantize
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sentitune",
@@ -126,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-baseline", action="store_true", help="skip the untrained-model baseline")
     e.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
                    help="compute in this precision (default: the one the run saved, fp32 unless chosen otherwise)")
+    _onnx_flags(e)
     e.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("predict", help="classify new reviews with a saved run")
@@ -142,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
                    help="compute in this precision (default: the one the run saved: fp32 gives the same "
                         "probabilities on any CPU and in any batch; bf16 is faster on CPUs that have it)")
+    _onnx_flags(p)
 
     z = sub.add_parser("zero-shot", help="zero-/few-shot sentiment with a causal LM (label-word likelihoods)")
     z.add_argument("--config", help="experiment YAML with a zero_shot section; flags and --set override it")
@@ -257,15 +272,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     args.target = args.run_dir  # evaluate_run checks up front that eval-*.json can be written there
     result = evaluate_run(args.run_dir, args.split, args.data, args.eval_size, not args.no_baseline,
-                          progress=not args.no_progress, precision=args.precision)
+                          progress=not args.no_progress, precision=args.precision, backend=args.backend,
+                          quantize=_quantize(args))
     for warning in result.get("warnings", []):
         print(f"warning: {warning}")
-    rows = {"saved model": result["model"]}
+    onnx = f"{result['precision']}, onnxruntime" if "fp32" in result else None
+    rows = {"saved model": result["model"]} if not onnx else {"saved model (fp32, torch)": result["fp32"],
+                                                              f"saved model ({onnx})": result["model"]}
     if "baseline" in result:
         rows = {"untrained (baseline)": result["baseline"], **rows}
     print(f"{args.split} split, {_count(result['model'])}:")
     print(format_table(rows, _columns(result["model"])))
     print(_confusion(result["model"]))
+    if onnx:
+        print(f"{onnx}: accuracy {result['model']['accuracy']:.4f} (fp32 {result['fp32']['accuracy']:.4f}, "
+              f"{result['accuracy_change']:+.4f}); graph {result['graph']}")
     return 0
 
 
@@ -310,7 +331,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise DataError("predict: --target-column reads a column of --file")
     if not texts:
         raise DataError("predict: give reviews as arguments or with --file")
-    predictions = predict_texts(args.run_dir, texts, precision=args.precision, targets=targets or None)
+    predictions = predict_texts(args.run_dir, texts, precision=args.precision, targets=targets or None,
+                                backend=args.backend, quantize=_quantize(args))
     if args.output:
         write_predictions_csv(args.output, predictions)
         print(f"wrote {len(predictions)} predictions to {args.output}")

@@ -14,8 +14,9 @@ from sentitune.data.records import Example
 from sentitune.data.sources import has_targets, load_splits
 from sentitune.data.targets import locate
 from sentitune.data.text import clean_text
-from sentitune.errors import DataError
+from sentitune.errors import ConfigError, DataError
 from sentitune.evaluation import evaluate, score
+from sentitune.export.onnx import OnnxScorer, check_quantize, run_graph
 from sentitune.models.adapt import count_parameters
 from sentitune.models.methods import build_classifier
 from sentitune.models.registry import is_decoder
@@ -27,14 +28,42 @@ from sentitune.runtime import device, seed_everything
 from sentitune.zero_shot.predictor import SavedPrompt
 
 
+def uses_onnx(backend: str | None, quantize: str | None, precision: str | None) -> bool:
+    """Whether ONNX Runtime scores (backend "onnx", or any quantize, which only ONNX Runtime does); checked
+    up front: an ONNX graph is fp32 (or int8), so a torch precision does not apply to it."""
+    check_quantize(quantize)
+    if backend not in (None, "torch", "onnx"):
+        raise ConfigError(f"backend: {backend!r} is not one of torch, onnx")
+    if quantize and backend == "torch":
+        raise ConfigError(f"quantize {quantize}: runs on ONNX Runtime; it cannot go with backend torch")
+    onnx = backend == "onnx" or quantize is not None
+    if onnx and precision not in (None, "fp32"):
+        raise ConfigError(f"precision {precision}: is for the torch backend; ONNX Runtime computes in fp32 "
+                          "(or int8 with quantize int8)")
+    return onnx
+
+
+def _check_onnx_kind(run: RunDir, kind: str) -> None:
+    if kind in ("zero-shot", "tfidf"):
+        raise ConfigError(f"{run.path}: a {kind} run has no trained classifier to export; the ONNX backend and "
+                          "quantize are for trained transformer runs")
+
+
 def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = None, eval_size: int | None = None,
-                 baseline: bool = True, progress: bool = False, precision: str | None = None) -> dict[str, Any]:
+                 baseline: bool = True, progress: bool = False, precision: str | None = None,
+                 backend: str | None = None, quantize: str | None = None) -> dict[str, Any]:
     """Metrics of the saved model on `split` (and of the untrained classifier, as a baseline).
 
     precision: None computes in the precision the model was saved with (fp32 unless chosen otherwise).
+    backend "onnx" / quantize "int8": ONNX Runtime scores the run's exported (int8: quantized) graph, and the
+    torch fp32 model scores the split too, so the result says what the graph changed (metrics "fp32");
+    written to eval-SPLIT-onnx.json / eval-SPLIT-int8.json, beside the torch model's eval-SPLIT.json.
     """
+    onnx = uses_onnx(backend, quantize, precision)
     run = RunDir(run_dir)
     cfg = run.config()
+    if onnx:
+        _check_onnx_kind(run, cfg.method.name)
     ensure_writable_dir(run.path)  # eval-*.json goes here: say so now, not after the data and model load
     data_cfg = cfg.data
     if data_path is not None:
@@ -57,7 +86,19 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     result: dict[str, Any] = {"run": str(run_dir), "split": split, "precision": chosen,
                               "warnings": splits.warnings}
     batch_size, pad_id = cfg.train.eval_batch_size, tokenizer.pad_token_id
-    result["model"], scores = evaluate(model, data, batch_size, pad_id, dtype, split, progress)
+    suffix = ""
+    if onnx:
+        from sentitune.metrics import classification_metrics
+
+        graph = run_graph(run.model_dir, model, quantize)
+        scores, loss = OnnxScorer(graph).score(data, batch_size, pad_id, split, progress)
+        result["model"] = classification_metrics(data.labels, scores, loss=loss, names=model.labels)
+        result["fp32"], _ = evaluate(model, data, batch_size, pad_id, None, "fp32", progress)
+        result.update(precision=quantize or "fp32", backend="onnxruntime", graph=str(graph),
+                      accuracy_change=result["model"]["accuracy"] - result["fp32"]["accuracy"])
+        suffix = f"-{quantize or 'onnx'}"
+    else:
+        result["model"], scores = evaluate(model, data, batch_size, pad_id, dtype, split, progress)
     result["parameters"] = {"total": count_parameters(model)["total"]}
     if baseline:
         seed_everything(cfg.train.seed)
@@ -65,8 +106,8 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
 
         untrained = build_classifier(cfg, resolve(cfg.model.spec), tokenizer.pad_token_id).to(device())
         result["baseline"], _ = evaluate(untrained, data, batch_size, pad_id, dtype, "baseline", progress)
-    run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}.csv", labels=model.labels)
+    run.write_metrics(result, f"eval-{split}{suffix}.json")
+    run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}{suffix}.csv", labels=model.labels)
     return result
 
 
@@ -134,12 +175,18 @@ class Predictor:
 
     precision None computes in the precision the model was saved with: fp32 by default, which gives
     the same probabilities on any CPU and whatever reviews share a batch (sentitune.precision).
+    backend "onnx" / quantize "int8": ONNX Runtime scores the run's exported graph (sentitune.export.onnx).
     """
 
-    def __init__(self, run_dir: Path, precision: str | None = None) -> None:
+    def __init__(self, run_dir: Path, precision: str | None = None, backend: str | None = None,
+                 quantize: str | None = None) -> None:
+        onnx = uses_onnx(backend, quantize, precision)
         self.run = RunDir(run_dir)
         self.cfg = self.run.config()
         self.kind = self.cfg.method.name  # the run's own config says what it is, not a file's presence
+        if onnx:
+            _check_onnx_kind(self.run, self.kind)
+        self.onnx: OnnxScorer | None = None
         if self.kind == "zero-shot":  # a prompt and a threshold, no trained weights
             self.prompt = SavedPrompt(self.run.path)
         elif self.kind == "tfidf":
@@ -148,6 +195,8 @@ class Predictor:
             self.model, self.tokenizer = load_model(self.run.model_dir)
             self.model.to(device())
             self.dtype = pick_precision(precision or saved_precision(self.run.model_dir), device())
+            if onnx:
+                self.onnx = OnnxScorer(run_graph(self.run.model_dir, self.model, quantize))
 
     @property
     def labels(self) -> list[str]:
@@ -172,7 +221,9 @@ class Predictor:
             probs = self.tfidf.proba_examples(examples).tolist()
         else:
             data = encode(examples, self.tokenizer, **encoding_args(cfg.data, is_decoder(self.model.backbone.config)))
-            probs = score(self.model, data, batch_size, self.tokenizer.pad_token_id, self.dtype)[0].tolist()
+            pad_id = self.tokenizer.pad_token_id
+            probs = (self.onnx.score(data, batch_size, pad_id) if self.onnx else
+                     score(self.model, data, batch_size, pad_id, self.dtype))[0].tolist()
         return [self._prediction(t, p, e.target) for t, p, e in zip(texts, probs, examples, strict=True)]
 
     def _examples(self, cleaned: list[str], targets: list[str] | None) -> list[Example]:
@@ -204,9 +255,10 @@ class Predictor:
 
 
 def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32, precision: str | None = None,
-                  targets: list[str] | None = None) -> list[Prediction]:
+                  targets: list[str] | None = None, backend: str | None = None,
+                  quantize: str | None = None) -> list[Prediction]:
     """Classify `texts` with the saved run (loads it; use Predictor to classify many batches)."""
-    return Predictor(run_dir, precision).predict(texts, batch_size, targets)
+    return Predictor(run_dir, precision, backend, quantize).predict(texts, batch_size, targets)
 
 
 def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:

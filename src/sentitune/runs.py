@@ -6,6 +6,8 @@
     RUN/predictions.csv    test predictions: id, label, prob_positive, pred, words
     RUN/model/             head.safetensors + sentitune.json + tokenizer, and the backbone as a PEFT
                            adapter (adapter/), a transformers folder (backbone/) or the untouched base
+    RUN/model/onnx/KEY/    the model as ONNX graphs (evaluate/predict --backend onnx, --quantize int8), KEY a hash
+                           of the model's files; eval-SPLIT-int8.json, predictions-SPLIT-int8.csv their results
     RUN/checkpoint.pt      resumable training state (removed when the run completes)
 
 `--overwrite` deletes only these names (and the other outputs in OUTPUT_NAMES / OUTPUT_PATTERNS, and

@@ -21,9 +21,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cores() -> int:
+    """The cores this process may run on (not every core of the machine: a container or taskset may limit it)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def set_threads(threads: int | None) -> None:
-    """torch threads: `threads`, or every core this process may run on (not every core of the machine)."""
-    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
+    """torch threads: `threads`, or every core this process may run on."""
+    torch.set_num_threads(threads or cores())
 
 
 def device() -> torch.device:
