@@ -8,13 +8,13 @@ from typing import Any
 
 from sentitune.atomic import write_csv
 from sentitune.classical import TfidfClassifier
-from sentitune.config import replace
+from sentitune.config import ConfigError, replace
 from sentitune.data.batching import encode, encoding_args
 from sentitune.data.records import Example
 from sentitune.data.sources import has_targets, load_splits
 from sentitune.data.targets import locate
 from sentitune.data.text import clean_text
-from sentitune.errors import ConfigError, DataError
+from sentitune.errors import DataError
 from sentitune.evaluation import evaluate, score
 from sentitune.export.onnx import OnnxScorer, check_quantize, run_graph
 from sentitune.models.adapt import count_parameters

@@ -221,7 +221,9 @@ class OnnxScorer:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile classes
             detail = " ".join(str(e).split())[:160]
-            raise RunError(f"{path}: cannot load the ONNX graph ({type(e).__name__}: {detail})") from e
+            cached = self.path.parent.parent.name == ONNX_DIR  # a run's cache: exported again once removed
+            hint = f" — delete {self.path.parent} to export it again" if cached else ""
+            raise RunError(f"{path}: cannot load the ONNX graph ({type(e).__name__}: {detail}){hint}") from e
         meta = self.session.get_modelmeta().custom_metadata_map
         self.labels: list[str] = json.loads(meta.get("sentitune.labels", '["negative", "positive"]'))
         self.num_logits = int(meta.get("sentitune.num_logits", len(self.labels)))
