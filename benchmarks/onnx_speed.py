@@ -35,7 +35,9 @@ from sentitune.runs import RunDir
 from sentitune.runtime import cores, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RUN = Path("/work/main/runs/minilm-lora-quickstart")
+# The quickstart run (configs/minilm-lora-quickstart.yaml), in this checkout or the main one.
+QUICKSTART = (ROOT / "runs" / "minilm-lora-quickstart", Path("/work/main/runs/minilm-lora-quickstart"))
+DEFAULT_RUN = next((p for p in QUICKSTART if (p / "model").is_dir()), QUICKSTART[0])
 DEFAULT_DATA = Path(os.environ.get("SENTITUNE_IMDB", "/work/shared/data/aclImdb_v1.tar.gz"))
 
 

@@ -262,6 +262,16 @@ def test_conflicting_flags_are_one_line(run_copy: Path, flags: list[str], expect
     assert_one_line_error(code, err, [expect])
 
 
+def test_a_tfidf_run_has_nothing_to_export(imdb_slice_archive: Path, tmp_path: Path) -> None:
+    run = tmp_path / "tfidf"
+    code, _, err = run_cli(["train", "--method", "tfidf", "--data", str(imdb_slice_archive), "--train-size", "40",
+                            "--eval-size", "10", "--set", "method.tfidf.min_df=1", "--out", str(run), "--no-progress"])
+    assert code == 0, err
+    code, _, err = run_cli(["predict", str(run), "A fine film.", "--quantize", "int8"])
+    assert_one_line_error(code, err, [str(run), "a tfidf run has no trained classifier to export"])
+    assert not (run / "model" / ONNX_DIR).exists()
+
+
 def test_export_onnx_writes_fp32_and_returns_int8(loaded: tuple[object, object], tmp_path: Path) -> None:
     """export_onnx to a path of one's choice (what `sentitune export` builds on); nothing half-written is left."""
     model, _ = loaded

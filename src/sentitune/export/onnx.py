@@ -160,7 +160,8 @@ def quantize_int8(source: Path, dest: Path) -> Path:
 
 def model_key(model_dir: Path) -> str:
     """A hash of every file of the saved model (the ONNX cache aside) and of FORMAT: a retrained, edited or
-    replaced model, or a new export format, gets a new key, so a stale graph is never used."""
+    replaced model, or a new export format, gets a new key, so a stale graph is never used. (An adapter or
+    head-only run names its base model in sentitune.json, which is hashed; the base's own files are not.)"""
     digest = hashlib.sha256(FORMAT.encode())
     model_dir = Path(model_dir)
     files = sorted(f for f in model_dir.rglob("*") if f.is_file() and f.relative_to(model_dir).parts[0] != ONNX_DIR)
