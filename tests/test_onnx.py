@@ -309,3 +309,25 @@ def test_gpt2_decoder_lora_run_matches(imdb_slice_archive: Path, imdb_slice: dic
     assert logits.shape == (2, 1) and probabilities.shape == (2, 2)
     positive = 1 / (1 + np.exp(-logits[:, 0].astype(np.float64)))
     assert np.abs(probabilities[:, 1] - positive).max() < 1e-6 and np.abs(probabilities.sum(1) - 1).max() < 1e-6
+
+
+def test_three_classes_score_like_torch(imdb_slice: dict[str, list[Example]], tmp_path: Path) -> None:
+    """More than two classes: every class's probability [n, classes] and the cross-entropy, as evaluation.score."""
+    import torch
+
+    from sentitune.models.classifier import SentimentClassifier
+    from sentitune.models.registry import ensure_pad_token, load_backbone, load_tokenizer, resolve
+
+    source = resolve("gpt2-tiny-random").source
+    tokenizer, backbone = ensure_pad_token(load_tokenizer(source), source), load_backbone(source)
+    torch.manual_seed(3)
+    model = SentimentClassifier(backbone, backbone.config.hidden_size, "mean", 3, 0.0).eval()
+    model.labels = ["negative", "neutral", "positive"]
+    examples = [Example(e.id, clean_text(e.text), i % 3) for i, e in enumerate(imdb_slice["test"][:24])]
+    data = encode(examples, tokenizer, max_length=40)
+    expected, torch_loss = score(model, data, 1, tokenizer.pad_token_id)
+    scorer = OnnxScorer(export_onnx(model, tmp_path / "model.onnx"))
+    got, onnx_loss = scorer.score(data, 5, tokenizer.pad_token_id)
+    assert scorer.labels == model.labels and got.shape == expected.shape == (24, 3)
+    assert expected.std(0).min() > 1e-3, "the reviews get different probabilities: the comparison can fail"
+    assert np.abs(got - expected).max() < FP32_TOL and onnx_loss == pytest.approx(torch_loss, abs=FP32_TOL)
