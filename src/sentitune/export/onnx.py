@@ -217,8 +217,8 @@ class OnnxScorer:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cores()  # ORT's default counts the machine's cores, not ours
         options.inter_op_num_threads = 1
-        # Threads that spin while waiting for work took CPU from the ones working on a shared 2-core machine:
-        # a MiniLM batch ran 1.3-1.5x faster with spinning off (measured, fp32 and int8 alike).
+        # Threads that spin while waiting for work take CPU from the working ones on a shared 2-core machine:
+        # a MiniLM batch ran faster with spinning off (fp32 and int8 alike, measured here).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: its warnings (e.g. unused initializers) are not the user's
         self.path = Path(path)
