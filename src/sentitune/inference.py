@@ -8,18 +8,18 @@ from typing import Any
 
 from sentitune.atomic import write_csv
 from sentitune.classical import TfidfClassifier
-from sentitune.config import replace
+from sentitune.config import ExperimentConfig, from_dict, replace
 from sentitune.data.batching import encode, encoding_args
 from sentitune.data.records import Example
 from sentitune.data.sources import has_targets, load_splits
 from sentitune.data.targets import locate
 from sentitune.data.text import clean_text
-from sentitune.errors import DataError
+from sentitune.errors import DataError, RunError
 from sentitune.evaluation import evaluate, score
 from sentitune.models.adapt import count_parameters
 from sentitune.models.methods import build_classifier
 from sentitune.models.registry import is_decoder
-from sentitune.models.saving import load_model, saved_precision
+from sentitune.models.saving import MODEL_META, load_model, saved_config, saved_precision
 from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
 from sentitune.runs import RunDir
@@ -129,6 +129,22 @@ def read_reviews(path: Path, text_column: str = "text") -> list[str]:
         raise DataError(f"{path}: not UTF-8 text") from None
 
 
+def open_saved(path: Path) -> tuple[Path, ExperimentConfig, Path]:
+    """(path, config, model folder) of a run directory, or of a model folder on its own.
+
+    Why both: a model folder copied away from its run (or shared) carries the run's config in
+    sentitune.json, so it predicts exactly as the run did without ../config.yaml.
+    """
+    if (path / "config.yaml").exists() or not (path / MODEL_META).exists():
+        run = RunDir(path)
+        return run.path, run.config(), run.model_dir
+    config = saved_config(path)
+    if config is None:
+        raise RunError(f"{path}: this model folder predates self-contained folders (no run config in {MODEL_META}); "
+                       "use its run directory")
+    return path, from_dict(ExperimentConfig, config, "sentitune.json config"), path
+
+
 class Predictor:
     """A saved run, loaded once, that classifies any number of reviews (trained, zero-shot or tfidf).
 
@@ -137,17 +153,16 @@ class Predictor:
     """
 
     def __init__(self, run_dir: Path, precision: str | None = None) -> None:
-        self.run = RunDir(run_dir)
-        self.cfg = self.run.config()
+        self.path, self.cfg, self.model_dir = open_saved(Path(run_dir))
         self.kind = self.cfg.method.name  # the run's own config says what it is, not a file's presence
         if self.kind == "zero-shot":  # a prompt and a threshold, no trained weights
-            self.prompt = SavedPrompt(self.run.path)
+            self.prompt = SavedPrompt(self.path)
         elif self.kind == "tfidf":
-            self.tfidf = TfidfClassifier.load(self.run.model_dir)
+            self.tfidf = TfidfClassifier.load(self.model_dir)
         else:
-            self.model, self.tokenizer = load_model(self.run.model_dir)
+            self.model, self.tokenizer = load_model(self.model_dir)
             self.model.to(device())
-            self.dtype = pick_precision(precision or saved_precision(self.run.model_dir), device())
+            self.dtype = pick_precision(precision or saved_precision(self.model_dir), device())
 
     @property
     def labels(self) -> list[str]:
@@ -178,10 +193,10 @@ class Predictor:
     def _examples(self, cleaned: list[str], targets: list[str] | None) -> list[Example]:
         if not self.needs_target:
             if targets:
-                raise DataError(f"{self.run.path}: this run classifies whole texts; it was not trained with targets")
+                raise DataError(f"{self.path}: this run classifies whole texts; it was not trained with targets")
             return [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
         if not targets or len(targets) != len(cleaned):
-            raise DataError(f"{self.run.path}: a target-dependent run needs one target per text (--target), got "
+            raise DataError(f"{self.path}: a target-dependent run needs one target per text (--target), got "
                             f"{len(targets or [])} for {len(cleaned)} texts")
         out = []
         for i, (text, target) in enumerate(zip(cleaned, targets, strict=True)):
