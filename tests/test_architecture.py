@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("evaluation", ("evaluation",)),
     ("run directory", ("runs",)),
     ("recipes", ("train", "zero_shot", "classical")),
+    ("export", ("export",)),
     ("using a run", ("inference",)),
     ("bench", ("bench", "plots", "report", "search")),
     ("command line", ("cli",)),

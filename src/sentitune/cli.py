@@ -153,6 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     z.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    x = sub.add_parser("export", help="export a trained run for tools without sentitune (transformers, ONNX)",
+                       description="Write a trained run's classifier as a folder other tools load on their own. "
+                       "--format hf: a plain transformers folder (AutoModelForSequenceClassification, "
+                       "pipeline('text-classification', model=OUT, truncation=True)), head and pooling written "
+                       "exactly into a standard architecture and checked against sentitune's probabilities. "
+                       "--format onnx: an ONNX graph for ONNX Runtime (with --quantize int8: int8 weights).",
+                       epilog="example: sentitune export runs/minilm-lora --format hf --out minilm-imdb-hf")
+    x.add_argument("run_dir", type=Path, help="a run directory, or a model folder (RUN/model)")
+    x.add_argument("--format", dest="fmt", choices=["hf", "onnx"], default="hf")
+    x.add_argument("--out", type=Path, required=True, help="folder to write (replaced atomically if it exists)")
+    x.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="onnx only: dynamic int8 quantization of the weights (faster on CPUs, slightly less exact)")
+
     sub.add_parser("models", help="list the offline packaged models")
 
     b = sub.add_parser("bench", help="run a matrix of experiments from a bench YAML and tabulate the results")
@@ -331,6 +344,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from sentitune.export import export_run
+
+    record = export_run(args.run_dir, args.out, args.fmt, None if args.quantize == "none" else args.quantize)
+    check = record.get("check") or {}
+    print(f"wrote {args.out} ({record.get('architecture') or args.fmt}; classes {', '.join(record['labels'])})")
+    if "max_probability_difference" in check:
+        print(f"checked on {check['probe_reviews']} reviews: probabilities within "
+              f"{check['max_probability_difference']:.1e} of sentitune's")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from sentitune.models.packaged import describe
 
@@ -495,7 +520,8 @@ def _os_message(args: argparse.Namespace, code: int, filename: str | None) -> st
     return text
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
+            "models": cmd_models,
             "zero-shot": cmd_zero_shot, "bench": cmd_bench, "report": cmd_report, "search": cmd_search}
 
 

@@ -8,21 +8,21 @@ from typing import Any
 
 from sentitune.atomic import write_csv
 from sentitune.classical import TfidfClassifier
-from sentitune.config import ExperimentConfig, from_dict, replace
+from sentitune.config import replace
 from sentitune.data.batching import encode, encoding_args
 from sentitune.data.records import Example
 from sentitune.data.sources import has_targets, load_splits
 from sentitune.data.targets import locate
 from sentitune.data.text import clean_text
-from sentitune.errors import DataError, RunError
+from sentitune.errors import DataError
 from sentitune.evaluation import evaluate, score
 from sentitune.models.adapt import count_parameters
 from sentitune.models.methods import build_classifier
 from sentitune.models.registry import is_decoder
-from sentitune.models.saving import MODEL_META, load_model, saved_config, saved_precision
+from sentitune.models.saving import load_model, saved_precision
 from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
-from sentitune.runs import RunDir
+from sentitune.runs import RunDir, open_saved
 from sentitune.runtime import device, seed_everything
 from sentitune.zero_shot.predictor import SavedPrompt
 
@@ -127,22 +127,6 @@ def read_reviews(path: Path, text_column: str = "text") -> list[str]:
         return [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
-
-
-def open_saved(path: Path) -> tuple[Path, ExperimentConfig, Path]:
-    """(path, config, model folder) of a run directory, or of a model folder on its own.
-
-    Why both: a model folder copied away from its run (or shared) carries the run's config in
-    sentitune.json, so it predicts exactly as the run did without ../config.yaml.
-    """
-    if (path / "config.yaml").exists() or not (path / MODEL_META).exists():
-        run = RunDir(path)
-        return run.path, run.config(), run.model_dir
-    config = saved_config(path)
-    if config is None:
-        raise RunError(f"{path}: this model folder predates self-contained folders (no run config in {MODEL_META}); "
-                       "use its run directory")
-    return path, from_dict(ExperimentConfig, config, "sentitune.json config"), path
 
 
 class Predictor:
