@@ -153,6 +153,33 @@ def test_hf_export_of_other_poolings_matches_predict(tmp_path: Path, imdb_slice_
         assert abs(probs["positive"] - w.prob_positive) < 1e-5
 
 
+def test_hf_export_of_a_target_dependent_run_takes_sentence_target_pairs(
+        tmp_path: Path, restaurants: tuple[Path, Path]) -> None:
+    from conftest import THREE_CLASSES, restaurant_config
+    from transformers import pipeline
+
+    from sentitune.data.targets import read_target_lines
+    from sentitune.inference import Predictor
+
+    run = tmp_path / "restaurants"
+    code, _, err = run_cli(["train", "--config", str(restaurant_config(tmp_path, restaurants)), "--model", "minilm",
+                            "--method", "probe", "--train-size", "48", "--val-size", "8", "--eval-size", "8",
+                            "--max-length", "24", "--epochs", "1", "--out", str(run), "--no-progress"])
+    assert code == 0, err
+    out = tmp_path / "hf"
+    code, _, err = run_cli(["export", str(run), "--out", str(out)])
+    assert code == 0, err
+    assert "text_pair" in (out / "README.md").read_text()
+    examples = read_target_lines(restaurants[1], THREE_CLASSES)[:40]
+    assert any(len(e.text.split()) > 20 for e in examples)  # some sentences are cut to 24 tokens
+    want = Predictor(run).predict([e.text for e in examples], targets=[e.target or "" for e in examples])
+    classify = pipeline("text-classification", model=str(out), truncation="only_first", top_k=None)
+    got = classify([{"text": e.text, "text_pair": e.target} for e in examples], batch_size=8)
+    for w, g in zip(want, got, strict=True):
+        probs = {d["label"]: d["score"] for d in g}
+        assert max(abs(probs[name] - w.probs[name]) for name in THREE_CLASSES) < 1e-5
+
+
 def test_export_refuses_what_it_cannot_write_exactly(minilm_lora_run: tuple[Path, str], tmp_path: Path) -> None:
     from sentitune.export.hf import ExportError, check_exportable
 

@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sentitune.data.batching import target_input
+from sentitune.data.sources import has_targets
 from sentitune.errors import RunError
+from sentitune.models.registry import is_decoder
 from sentitune.models.saving import MODEL_META, load_model
 from sentitune.runs import open_saved
 
@@ -28,6 +31,7 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
         raise RunError(f"export: --out {dest} would replace the run's own files; choose another folder")
     meta = json.loads((model_dir / MODEL_META).read_text(encoding="utf-8"))
     meta["source_run"] = str(Path(run_path).resolve())
+    meta["has_targets"] = has_targets(cfg.data)  # inputs are (sentence, target) pairs
     if "preprocessing" not in meta:  # a folder saved before format 2: the run's config says it
         data = cfg.data
         meta["preprocessing"] = {"clean_html": data.clean_html, "max_length": data.max_length,
@@ -36,6 +40,8 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
     metrics_file = Path(run_path) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
     model, tokenizer = load_model(model_dir)
+    decoder = is_decoder(model.backbone.config)
+    meta["target_input"] = target_input(cfg.data, decoder).how if meta["has_targets"] else None
     if fmt == "hf":
         from sentitune.export.hf import export_hf
 

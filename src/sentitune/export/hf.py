@@ -258,7 +258,7 @@ def export_hf(model: SentimentClassifier, tokenizer: Any, meta: dict[str, Any], 
 
     pre = meta.get("preprocessing") or {}
     check_exportable(model.backbone.config.model_type, model.pooling, is_decoder(model.backbone.config),
-                     str(pre.get("truncation", "head")), pre.get("target_input") if _has_targets(meta) else None)
+                     str(pre.get("truncation", "head")), meta.get("target_input"))
     model = model.float().eval()
     with atomic_dir(dest) as tmp:
         save_tokenizer(tokenizer, tmp, pre.get("max_length"), pre.get("truncation"))
@@ -282,17 +282,12 @@ def export_hf(model: SentimentClassifier, tokenizer: Any, meta: dict[str, Any], 
             **{key: meta.get(key) for key in ("base", "packaged", "base_weights", "labels", "pooling",
                                               "preprocessing")},
             "architecture": type(hf).__name__,
+            "input": "text_pair" if bool(meta.get("has_targets")) else "text",  # target-dependent: (sentence, target)
             "check": {"probe_reviews": len(texts), "max_probability_difference": diff},
         }
         (tmp / MODEL_META).write_text(json.dumps(record, indent=2))
         (tmp / "README.md").write_text(hf_card(record, metrics, type(hf).__name__), encoding="utf-8")
     return record
-
-
-def _has_targets(meta: dict[str, Any]) -> bool:
-    data = (meta.get("config") or {}).get("data") or {}
-    path = str(data.get("path") or "")
-    return bool(data.get("target_column")) or data.get("format") == "target-lines" or path.endswith((".raw", ".seg"))
 
 
 def portable_tokenizer(folder: Path, clean_html: bool) -> None:
@@ -320,6 +315,19 @@ def portable_tokenizer(folder: Path, clean_html: bool) -> None:
     tokenizer_json.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
 
 
+def _usage(pair: bool) -> str:
+    if pair:
+        return ("A target-dependent classifier: give the sentence and the target as a pair; only the sentence is "
+                "truncated.\n\n```python\nfrom transformers import pipeline\n\n"
+                "classify = pipeline(\"text-classification\", model=\"path/to/this/folder\", "
+                "truncation=\"only_first\", top_k=None)\n"
+                "classify({\"text\": \"The food was great but the service was slow.\", \"text_pair\": \"service\"})"
+                "\n```\n")
+    return ("```python\nfrom transformers import pipeline\n\n"
+            "classify = pipeline(\"text-classification\", model=\"path/to/this/folder\", truncation=True, top_k=None)\n"
+            "classify(\"A quietly brilliant film.\")\n```\n")
+
+
 def hf_card(record: dict[str, Any], metrics: dict[str, Any] | None, architecture: str) -> str:
     max_length = (record.get("preprocessing") or {}).get("max_length")
     labels = record.get("labels") or []
@@ -331,9 +339,7 @@ def hf_card(record: dict[str, Any], metrics: dict[str, Any] | None, architecture
         "alone (no sentitune, no remote code).\n",
         metrics_table(metrics),
         "## Use\n",
-        "```python\nfrom transformers import pipeline\n\n"
-        "classify = pipeline(\"text-classification\", model=\"path/to/this/folder\", truncation=True, top_k=None)\n"
-        "classify(\"A quietly brilliant film.\")\n```\n",
+        _usage(record.get("input") == "text_pair"),
         f"Pass `truncation=True`: the tokenizer's `model_max_length` ({max_length}) and `truncation_side` are the "
         "run's. The tokenizer's normalizer does sentitune's HTML clean-up (`<br />` to spaces).\n",
         "## Preprocessing\n",
