@@ -121,7 +121,7 @@ def test_a_hub_id_of_a_packaged_model_loads_offline(monkeypatch: pytest.MonkeyPa
 
 
 def _tiny_run(tmp_path: Path, archive: Path, model: str, method: str, *settings: str) -> Path:
-    run = tmp_path / f"run-{model}"
+    run = tmp_path / f"run-{Path(model).name}"
     code, _, err = run_cli(["train", "--model", model, "--method", method, "--data", str(archive),
                             "--train-size", "24", "--val-size", "8", "--eval-size", "16", "--max-length", "40",
                             "--batch-size", "8", "--epochs", "1", "--seed", "3", "--out", str(run), "--no-progress",
@@ -130,9 +130,27 @@ def _tiny_run(tmp_path: Path, archive: Path, model: str, method: str, *settings:
     return run
 
 
+def tiny_llama(folder: Path) -> Path:
+    """A 2-layer random Llama (SmolLM2's architecture) with the real GPT-2 tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from sentitune.models.registry import resolve
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve("gpt2-tiny-random").source)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.mark.parametrize(("model", "method", "settings", "architecture"), [
     ("gpt2-tiny-random", "full", (), "GPT2ForSequenceClassification"),  # last token; head bias into ln_f
     ("minilm", "probe", ("model.pooling=cls",), "BertForSequenceClassification"),  # first token, tanh pooler
+    ("tiny-llama", "lora", ("method.lora.target_modules=[q_proj,v_proj]",), "LlamaForSequenceClassification"),
 ])
 def test_hf_export_of_other_poolings_matches_predict(tmp_path: Path, imdb_slice_archive: Path, model: str,
                                                      method: str, settings: tuple[str, ...], architecture: str) -> None:
@@ -140,6 +158,8 @@ def test_hf_export_of_other_poolings_matches_predict(tmp_path: Path, imdb_slice_
 
     from sentitune.inference import Predictor
 
+    if model == "tiny-llama":  # last token through an extra logits layer (hf.py), LoRA merged
+        model = str(tiny_llama(tmp_path / "tiny-llama"))
     run = _tiny_run(tmp_path, imdb_slice_archive, model, method, *settings)
     out = tmp_path / "hf"
     code, stdout, err = run_cli(["export", str(run), "--out", str(out)])
@@ -191,7 +211,7 @@ def test_export_refuses_what_it_cannot_write_exactly(minilm_lora_run: tuple[Path
     code, _, err = run_cli(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert_one_line_error(code, err, ["not a run directory"])
     with pytest.raises(ExportError, match="use --format onnx"):
-        check_exportable("llama", "last", True, "head", None)  # RMSNorm has no bias to carry the head's
+        check_exportable("qwen2", "last", True, "head", None)  # no mlp_bias option for the logits layer
     with pytest.raises(ExportError, match="use --format onnx"):
         check_exportable("mpnet", "mean", False, "head", None)  # its relative position bias is in every layer
     with pytest.raises(ExportError, match="head\\+tail"):

@@ -16,6 +16,12 @@ standard architecture has its own head; the linear map z = W.pooled + b is writt
 - **last-token pooling** (GPT-2): GPT2ForSequenceClassification pools the last non-pad token itself; its score
   layer has no bias, so the head's bias goes into the final layer norm's bias (delta with W.delta = b up to a
   shift common to all classes, which softmax ignores).
+- **last-token pooling** (Llama family: SmolLM2...): LlamaForSequenceClassification pools the last non-pad token,
+  but its final RMSNorm has no bias and its score none either. One extra decoder layer computes the logits:
+  its attention output is zero, its post-attention norm is the model's final norm (so its MLP sees exactly
+  what sentitune's head saw), its MLP (Llama's `mlp_bias` option; zero biases in the other layers) has gate
+  units saturated at silu(30) = 30, up units z = W.n + b, and writes +-lam*z and constants +-lam*c into the
+  residual; the new final norm (weight 1) then leaves z as a difference of two coordinates, read by the score.
 
 Every export is checked before it is written: the folder's model and sentitune's give the same class
 probabilities (max difference recorded in sentitune.json; over 1e-5 is an error).
@@ -76,12 +82,14 @@ def check_exportable(model_type: str, pooling: str, decoder: bool, truncation: s
                           "only data.target_input=pair maps to a tokenizer (text, text_pair)")
     if model_type == "gpt2" and pooling == "last":
         return
+    if model_type == "llama" and pooling == "last":
+        return
     if model_type in BERT_FAMILY and pooling in ("mean", "cls"):
         return
     if model_type in TANH_HEAD_TYPES and pooling == "cls":
         return
-    why = ("its classification head reads the last token, and its final RMSNorm has no bias to carry the head's"
-           if decoder else f"{pooling} pooling has no exact form in its classification head")
+    why = ("its classification head reads the last token; only GPT-2 and Llama decoders with last-token pooling "
+           "are written" if decoder else f"{pooling} pooling has no exact form in its classification head")
     raise ExportError(f"export --format hf: no exact transformers form for a {model_type} classifier with "
                       f"{pooling} pooling ({why}); use --format onnx")
 
@@ -169,11 +177,57 @@ def _mean_layer(layer: nn.Module, weight: torch.Tensor, scale: float, hidden_sca
     return a, torch.zeros(k, dtype=torch.float64)
 
 
+def _llama_logits_layer(hf: nn.Module, weight: torch.Tensor, bias: torch.Tensor, final_norm: torch.Tensor,
+                        scale: float, residual_max: torch.Tensor) -> None:
+    """Make Llama's last decoder layer compute the head (module docstring); residual_max: per-dim bound of the
+    residual stream entering the final norm (slots go where it is smallest)."""
+    base = hf.model
+    layer = base.layers[-1]
+    k, d = weight.shape
+    mlp = layer.mlp
+    if 2 * k + 2 > d or k > mlp.up_proj.out_features:
+        raise ExportError(f"export: {k} classes do not fit a {d}-wide Llama layer")
+    if hf.config.hidden_act != "silu":
+        raise ExportError(f"export: Llama with {hf.config.hidden_act!r} activation; use --format onnx")
+    order = torch.argsort(residual_max)
+    slots, rest = order[: 2 * k], order[2 * k :]
+    consts = rest[: len(rest) // 2 * 2]
+    c = 1e3 * max(scale, 1e-3)
+    lam = 1e6 * max(float(residual_max[slots].max()), 1.0) / max(scale, 1e-3)
+    saturated = 30.0  # silu(30) == 30 in float32: sigmoid(30) rounds to 1
+    with torch.no_grad():
+        for name, param in layer.named_parameters():
+            if not name.startswith(("input_layernorm", "post_attention_layernorm")):
+                param.zero_()
+        layer.input_layernorm.weight.fill_(1.0)
+        layer.post_attention_layernorm.weight.copy_(final_norm)  # the MLP sees sentitune's pooled state
+        mlp.gate_proj.bias[:k] = saturated
+        mlp.up_proj.weight[:k] = weight.float()
+        mlp.up_proj.bias[:k] = bias.float()  # unit i holds z_i = W_i.n + b_i
+        down = torch.zeros(d, mlp.down_proj.in_features, dtype=torch.float64)
+        idx = torch.arange(k)
+        down[slots[:k], idx] = lam / saturated
+        down[slots[k:], idx] = -lam / saturated
+        mlp.down_proj.weight.copy_(down.float())
+        signs = torch.tensor([1.0, -1.0], dtype=torch.float64).repeat(len(consts) // 2)
+        down_bias = torch.zeros(d, dtype=torch.float64)
+        down_bias[consts] = lam * c * signs
+        mlp.down_proj.bias.copy_(down_bias.float())
+        base.norm.weight.fill_(1.0)
+        # After the final RMSNorm (rms = lam * c * sqrt(n_const / d)), slot_i - slot_{K+i} = 2 z_i / (c sqrt(n/d)).
+        half = c * (len(consts) / d) ** 0.5 / 2
+        score = torch.zeros(k, d, dtype=torch.float64)
+        score[idx, slots[:k]] = half
+        score[idx, slots[k:]] = -half
+        hf.score.weight.copy_(score.float())
+
+
 def build_hf_model(model: SentimentClassifier, pad_token_id: int | None, scale: float,
-                   hidden_scale: float) -> nn.Module:
+                   hidden_scale: float, residual_max: torch.Tensor | None = None) -> nn.Module:
     """The transformers *ForSequenceClassification that computes `model`'s class probabilities.
 
-    scale: a bound on |logit| (probe-measured, with margin); hidden_scale: on |last hidden state|.
+    scale: a bound on |logit| (probe-measured, with margin); hidden_scale: on |last hidden state|;
+    residual_max: (Llama) a per-dimension bound of the residual stream before the final norm.
     """
     import copy
 
@@ -183,8 +237,12 @@ def build_hf_model(model: SentimentClassifier, pad_token_id: int | None, scale: 
     config = _classes_config(copy.deepcopy(backbone.config), list(model.labels), pad_token_id)
     model_type, pooling = config.model_type, model.pooling
     weight, bias = effective_head(model)
-    if model_type in BERT_FAMILY and pooling == "mean":
+    if (model_type in BERT_FAMILY and pooling == "mean") or model_type == "llama":
         config.num_hidden_layers += 1
+        if isinstance(getattr(config, "layer_types", None), list):
+            config.layer_types = [*config.layer_types, config.layer_types[-1]]
+    if model_type == "llama":
+        config.mlp_bias = True  # zero in the model's own layers; the logits layer needs them
     hf = AutoModelForSequenceClassification.from_config(config)
     hf.eval()
     base = getattr(hf, hf.base_model_prefix)
@@ -194,6 +252,15 @@ def build_hf_model(model: SentimentClassifier, pad_token_id: int | None, scale: 
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     if model_type == "gpt2":
         _fold_bias(hf, weight, bias)
+        return hf
+    if model_type == "llama":
+        with torch.no_grad():
+            for name, param in base.named_parameters():
+                if name in missing:
+                    param.zero_()  # the biases the model's own MLPs never had
+        if residual_max is None:
+            raise ExportError("export: a Llama export needs the residual stream's range (probe reviews)")
+        _llama_logits_layer(hf, weight, bias, backbone.norm.weight.detach(), scale, residual_max)
         return hf
     if pooling == "mean":
         a, a0 = _mean_layer(base.encoder.layer[-1], weight, scale, hidden_scale)
@@ -209,6 +276,9 @@ def _is_new(name: str, model_type: str, pooling: str, config: Any) -> bool:
     """Weights the export writes itself (the pooler, the mean layer), not ones the backbone should have had."""
     if name.startswith("pooler."):
         return True
+    if model_type == "llama":
+        return name.startswith(f"layers.{config.num_hidden_layers - 1}.") or name.endswith(
+            ("gate_proj.bias", "up_proj.bias", "down_proj.bias"))
     return pooling == "mean" and name.startswith(f"encoder.layer.{config.num_hidden_layers - 1}.")
 
 
@@ -227,17 +297,28 @@ def _fold_bias(hf: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def _probe(model: SentimentClassifier, tokenizer: Any, texts: Sequence[str]) -> tuple[dict[str, torch.Tensor],
-                                                                                    torch.Tensor, float, float]:
-    """Batch of probe texts (padded, so the check covers padding) -> (batch, sentitune probs, |logit| and |h| max)."""
+def _probe(model: SentimentClassifier, tokenizer: Any,
+           texts: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor, float, float, torch.Tensor | None]:
+    """Probe texts, padded so the check covers padding -> (batch, sentitune's probabilities, max |logit|,
+    max |last hidden state|, a Llama's per-dimension max |residual| before its final norm)."""
     batch = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
     model.eval()
     mask = batch["attention_mask"]
     kwargs = model.backbone_kwargs(mask)
-    hidden = model.backbone(input_ids=batch["input_ids"], attention_mask=mask, **kwargs).last_hidden_state.float()
+    seen: list[torch.Tensor] = []
+    backbone = model.backbone
+    plain = backbone.get_base_model() if callable(getattr(backbone, "get_base_model", None)) else backbone
+    norm = getattr(plain, "norm", None) if backbone.config.model_type == "llama" else None
+    hook = norm.register_forward_hook(lambda _m, args, _o: seen.append(args[0])) if norm is not None else None
+    try:
+        hidden = model.backbone(input_ids=batch["input_ids"], attention_mask=mask, **kwargs).last_hidden_state.float()
+    finally:
+        if hook is not None:
+            hook.remove()
     logits = model(batch["input_ids"], mask).float()
     probs = _probabilities(logits, model.num_logits)
-    return dict(batch), probs, float(logits.abs().max()), float(hidden.abs().max())
+    residual = seen[0].float()[mask.bool()].abs().amax(0) if seen else None
+    return dict(batch), probs, float(logits.abs().max()), float(hidden.abs().max()), residual
 
 
 def _probabilities(logits: torch.Tensor, num_logits: int) -> torch.Tensor:
@@ -267,9 +348,10 @@ def export_hf(model: SentimentClassifier, tokenizer: Any, meta: dict[str, Any], 
 
         exported_tokenizer = AutoTokenizer.from_pretrained(tmp)  # what a user's pipeline will tokenize with
         texts = [*PROBE_TEXTS, *probe_texts]
-        batch, expected, logit_max, hidden_max = _probe(model, exported_tokenizer, texts)
+        batch, expected, logit_max, hidden_max, residual = _probe(model, exported_tokenizer, texts)
         hf = build_hf_model(model, tokenizer.pad_token_id, scale=4 * max(logit_max, 1.0),
-                            hidden_scale=4 * max(hidden_max, 1.0))
+                            hidden_scale=4 * max(hidden_max, 1.0),
+                            residual_max=None if residual is None else 4 * residual.clamp(min=1.0))
         with torch.no_grad():
             got = torch.softmax(hf(**batch).logits.double(), -1)
         diff = float((got - expected).abs().max())
