@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("run directory", ("runs",)),
     ("recipes", ("train", "zero_shot", "classical")),
     ("using a run", ("inference",)),
+    ("serving", ("serve",)),
     ("bench", ("bench", "plots", "report", "search")),
     ("command line", ("cli",)),
 ]
