@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sentitune import __version__
 from sentitune.config import ConfigError
-from sentitune.errors import DataError, RunError
+from sentitune.errors import RunError, SentituneError
 from sentitune.inference import Prediction, Predictor
 from sentitune.precision import name as precision_name
 
@@ -93,8 +93,9 @@ class Batcher:
     """A bounded queue of requests and one worker thread that classifies them in shared batches.
 
     Requests are never split: a batch takes whole requests while their texts fit in `max_batch` (a
-    request larger than that runs alone; Predictor.predict cuts it into batches of `max_batch`). A
-    batch that raises DataError is retried request by request, so one bad request fails alone.
+    request larger than that runs alone; Predictor.predict cuts it into batches of `max_batch`). A batch
+    that raises a sentitune error (DataError: an empty review...) is retried request by request, so one
+    bad request fails alone.
     """
 
     def __init__(self, predict: Callable[[list[str], list[str] | None], list[Prediction]], limits: Limits) -> None:
@@ -197,7 +198,7 @@ class Batcher:
                 else:
                     break
             self._queued -= size
-            # A request whose client went away (its future cancelled) costs no compute.
+            # A request whose waiting task was cancelled (its future with it) costs no compute.
             batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
             self._in_flight = sum(len(job.texts) for job in batch)
             return batch
@@ -209,7 +210,7 @@ class Batcher:
         targets = None if batch[0].targets is None else [t for job in batch for t in job.targets or []]
         try:
             predictions = self._predict(texts, targets)
-        except DataError as e:
+        except SentituneError as e:  # the input's fault (DataError: an empty review, a missing target)
             if len(batch) > 1:
                 for job in batch:  # find the request(s) at fault: each alone, with its own review numbers
                     self._run([job])
@@ -470,7 +471,7 @@ def create_app(run_dir: Path, precision: str | None = None, limits: Limits | Non
             raise HTTPException(503, f"busy: {e}; retry shortly", headers={"Retry-After": "1"}) from None
         try:
             predictions = await asyncio.wrap_future(future)
-        except DataError as e:
+        except SentituneError as e:
             raise HTTPException(422, str(e)) from None
         except QueueFull as e:
             raise HTTPException(503, str(e), headers={"Retry-After": "1"}) from None
