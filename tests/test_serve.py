@@ -312,6 +312,10 @@ def test_the_command_serves_until_interrupted(minilm_lora_run: tuple[Path, str],
 def test_command_errors_are_one_line(tmp_path: Path, minilm_lora_run: tuple[Path, str]) -> None:
     code, _, err = run_cli(["serve", str(minilm_lora_run[0]), "--max-batch", "0"])
     assert_one_line_error(code, err, ["--max-batch must be positive, got 0"])
+    code, _, err = run_cli(["serve", str(minilm_lora_run[0]), "--max-wait-ms", "-1"])
+    assert_one_line_error(code, err, ["--max-wait-ms must be 0 or more, got -1"])
+    code, _, err = run_cli(["serve", str(minilm_lora_run[0]), "--port", "70000"])
+    assert_one_line_error(code, err, ["--port 70000: not a port number"])
     code, _, err = run_cli(["serve", str(minilm_lora_run[0]), "--max-texts", "100", "--queue-size", "50"])
     assert_one_line_error(code, err, ["--max-texts (100)", "--queue-size (50)"])
     with socket.socket() as busy:

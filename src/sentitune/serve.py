@@ -50,7 +50,9 @@ class Limits:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if value <= 0 and not (name == "max_wait_ms" and value == 0):
+            if name == "max_wait_ms" and value < 0:
+                raise ConfigError(f"serve: --max-wait-ms must be 0 or more, got {value:g}")
+            if name != "max_wait_ms" and value <= 0:
                 raise ConfigError(f"serve: {_flag(name)} must be positive, got {value}")
         if self.max_texts > self.queue_size:
             raise ConfigError(f"serve: --max-texts ({self.max_texts}) is larger than --queue-size "
@@ -508,6 +510,8 @@ def _plain(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before uvicorn starts: a busy port is a one-line error (uvicorn would log
     it and exit 1), and port 0 picks a free one whose number the caller can read."""
+    if not 0 <= port <= 65535:  # getaddrinfo would wrap 70000 around to another port
+        raise ConfigError(f"--port {port}: not a port number (0 to 65535; 0 picks a free one)")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
