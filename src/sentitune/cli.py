@@ -28,10 +28,26 @@ EXAMPLES = """examples:
   sentitune train --model gpt2 --method partial --set method.freeze_layers=10 --out runs/gpt2-partial
   sentitune evaluate runs/minilm-lora --split test
   sentitune predict runs/minilm-lora "A wonderful film." "Two hours I will never get back."
+  sentitune serve runs/minilm-lora --port 8000
   sentitune models
   sentitune bench my-bench.yaml --out runs/bench/mine
   sentitune report runs/bench/mine
   sentitune search configs/search/minilm-lora-lr.yaml --trials 12
+"""
+
+SERVE_HELP = """Serve a saved run over HTTP (FastAPI + uvicorn) until Ctrl-C. The model is loaded once; every
+client's texts go into one bounded queue, and a single worker classifies up to --max-batch of them in
+one call (waiting at most --max-wait-ms for a batch to fill), so concurrent clients share forward passes.
+
+  POST /predict    {"text": "..."} -> {"label", "probability", "probs", "prob_positive"}
+                   {"texts": [...]} -> {"predictions": [...]}; a target-dependent run also takes
+                   "target" / "targets"
+  GET  /health     liveness and batching counters (batches, mean_batch, rejected, queued_texts)
+  GET  /metadata   the run (name, method, base model, labels, max_length, needs_target) and the limits
+  GET  /docs       the OpenAPI docs (/openapi.json); GET / a page to try a review in the browser
+
+Errors are JSON {"error": "..."}: 413 over --max-body-bytes, --max-texts or --max-chars; 422 malformed
+JSON, a wrong field or a text the run cannot classify; 503 (with Retry-After) when the queue is full.
 """
 
 SEARCH_HELP = """The search file names an experiment (base, set), the trials' own settings (trial_set) and a space:
@@ -165,6 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=Path, required=True, help="folder to write (replaced atomically if it exists)")
     x.add_argument("--quantize", choices=["none", "int8"], default="none",
                    help="onnx only: dynamic int8 quantization of the weights (faster on CPUs, slightly less exact)")
+
+    v = sub.add_parser("serve", help="serve a saved run over HTTP, batching concurrent requests",
+                       description=SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("run_dir", type=Path, help="a saved run directory (trained, zero-shot or tfidf)")
+    v.add_argument("--host", default="127.0.0.1", metavar="ADDRESS",
+                   help="address to listen on (0.0.0.0: every interface) [127.0.0.1]")
+    v.add_argument("--port", type=int, metavar="N", default=8000,
+                   help="port (0: any free one, printed at start) [8000]")
+    v.add_argument("--max-batch", type=int, metavar="N", default=32, help="texts per model call [32]")
+    v.add_argument("--max-wait-ms", type=float, metavar="MS", default=10.0,
+                   help="how long a text waits for others to fill its batch; 0: never [10]")
+    v.add_argument("--queue-size", type=int, metavar="N", default=256,
+                   help="texts waiting, all clients together; a request that does not fit gets 503 [256]")
+    v.add_argument("--max-texts", type=int, metavar="N", default=64, help="texts per request (more: 413) [64]")
+    v.add_argument("--max-chars", type=int, metavar="N", default=20_000, help="characters per text (more: 413) [20000]")
+    v.add_argument("--max-body-bytes", type=int, metavar="N", default=2_000_000,
+                   help="request body size (more: 413) [2000000]")
+    v.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="compute in this precision (default: the one the run saved, fp32 unless chosen otherwise)")
+    v.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log (info: one line per request) [info]")
 
     sub.add_parser("models", help="list the offline packaged models")
 
@@ -353,6 +390,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     if "max_probability_difference" in check:
         print(f"checked on {check['probe_reviews']} reviews: probabilities within "
               f"{check['max_probability_difference']:.1e} of sentitune's")
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sentitune.serve import Limits, serve
+
+    limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
+                    max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes)
+
+    def ready(url: str) -> None:
+        print(f"serving {args.run_dir} at {url} (API docs: {url}/docs); Ctrl-C stops", flush=True)
+
+    serve(args.run_dir, args.host, args.port, args.precision, limits, args.log_level, ready)
     return 0
 
 
@@ -521,8 +568,8 @@ def _os_message(args: argparse.Namespace, code: int, filename: str | None) -> st
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
-            "models": cmd_models,
-            "zero-shot": cmd_zero_shot, "bench": cmd_bench, "report": cmd_report, "search": cmd_search}
+            "serve": cmd_serve, "models": cmd_models, "zero-shot": cmd_zero_shot, "bench": cmd_bench,
+            "report": cmd_report, "search": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:
