@@ -45,7 +45,7 @@ def reviews(imdb_slice: dict[str, list[Example]]) -> list[str]:
 @contextmanager
 def serving(predictor: Predictor, limits: Limits = SMALL) -> Iterator[tuple[str, Batcher]]:
     """The run served on a free loopback port: (base URL, the app's batcher)."""
-    app = create_app(predictor.run.path, limits=limits, predictor=predictor)
+    app = create_app(predictor.path, limits=limits, predictor=predictor)
     with running(app) as url:
         yield url, app.state.batcher
 
