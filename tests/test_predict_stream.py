@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_one_line_error, run_cli, take
+from conftest import THREE_CLASSES, assert_one_line_error, restaurant_config, run_cli, take
 
 from sentitune.config import ConfigError
 from sentitune.data.batching import encode, encoding_args
 from sentitune.data.records import Example
+from sentitune.data.targets import read_target_lines
 from sentitune.data.text import clean_text
 from sentitune.errors import DataError
 from sentitune.evaluation import score
@@ -297,3 +298,49 @@ def test_tfidf_and_zero_shot_runs_stream_too(kind: str, other_runs: dict[str, Pa
     assert [r["text"] for r in lines] == some
     assert [r["prob_positive"] for r in lines] == pytest.approx([round(p.prob_positive, 6) for p in predicted],
                                                                 abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def target_run(tmp_path_factory: pytest.TempPathFactory, restaurants: tuple[Path, Path]) -> Path:
+    """TF-IDF on 400 real SemEval-2014 restaurant sentences with their aspects, three classes."""
+    folder = tmp_path_factory.mktemp("targets")
+    code, _, err = run_cli(["train", "--config", str(restaurant_config(folder, restaurants)), "--method", "tfidf",
+                            "--train-size", "400", "--eval-size", "60", "--out", str(folder / "run"), "--no-progress"])
+    assert code == 0, err
+    return folder / "run"
+
+
+def test_targets_stream_from_a_column_or_one_for_every_row(target_run: Path, restaurants: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    examples = read_target_lines(restaurants[1], THREE_CLASSES)[:50]
+    texts, targets = [e.text for e in examples], [e.target or "" for e in examples]
+    predictor = Predictor(target_run)
+    predicted = predictor.predict(texts, targets=targets)
+    table = write_table(tmp_path / "aspects.csv", ["sentence", "aspect"],
+                        [[t, a] for t, a in zip(texts, targets, strict=True)])
+    out = tmp_path / "out.csv"
+    code, _, err = run_cli(["predict", str(target_run), "--file", str(table), "--text-column", "sentence",
+                            "--target-column", "aspect", "--output", str(out), "--chunk-size", "7"])
+    assert code == 0, err
+    rows = read_output(out)
+    assert list(rows[0]) == ["text", "target", "label", *(f"prob_{n}" for n in THREE_CLASSES)]
+    assert [(r["text"], r["target"], r["label"]) for r in rows] == [(p.text, p.target, p.label) for p in predicted]
+    assert [float(r[f"prob_{n}"]) for r in rows for n in THREE_CLASSES] == \
+           pytest.approx([p.probs[n] for p in predicted for n in THREE_CLASSES], abs=1e-6)
+    food = [e.text for e in read_target_lines(restaurants[1], THREE_CLASSES) if e.target == "food"][:12]
+    source = tmp_path / "food.txt"
+    source.write_text("\n".join(food) + "\n", encoding="utf-8")
+    code, printed, err = run_cli(["predict", str(target_run), "--file", str(source), "--target", "food", "--json",
+                                  "--chunk-size", "5"])
+    assert code == 0, err
+    got = [json.loads(line) for line in printed.splitlines()]
+    again = predictor.predict(food, targets=["food"] * len(food))
+    assert [(g["text"], g["target"], g["label"]) for g in got] == [(p.text, "food", p.label) for p in again]
+    missing = write_table(tmp_path / "missing.csv", ["sentence", "aspect"],
+                          [[t, a] for t, a in zip(texts[:9], targets[:9], strict=True)] + [[texts[9]]])
+    code, _, err = run_cli(["predict", str(target_run), "--file", str(missing), "--text-column", "sentence",
+                            "--target-column", "aspect", "--output", str(tmp_path / "m.csv"), "--chunk-size", "4"])
+    assert_one_line_error(code, err, [f"{missing}:11: missing field 'aspect'"])
+    assert not (tmp_path / "m.csv").exists()
+    code, _, err = run_cli(["predict", str(target_run), "--file", str(source)])
+    assert_one_line_error(code, err, [f"{source}:1: a target-dependent run needs one target per text"])
