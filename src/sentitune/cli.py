@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-column", help="with --file: the column holding each row's target")
     p.add_argument("--output", type=Path, help="write a CSV instead of printing (atomically: no half file if it fails)")
     p.add_argument("--json", action="store_true", help="print JSON lines")
-    p.add_argument("--batch-size", type=_positive, default=32, help="reviews per forward pass (default 32)")
+    p.add_argument("--batch-size", type=_positive, default=32,
+                   help="reviews per forward pass (default 32; a zero-shot run scores its prompts 8 at a time)")
     p.add_argument("--chunk-size", type=_positive, default=2048,
                    help="reviews read, predicted (in batches sorted by length) and written at a time, so memory "
                         "stays constant whatever the file's size (default 2048)")
