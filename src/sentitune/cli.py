@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify new reviews with a saved run")
     p.add_argument("run_dir", type=Path)
     p.add_argument("texts", nargs="*", help="reviews to classify")
-    p.add_argument("--file", type=Path, help="one review per line (.txt) or a CSV/JSONL with a text column")
+    p.add_argument("--file", type=Path, help="one review per line (.txt) or a CSV/TSV/JSONL with a text column; "
+                   "read and written chunk by chunk, so of any size")
     p.add_argument("--text-column", default="text")
     p.add_argument("--target", dest="targets", action="append", metavar="TARGET",
                    help="target-dependent runs: the words to classify the sentiment toward, once for all texts "

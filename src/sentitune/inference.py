@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -139,14 +139,14 @@ def iter_reviews(path: Path, text_column: str = "text", target_column: str | Non
         return _table_reviews(path, text_column, target_column)
     if target_column:
         raise DataError(f"{path}: --target-column needs a CSV/TSV/JSONL file, not one review per line")
+    return _line_reviews(path)
+
+
+def _line_reviews(path: Path) -> Iterator[Review]:
     try:
         handle = path.open(encoding="utf-8-sig")  # a byte-order mark is not part of the first review
     except OSError as e:
         raise DataError(f"{path}: cannot open ({e.strerror})") from None
-    return _line_reviews(path, handle)
-
-
-def _line_reviews(path: Path, handle: TextIO) -> Iterator[Review]:
     with handle:
         try:
             for line_no, line in enumerate(handle, start=1):
