@@ -90,6 +90,17 @@ TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
 ]
 
 
+def _positive(value: str) -> int:
+    """A whole number >= 1, for argparse (its error names the option)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return number
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line, like every other error (the usage is in --help)."""
 
@@ -147,14 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify new reviews with a saved run")
     p.add_argument("run_dir", type=Path)
     p.add_argument("texts", nargs="*", help="reviews to classify")
-    p.add_argument("--file", type=Path, help="one review per line (.txt) or a CSV/JSONL with a text column")
+    p.add_argument("--file", type=Path, help="one review per line (.txt) or a CSV/TSV/JSONL with a text column; "
+                   "read and written chunk by chunk, so of any size")
     p.add_argument("--text-column", default="text")
     p.add_argument("--target", dest="targets", action="append", metavar="TARGET",
                    help="target-dependent runs: the words to classify the sentiment toward, once for all texts "
                         "or once per text (e.g. --target food)")
     p.add_argument("--target-column", help="with --file: the column holding each row's target")
-    p.add_argument("--output", type=Path, help="write a CSV instead of printing")
+    p.add_argument("--output", type=Path, help="write a CSV instead of printing (atomically: no half file if it fails)")
     p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--batch-size", type=_positive, default=32,
+                   help="reviews per forward pass (default 32; a zero-shot run scores its prompts 8 at a time)")
+    p.add_argument("--chunk-size", type=_positive, default=2048,
+                   help="reviews read, predicted (in batches sorted by length) and written at a time, so memory "
+                        "stays constant whatever the file's size (default 2048)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
                    help="compute in this precision (default: the one the run saved: fp32 gives the same "
                         "probabilities on any CPU and in any batch; bf16 is faster on CPUs that have it)")
@@ -338,46 +356,65 @@ def _confusion(metrics: dict[str, Any]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Reviews from the arguments, then the file's, streamed through the run chunk by chunk: the file is
+    read lazily and each chunk's predictions are written (CSV) or printed before the next is read."""
+    import dataclasses
+    import itertools
+
     from sentitune.errors import DataError
-    from sentitune.inference import predict_texts, read_reviews, write_predictions_csv
+    from sentitune.inference import Predictor, Review, count_reviews, iter_reviews, write_predictions_csv
     from sentitune.paths import ensure_writable_dir
 
     if args.output:
         ensure_writable_dir(args.output.parent)  # before the model loads, not after
         args.target = args.output
-    texts = list(args.texts)
-    targets = list(args.targets or [])
-    if len(targets) == 1 and args.texts:
-        targets = targets * len(args.texts)  # one --target for every text given as an argument
-    elif len(texts) == 1 and len(targets) > 1:
-        texts = texts * len(targets)  # one text, several targets: the sentiment toward each
-    if args.file:
-        texts_in_file = read_reviews(args.file, args.text_column)
-        texts += texts_in_file
-        if args.target_column:
-            targets += read_reviews(args.file, args.target_column)
-    elif args.target_column:
+    texts, given = list(args.texts), list(args.targets or [])
+    if len(texts) == 1 and len(given) > 1:
+        texts = texts * len(given)  # one text, several targets: the sentiment toward each
+    targets = given * len(texts) if len(given) == 1 else given  # one --target for every text
+    if texts and given and len(targets) != len(texts):
+        raise DataError(f"predict: --target: give one for all texts or one per text, got {len(given)} for "
+                        f"{len(texts)} texts")
+    if args.target_column and not args.file:
         raise DataError("predict: --target-column reads a column of --file")
-    if not texts:
+    if given and not texts and (len(given) > 1 or args.target_column):
+        raise DataError("predict: with --file, give one --target for every row, or each row's in --target-column")
+    reviews = [Review(t, targets[i] if targets else None) for i, t in enumerate(texts)]
+    in_file = iter_reviews(args.file, args.text_column, args.target_column) if args.file else iter([])
+    if args.file and len(given) == 1 and not args.target_column:
+        in_file = (dataclasses.replace(r, target=given[0]) for r in in_file)  # the one --target, for every row
+    if not texts and not args.file:
         raise DataError("predict: give reviews as arguments or with --file")
-    predictions = predict_texts(args.run_dir, texts, precision=args.precision, targets=targets or None)
+    progress = not args.no_progress and sys.stderr.isatty()  # a bar in a log file is noise; JSON lines go to stdout
+    total = None
+    if progress:
+        counted = count_reviews(args.file) if args.file else 0
+        total = None if counted is None else len(texts) + counted
+    predictor = Predictor(args.run_dir, args.precision)
+    stream = predictor.predict_stream(itertools.chain(reviews, in_file), args.batch_size, args.chunk_size,
+                                      progress=progress, total=total)
+    first = next(stream, None)  # an empty file is an error, not an empty output file
+    if first is None:
+        raise DataError(f"{args.file}: no reviews")
+    predictions = itertools.chain([first], stream)
     if args.output:
-        write_predictions_csv(args.output, predictions)
-        print(f"wrote {len(predictions)} predictions to {args.output}")
-    width = max(len(p.label) for p in predictions)
-    for pred in predictions if not args.output else []:
+        count = write_predictions_csv(args.output, predictions)
+        print(f"wrote {count} predictions to {args.output}")
+        return 0
+    width = max(8, *map(len, predictor.labels))
+    for pred in predictions:
         if args.json:
             record: dict[str, Any] = {"label": pred.label, "probability": round(pred.probability, 6),
                                       "probs": {k: round(v, 6) for k, v in pred.probs.items()}}
             if len(pred.probs) == 2:
                 record["prob_positive"] = round(pred.prob_positive, 6)
             print(json.dumps({**record, **({"target": pred.target} if pred.target is not None else {}),
-                              "text": pred.text}))
+                              "text": pred.text}), flush=True)
         else:
             short = pred.text if len(pred.text) <= 70 else pred.text[:67] + "..."
             about = f"[{pred.target}] " if pred.target is not None else ""
             shown = pred.prob_positive if len(pred.probs) == 2 else pred.probability
-            print(f"{pred.label:{max(8, width)}s} {shown:.4f}  {about}{short}")
+            print(f"{pred.label:{width}s} {shown:.4f}  {about}{short}", flush=True)
     return 0
 
 
