@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import tarfile
 import traceback
 from collections.abc import Callable, Iterator
@@ -100,6 +101,17 @@ def imdb_slice(imdb_full: dict[str, list[Example]]) -> dict[str, list[Example]]:
 @pytest.fixture(scope="session")
 def imdb_slice_archive(tmp_path_factory: pytest.TempPathFactory, imdb_slice: dict[str, list[Example]]) -> Path:
     return write_archive(tmp_path_factory.mktemp("imdb") / "aclImdb_v1.tar.gz", imdb_slice)
+
+
+def chromium() -> str:
+    """The headless browser (Debian's chromium; tests/test_report.py, tests/test_serve.py); CI must have it
+    (scripts/test.sh installs it), elsewhere its absence skips."""
+    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: scripts/test.sh installs it with apt-get (as root)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
 
 
 # ---------------------------------------------------------------------------- one real trained run

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("recipes", ("train", "zero_shot", "classical")),
     ("export", ("export",)),
     ("using a run", ("inference",)),
+    ("serving", ("serve",)),
     ("bench", ("bench", "plots", "report", "search")),
     ("command line", ("cli",)),
 ]

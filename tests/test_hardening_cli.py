@@ -414,7 +414,7 @@ def test_os_and_memory_errors_are_one_line(case: Slipped, tmp_path: Path, monkey
         raise raised
 
     if case.command == "predict":
-        monkeypatch.setattr("sentitune.inference.predict_texts", fail)
+        monkeypatch.setattr("sentitune.inference.Predictor", fail)  # predict loads the run through it
         argv = ["predict", str(tmp_path), "A fine film.", "--output", str(tmp_path / "out" / "out.csv")]
     else:
         monkeypatch.setattr("sentitune.train.train", fail)

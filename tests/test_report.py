@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import THREE_CLASSES, run_cli
+from conftest import THREE_CLASSES, chromium, run_cli
 
 from sentitune.plots import (
     CAPTIONS,
@@ -27,16 +27,6 @@ from sentitune.plots import (
     read_row,
     roc_points,
 )
-
-
-def chromium() -> str:
-    """The headless browser; CI must have it (scripts/test.sh installs it), elsewhere its absence skips."""
-    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: scripts/test.sh installs it with apt-get (as root)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return found
 
 
 def browse(page: Path, *args: str) -> subprocess.CompletedProcess[str]:

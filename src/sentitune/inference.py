@@ -1,17 +1,24 @@
-"""Using a saved run: re-evaluate it on a split, or classify new reviews."""
+"""Using a saved run: re-evaluate it on a split, or classify new reviews (any number: streamed in chunks)."""
 
 from __future__ import annotations
 
+import csv
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from tqdm.auto import tqdm
+
 from sentitune.atomic import write_csv
 from sentitune.classical import TfidfClassifier
 from sentitune.config import ConfigError, replace
-from sentitune.data.batching import encode, encoding_args
+from sentitune.data.batching import Encoded, encode, encoding_args
 from sentitune.data.records import Example
 from sentitune.data.sources import has_targets, load_splits
+from sentitune.data.tabular import iter_rows, not_utf8
 from sentitune.data.targets import locate
 from sentitune.data.text import clean_text
 from sentitune.errors import DataError
@@ -23,7 +30,7 @@ from sentitune.models.registry import is_decoder
 from sentitune.models.saving import load_model, saved_precision
 from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
-from sentitune.runs import RunDir
+from sentitune.runs import RunDir, open_saved
 from sentitune.runtime import device, seed_everything
 from sentitune.zero_shot.predictor import SavedPrompt
 
@@ -43,9 +50,9 @@ def uses_onnx(backend: str | None, quantize: str | None, precision: str | None) 
     return onnx
 
 
-def _check_onnx_kind(run: RunDir, kind: str) -> None:
+def _check_onnx_kind(path: Path, kind: str) -> None:
     if kind in ("zero-shot", "tfidf"):
-        raise ConfigError(f"{run.path}: a {kind} run has no trained classifier to export; the ONNX backend and "
+        raise ConfigError(f"{path}: a {kind} run has no trained classifier to export; the ONNX backend and "
                           "quantize are for trained transformer runs")
 
 
@@ -63,7 +70,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     run = RunDir(run_dir)
     cfg = run.config()
     if onnx:
-        _check_onnx_kind(run, cfg.method.name)
+        _check_onnx_kind(run.path, cfg.method.name)
     ensure_writable_dir(run.path)  # eval-*.json goes here: say so now, not after the data and model load
     data_cfg = cfg.data
     if data_path is not None:
@@ -151,23 +158,73 @@ class Prediction:
         return list(self.probs.values())[1]
 
 
-def read_reviews(path: Path, text_column: str = "text") -> list[str]:
-    """One review per line (.txt) or a column of a CSV/JSONL file."""
+@dataclass(frozen=True)
+class Review:
+    """One text to classify, its target (target-dependent runs), and where it came from, for errors."""
+
+    text: str
+    target: str | None = None
+    where: str | None = None  # "reviews.csv:7"; None: "review N", its position in the stream
+
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".ndjson")
+
+
+def iter_reviews(path: Path, text_column: str = "text", target_column: str | None = None) -> Iterator[Review]:
+    """The reviews of a file, read lazily: one per non-blank line (.txt), or a column of a CSV/TSV/JSONL file
+    (with each row's target from `target_column`). A missing or unreadable file fails here, at the call; a
+    bad row fails when the reader reaches it, naming its line, so a huge file never has to fit in memory."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
-    if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
-        from sentitune.data.tabular import iter_rows
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return _table_reviews(path, text_column, target_column)
+    if target_column:
+        raise DataError(f"{path}: --target-column needs a CSV/TSV/JSONL file, not one review per line")
+    return _line_reviews(path)
 
-        texts = []
-        for line, row in iter_rows(path):
-            if row.get(text_column) is None:  # absent, or a short CSV row: never classify the text "None"
-                raise DataError(f"{path}:{line}: missing field {text_column!r}")
-            texts.append(str(row[text_column]))
-        return texts
+
+def _line_reviews(path: Path) -> Iterator[Review]:
     try:
-        return [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+        handle = path.open(encoding="utf-8-sig")  # a byte-order mark is not part of the first review
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+    with handle:
+        try:
+            for line_no, line in enumerate(handle, start=1):
+                text = line.rstrip("\r\n")
+                if text.strip():
+                    yield Review(text, where=f"{path}:{line_no}")
+        except UnicodeDecodeError:
+            raise DataError(not_utf8(path)) from None
+
+
+def _table_reviews(path: Path, text_column: str, target_column: str | None) -> Iterator[Review]:
+    for line, row in iter_rows(path):
+        for column in (text_column, *([target_column] if target_column else [])):
+            if row.get(column) is None:  # absent, or a short CSV row: never classify the text "None"
+                raise DataError(f"{path}:{line}: missing field {column!r}")
+        yield Review(str(row[text_column]), str(row[target_column]) if target_column else None, f"{path}:{line}")
+
+
+def count_reviews(path: Path) -> int | None:
+    """How many reviews `iter_reviews` will yield, for a progress bar's total: one quick pass that parses
+    nothing but lines (CSV: rows); None when the file cannot be counted (its reading will say why)."""
+    try:
+        if path.suffix.lower() in (".csv", ".tsv"):
+            with path.open(encoding="utf-8-sig", newline="") as f:
+                csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+                rows = sum(1 for row in csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+                           if row)
+                return max(0, rows - 1)  # the header
+        with path.open("rb") as g:
+            return sum(1 for raw in g if raw.strip())
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+
+def read_reviews(path: Path, text_column: str = "text") -> list[str]:
+    """One review per line (.txt) or a column of a CSV/JSONL file, as a list (iter_reviews streams them)."""
+    return [r.text for r in iter_reviews(path, text_column)]
 
 
 class Predictor:
@@ -175,28 +232,29 @@ class Predictor:
 
     precision None computes in the precision the model was saved with: fp32 by default, which gives
     the same probabilities on any CPU and whatever reviews share a batch (sentitune.precision).
+    Everything goes through `predict_stream` (chunks); a backend computes a chunk's class probabilities
+    in `_probabilities` (a transformer run: `_score_encoded`, the one place that runs the model).
     backend "onnx" / quantize "int8": ONNX Runtime scores the run's exported graph (sentitune.export.onnx).
     """
 
     def __init__(self, run_dir: Path, precision: str | None = None, backend: str | None = None,
                  quantize: str | None = None) -> None:
         onnx = uses_onnx(backend, quantize, precision)
-        self.run = RunDir(run_dir)
-        self.cfg = self.run.config()
+        self.path, self.cfg, self.model_dir = open_saved(Path(run_dir))
         self.kind = self.cfg.method.name  # the run's own config says what it is, not a file's presence
         if onnx:
-            _check_onnx_kind(self.run, self.kind)
+            _check_onnx_kind(self.path, self.kind)
         self.onnx: OnnxScorer | None = None
         if self.kind == "zero-shot":  # a prompt and a threshold, no trained weights
-            self.prompt = SavedPrompt(self.run.path)
+            self.prompt = SavedPrompt(self.path)
         elif self.kind == "tfidf":
-            self.tfidf = TfidfClassifier.load(self.run.model_dir)
+            self.tfidf = TfidfClassifier.load(self.model_dir)
         else:
-            self.model, self.tokenizer = load_model(self.run.model_dir)
+            self.model, self.tokenizer = load_model(self.model_dir)
             self.model.to(device())
-            self.dtype = pick_precision(precision or saved_precision(self.run.model_dir), device())
+            self.dtype = pick_precision(precision or saved_precision(self.model_dir), device())
             if onnx:
-                self.onnx = OnnxScorer(run_graph(self.run.model_dir, self.model, quantize))
+                self.onnx = OnnxScorer(run_graph(self.model_dir, self.model, quantize))
 
     @property
     def labels(self) -> list[str]:
@@ -208,44 +266,75 @@ class Predictor:
         return has_targets(self.cfg.data)
 
     def predict(self, texts: list[str], batch_size: int = 32, targets: list[str] | None = None) -> list[Prediction]:
-        """Classify `texts` (with one target per text for a target-dependent run)."""
-        cfg = self.cfg
-        cleaned = [clean_text(t) if cfg.data.clean_html else t for t in texts]
-        for i, t in enumerate(cleaned):
-            if not t.strip():
-                raise DataError(f"review {i + 1}: empty")
-        examples = self._examples(cleaned, targets)
-        if self.kind == "zero-shot":
-            probs = self.prompt.probabilities(cleaned, [e.target for e in examples])
-        elif self.kind == "tfidf":
-            probs = self.tfidf.proba_examples(examples).tolist()
-        else:
-            data = encode(examples, self.tokenizer, **encoding_args(cfg.data, is_decoder(self.model.backbone.config)))
-            pad_id = self.tokenizer.pad_token_id
-            probs = (self.onnx.score(data, batch_size, pad_id) if self.onnx else
-                     score(self.model, data, batch_size, pad_id, self.dtype))[0].tolist()
-        return [self._prediction(t, p, e.target) for t, p, e in zip(texts, probs, examples, strict=True)]
+        """Classify `texts` (with one target per text for a target-dependent run), as one chunk."""
+        if not self.needs_target and targets:
+            raise DataError(f"{self.path}: this run classifies whole texts; it was not trained with targets")
+        if self.needs_target and (not targets or len(targets) != len(texts)):
+            raise DataError(f"{self.path}: a target-dependent run needs one target per text (--target), got "
+                            f"{len(targets or [])} for {len(texts)} texts")
+        reviews = [Review(t, targets[i] if targets else None) for i, t in enumerate(texts)]
+        return list(self.predict_stream(reviews, batch_size, chunk_size=max(1, len(reviews))))
 
-    def _examples(self, cleaned: list[str], targets: list[str] | None) -> list[Example]:
+    def predict_stream(self, reviews: Iterable[str | Review], batch_size: int = 32, chunk_size: int = 2048,
+                       progress: bool = False, total: int | None = None) -> Iterator[Prediction]:
+        """Classify `reviews` lazily, in input order: read `chunk_size` of them, predict them in batches of
+        similar length (less padding), yield them, and only then read the next chunk, so memory holds one
+        chunk whatever the input's size. A bad review raises when its chunk is read (after the earlier chunks
+        were yielded). progress: a bar of reviews done (of `total`, when given) on stderr."""
+        if batch_size < 1 or chunk_size < 1:
+            raise ConfigError(f"batch size and chunk size must be at least 1, got {batch_size} and {chunk_size}")
+        rows = iter(reviews)
+        done = 0
+        with tqdm(total=total, desc="predict", unit="review", disable=not progress) as bar:
+            while chunk := list(itertools.islice(rows, chunk_size)):
+                predictions = self._predict_chunk(chunk, batch_size, done)
+                done += len(chunk)
+                bar.update(len(chunk))
+                yield from predictions
+
+    def _predict_chunk(self, chunk: list[str | Review], batch_size: int, offset: int) -> list[Prediction]:
+        reviews = [r if isinstance(r, Review) else Review(r) for r in chunk]
+        examples = [self._example(r, r.where or f"review {offset + i + 1}") for i, r in enumerate(reviews)]
+        probs = self._probabilities(examples, batch_size)
+        return [self._prediction(r.text, p, e.target) for r, p, e in zip(reviews, probs, examples, strict=True)]
+
+    def _example(self, review: Review, where: str) -> Example:
+        """The review as the run's data pipeline saw its examples: cleaned, with its target located."""
+        text = clean_text(review.text) if self.cfg.data.clean_html else review.text
+        if not text.strip():
+            raise DataError(f"{where}: empty review")
         if not self.needs_target:
-            if targets:
-                raise DataError(f"{self.run.path}: this run classifies whole texts; it was not trained with targets")
-            return [Example(id=str(i), text=t, label=0) for i, t in enumerate(cleaned)]
-        if not targets or len(targets) != len(cleaned):
-            raise DataError(f"{self.run.path}: a target-dependent run needs one target per text (--target), got "
-                            f"{len(targets or [])} for {len(cleaned)} texts")
-        out = []
-        for i, (text, target) in enumerate(zip(cleaned, targets, strict=True)):
-            if not target.strip():
-                raise DataError(f"text {i + 1}: empty target")
-            try:
-                span: tuple[int, int] | None = locate(text, target.strip(), f"text {i + 1}")
-            except DataError:
-                if self.cfg.data.target_input == "markers":  # markers go around the target: it must be there
-                    raise
-                span = None  # a pair or a prompt names the target; it need not occur in the text
-            out.append(Example(id=str(i), text=text, label=0, target=target.strip(), span=span))
-        return out
+            if review.target is not None:
+                raise DataError(f"{self.path}: this run classifies whole texts; it was not trained with targets")
+            return Example(id=where, text=text, label=0)
+        if review.target is None:
+            raise DataError(f"{where}: a target-dependent run needs one target per text (--target, --target-column)")
+        target = review.target.strip()
+        if not target:
+            raise DataError(f"{where}: empty target")
+        try:
+            span: tuple[int, int] | None = locate(text, target, where)
+        except DataError:
+            if self.cfg.data.target_input == "markers":  # markers go around the target: it must be there
+                raise
+            span = None  # a pair or a prompt names the target; it need not occur in the text
+        return Example(id=where, text=text, label=0, target=target, span=span)
+
+    def _probabilities(self, examples: list[Example], batch_size: int) -> list[float] | list[list[float]]:
+        """Class probabilities of one chunk (two classes: P(positive) each; more: a row per example)."""
+        if self.kind == "zero-shot":  # the causal LM scores its own prompts, longest first, in its own batches
+            return self.prompt.probabilities([e.text for e in examples], [e.target for e in examples])
+        if self.kind == "tfidf":
+            return self.tfidf.proba_examples(examples).tolist()
+        data = encode(examples, self.tokenizer, **encoding_args(self.cfg.data, is_decoder(self.model.backbone.config)))
+        return self._score_encoded(data, batch_size).tolist()
+
+    def _score_encoded(self, data: Encoded, batch_size: int) -> np.ndarray:
+        """The backend: class probabilities of encoded reviews, in their order, computed in batches sorted by
+        token length (evaluation.score). Another backend (an exported graph) replaces only this."""
+        if self.onnx is not None:
+            return self.onnx.score(data, batch_size, self.tokenizer.pad_token_id)[0]
+        return score(self.model, data, batch_size, self.tokenizer.pad_token_id, self.dtype)[0]
 
     def _prediction(self, text: str, p: float | list[float], target: str | None) -> Prediction:
         row = p if isinstance(p, list) else [1 - p, p]  # two classes: argmax is p > 0.5 (a tie goes to class 0)
@@ -261,16 +350,28 @@ def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32, precisi
     return Predictor(run_dir, precision, backend, quantize).predict(texts, batch_size, targets)
 
 
-def write_predictions_csv(path: Path, predictions: list[Prediction]) -> None:
-    """The reviews are user text: written spreadsheet-safe (see atomic.write_csv). Two classes: text, label,
-    prob_positive as always; more: a prob_<class> column each (and target for a target-dependent run)."""
-    names = list(predictions[0].probs) if predictions else []
+def write_predictions_csv(path: Path, predictions: Iterable[Prediction]) -> int:
+    """Write `predictions` as they come (an iterator is consumed once, never held) and return how many.
+
+    The reviews are user text: written spreadsheet-safe, atomically (see atomic.write_csv), so a failure
+    midway leaves no half file under `path`. Two classes: text, label, prob_positive as always; more: a
+    prob_<class> column each (and target for a target-dependent run): the first prediction sets the header.
+    """
+    stream = iter(predictions)
+    first = next(stream, None)
+    names = list(first.probs) if first else []
     binary = len(names) == 2
-    targets = any(p.target is not None for p in predictions)
+    targets = first is not None and first.target is not None
     header = ["text", *(["target"] if targets else []), "label",
               *(["prob_positive"] if binary else [f"prob_{n}" for n in names])]
-    rows = ([p.text, *([p.target] if targets else []), p.label,
-             *([f"{p.prob_positive:.6f}"] if binary else [f"{p.probs[n]:.6f}" for n in names])] for p in predictions)
-    write_csv(path, header, rows, text_columns={"text", "target"} & set(header))
+    count = 0
 
+    def rows() -> Iterator[list[Any]]:
+        nonlocal count
+        for p in itertools.chain([first] if first else [], stream):
+            count += 1
+            yield [p.text, *([p.target] if targets else []), p.label,
+                   *([f"{p.prob_positive:.6f}"] if binary else [f"{p.probs[n]:.6f}" for n in names])]
 
+    write_csv(path, header, rows(), text_columns={"text", "target"} & set(header))
+    return count

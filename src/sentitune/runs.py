@@ -31,9 +31,10 @@ import torch
 import yaml
 
 from sentitune.atomic import append_line, write_atomic, write_csv, write_json, write_text
-from sentitune.config import ExperimentConfig, dump_yaml, load_config, to_dict
+from sentitune.config import ExperimentConfig, dump_yaml, from_dict, load_config, to_dict
 from sentitune.data.records import Example
 from sentitune.errors import RunError, SentituneError
+from sentitune.models.saving import MODEL_META, saved_config
 
 # What sentitune writes into a run directory (train, evaluate, zero-shot): --overwrite deletes these only.
 OUTPUT_NAMES = frozenset({"config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt", "model", "zero_shot.json"})
@@ -268,3 +269,19 @@ def _load_failure(e: Exception) -> str:
                  if not x.startswith(("Please file an issue", "Check the documentation"))] or lines[:1]
     first = lines[0].split(". ")[0].rstrip(".") if lines else type(e).__name__
     return first if len(first) <= 160 else first[:157] + "..."
+
+
+def open_saved(path: Path) -> tuple[Path, ExperimentConfig, Path]:
+    """(path, config, model folder) of a run directory, or of a model folder on its own.
+
+    Why both: a model folder copied away from its run (or shared) carries the run's config in
+    sentitune.json, so it predicts exactly as the run did without ../config.yaml.
+    """
+    if (path / "config.yaml").exists() or not (path / MODEL_META).exists():
+        run = RunDir(path)
+        return run.path, run.config(), run.model_dir
+    config = saved_config(path)
+    if config is None:
+        raise RunError(f"{path}: this model folder predates self-contained folders (no run config in {MODEL_META}); "
+                       "use its run directory")
+    return path, from_dict(ExperimentConfig, config, "sentitune.json config"), path

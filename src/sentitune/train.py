@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from sentitune.config import ConfigError, ExperimentConfig, PhaseConfig
+from sentitune.config import ConfigError, ExperimentConfig, PhaseConfig, to_dict
 from sentitune.data.batching import Encoded, encode, encoding_args, iterate, length_grouped_batches
 from sentitune.data.records import Splits
 from sentitune.data.sources import load_splits
@@ -279,7 +279,8 @@ def train(
     if test_scores is not None:
         run.write_predictions(p.splits.test, test_scores.tolist(), labels=cfg.data.labels)
     form = saved_form([phase.method for phase in phases], cfg.method)
-    save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision))
+    save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision),
+               config=to_dict(cfg), metrics=metrics)
     run.write_metrics(metrics)
     run.clear_checkpoint()
     return metrics

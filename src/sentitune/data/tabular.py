@@ -74,12 +74,12 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             else:
                 raise DataError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
         except UnicodeDecodeError:
-            raise DataError(_not_utf8(path)) from None
+            raise DataError(not_utf8(path)) from None
         except csv.Error as e:
             raise DataError(f"{path}: malformed CSV ({e})") from None
 
 
-def _not_utf8(path: Path) -> str:
+def not_utf8(path: Path) -> str:
     """Where the first invalid byte is: the decoder's own offset counts from the start of a chunk."""
     raw = path.read_bytes()
     try:

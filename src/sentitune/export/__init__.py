@@ -1,0 +1,51 @@
+"""Exports of a trained run for tools without sentitune: `hf` (a plain transformers folder) and `onnx`
+(an ONNX graph for ONNX Runtime, optionally int8). Both folders carry the tokenizer with the run's limits,
+a sentitune.json (provenance, preprocessing, the export check) and a model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sentitune.data.batching import target_input
+from sentitune.data.sources import has_targets
+from sentitune.errors import RunError
+from sentitune.models.registry import is_decoder
+from sentitune.models.saving import MODEL_META, load_model
+from sentitune.runs import open_saved
+
+FORMATS = ("hf", "onnx")
+
+
+def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = None) -> dict[str, Any]:
+    """Export the trained classifier of a run directory (or of a model folder) to `dest`; its sentitune.json."""
+    if fmt not in FORMATS:
+        raise RunError(f"export: format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if quantize not in (None, "none") and fmt != "onnx":
+        raise RunError("export: --quantize int8 applies to --format onnx (ONNX Runtime's dynamic quantization)")
+    run_path, cfg, model_dir = open_saved(Path(path))
+    if cfg.method.name in ("zero-shot", "tfidf"):
+        raise RunError(f"{run_path}: a {cfg.method.name} run has no trained transformer classifier to export")
+    if Path(dest).resolve() in (Path(run_path).resolve(), Path(model_dir).resolve()):
+        raise RunError(f"export: --out {dest} would replace the run's own files; choose another folder")
+    meta = json.loads((model_dir / MODEL_META).read_text(encoding="utf-8"))
+    meta["source_run"] = str(Path(run_path).resolve())
+    meta["has_targets"] = has_targets(cfg.data)  # inputs are (sentence, target) pairs
+    if "preprocessing" not in meta:  # a folder saved before format 2: the run's config says it
+        data = cfg.data
+        meta["preprocessing"] = {"clean_html": data.clean_html, "max_length": data.max_length,
+                                 "truncation": data.truncation, "head_tokens": data.head_tokens,
+                                 "target_input": data.target_input, "labels": list(data.labels)}
+    metrics_file = Path(run_path) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+    model, tokenizer = load_model(model_dir)
+    decoder = is_decoder(model.backbone.config)
+    meta["target_input"] = target_input(cfg.data, decoder).how if meta["has_targets"] else None
+    if fmt == "hf":
+        from sentitune.export.hf import export_hf
+
+        return export_hf(model, tokenizer, meta, Path(dest), metrics)
+    from sentitune.export.onnx import export_onnx_folder
+
+    return export_onnx_folder(model, tokenizer, meta, Path(dest), metrics, quantize)

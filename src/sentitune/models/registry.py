@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sentitune.errors import ModelError
-from sentitune.models.packaged import PACKAGED
+from sentitune.models.packaged import PACKAGED, by_hub_id
 
 # Model types whose backbone reads left to right: pool the last real token, not the first.
 DECODER_TYPES = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "qwen3", "phi", "phi3",
@@ -56,6 +56,9 @@ def resolve(spec: str) -> ResolvedModel:
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=True)  # a folder, or the HF cache
     except (OSError, ValueError) as e:
+        copy = by_hub_id(spec) if source == spec else None
+        if copy is not None and not hub_reachable():  # offline: the packaged copy of the same weights
+            return resolve(copy.name)
         if source != spec or not hub_reachable():
             raise _unresolvable(spec, e) from None
         try:
@@ -63,6 +66,30 @@ def resolve(spec: str) -> ResolvedModel:
         except (OSError, ValueError) as e2:
             raise _unresolvable(spec, e2) from None
     return ResolvedModel(spec, source, config.model_type, is_decoder(config))
+
+
+def base_record(spec: str) -> dict[str, str | None]:
+    """What a saved model names as its base: the hub id wherever one exists (a packaged name is sentitune's
+    own), the packaged name it was loaded from, and a folder as an absolute path (the only name it has)."""
+    if spec in PACKAGED:
+        packaged = PACKAGED[spec]
+        return {"base": packaged.hub_id or spec, "packaged": spec,
+                "base_weights": "hub" if packaged.same_weights else f"packaged copy: {packaged.description}"}
+    if Path(spec).expanduser().is_dir():
+        return {"base": str(Path(spec).expanduser().resolve()), "packaged": None, "base_weights": "local folder"}
+    copy = by_hub_id(spec)
+    return {"base": spec, "packaged": copy.name if copy else None, "base_weights": "hub"}
+
+
+def base_source(record: dict[str, Any]) -> str:
+    """Where to load a saved model's base from: the packaged copy when it is installed, else its hub id/folder."""
+    packaged = record.get("packaged")
+    if isinstance(packaged, str) and packaged in PACKAGED:
+        try:
+            return resolve(packaged).source
+        except ModelError:
+            pass  # not installed here: the hub id may still be in the cache or reachable
+    return resolve(str(record["base"])).source
 
 
 def _unresolvable(spec: str, error: Exception) -> ModelError:

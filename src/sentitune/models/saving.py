@@ -1,10 +1,13 @@
 """A trained classifier on disk, in formats Hugging Face tools read, and loaded back.
 
-    model/sentitune.json     base model, backbone form, pooling, head size, class names, pad id, inference precision
+    model/sentitune.json     format version, base model (its hub id), backbone form, pooling, head size, class
+                             names, pad id, inference precision, the preprocessing predictions depend on, and the
+                             run's whole config: the folder alone is enough to predict (copied anywhere)
+    model/README.md          a model card: what it is, its metrics, how to load it with and without sentitune
     model/head.safetensors   the classification head
-    model/adapter/           a PEFT LoRA adapter (PeftModel.from_pretrained on the base), or
+    model/adapter/           a PEFT LoRA adapter (PeftModel.from_pretrained on the base, named by its hub id), or
     model/backbone/          a transformers folder (fine-tuned or LoRA merged), or neither (base untouched)
-    model/tokenizer*         the tokenizer, with the pad token the run used
+    model/tokenizer*         the tokenizer, with the pad token, max length and truncation side the run used
 
 A folder is written with atomic_dir (temp folder, renamed into place). Loading checks every file
 first and names the one that is missing or damaged.
@@ -18,39 +21,52 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from sentitune import __version__
 from sentitune.atomic import atomic_dir
 from sentitune.errors import RunError, SentituneError
+from sentitune.models.card import model_card
 from sentitune.models.classifier import SentimentClassifier
-from sentitune.models.registry import ensure_pad_token, load_backbone, resolve
+from sentitune.models.registry import base_record, base_source, ensure_pad_token, load_backbone
 
 MODEL_META = "sentitune.json"
+FORMAT_VERSION = 2  # 1: no version key (base as sentitune named it, preprocessing only in ../config.yaml)
+# What `predict` needs besides the weights, from the run's DataConfig (the rest of the config rides along).
+PREPROCESSING_KEYS = ("clean_html", "max_length", "truncation", "head_tokens", "target_input", "target_markers",
+                      "target_prompt", "labels")
 
 
 def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: str, dest: Path,
-               precision: str = "fp32") -> None:
+               precision: str = "fp32", config: dict[str, Any] | None = None,
+               metrics: dict[str, Any] | None = None) -> None:
     """Write the classifier so Hugging Face tools can read it, into a temp folder renamed to `dest`.
 
     weights: "adapter" (PEFT LoRA adapter, loadable with PeftModel.from_pretrained on the base),
     "merged" (LoRA folded into the base, saved as a transformers folder), "backbone" (a fine-tuned
     transformers folder) or "base" (backbone untouched: only the head is new). precision: what
-    `predict` computes in, recorded in sentitune.json (see sentitune.precision).
+    `predict` computes in, recorded in sentitune.json (see sentitune.precision). config: the run's config
+    (as a dict), so the folder predicts on its own; metrics: the run's, for the model card.
     """
+    base = base_record(spec)
+    data = (config or {}).get("data", {})
     with atomic_dir(dest) as tmp:
         backbone = model.backbone
         backbone.config.pad_token_id = tokenizer.pad_token_id
         if weights == "adapter":
             backbone.save_pretrained(tmp / "adapter")
+            _name_base(tmp / "adapter" / "adapter_config.json", str(base["base"]))
         elif weights == "merged":
             backbone.merge_and_unload().save_pretrained(tmp / "backbone")
         elif weights == "backbone":
             backbone.save_pretrained(tmp / "backbone")
         save_file({k: v.detach().float().contiguous() for k, v in model.head.state_dict().items()},
                   str(tmp / "head.safetensors"))
-        tokenizer.save_pretrained(tmp)
-        if Path(spec).expanduser().is_dir():  # a relative folder would not resolve from another cwd
-            spec = str(Path(spec).expanduser().resolve())
+        save_tokenizer(tokenizer, tmp, data.get("max_length"), data.get("truncation"))
         meta = {
-            "base": spec,
+            "format": "sentitune-model",
+            "format_version": FORMAT_VERSION,
+            "sentitune_version": __version__,
+            **base,  # base: the hub id (or folder); packaged: the offline copy sentitune loads it from
+            "model_type": backbone.config.model_type,
             "weights": "backbone" if weights == "merged" else weights,
             "pooling": model.pooling,
             "num_logits": model.num_logits,
@@ -59,8 +75,47 @@ def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: s
             "dropout": model.dropout.p,
             "pad_token_id": tokenizer.pad_token_id,
             "precision": precision,  # what predict computes in (sentitune.precision: fp32 is the same anywhere)
+            "preprocessing": {key: data[key] for key in PREPROCESSING_KEYS if key in data},
+            "config": config,
         }
         (tmp / MODEL_META).write_text(json.dumps(meta, indent=2))
+        (tmp / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
+
+
+def save_tokenizer(tokenizer: Any, dest: Path, max_length: int | None, truncation: str | None) -> None:
+    """The tokenizer with the run's own limits, and nothing left over from the base model's.
+
+    Why: a base tokenizer.json may carry its own truncation (MiniLM's: 128 tokens), which
+    save_pretrained writes into tokenizer_config.json as `max_length`; a reader would take it for the
+    run's. model_max_length and truncation_side are what `tokenizer(text, truncation=True)` obeys.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+    for stray in ("max_length", "stride", "truncation_strategy", "pad_to_multiple_of", "is_local", "local_files_only"):
+        tokenizer.init_kwargs.pop(stray, None)
+    if max_length is not None:
+        tokenizer.model_max_length = int(max_length)
+        tokenizer.init_kwargs["model_max_length"] = int(max_length)
+    if truncation in ("head", "tail"):  # head+tail has no tokenizer setting: sentitune.json records it
+        side = "right" if truncation == "head" else "left"
+        tokenizer.truncation_side = tokenizer.init_kwargs["truncation_side"] = side
+    tokenizer.save_pretrained(dest)
+
+
+def _name_base(adapter_config: Path, base: str) -> None:
+    """PEFT writes the base's load path (a folder in the creator's cache); a hub id loads anywhere."""
+    record = json.loads(adapter_config.read_text())
+    record["base_model_name_or_path"] = base
+    adapter_config.write_text(json.dumps(record, indent=2, sort_keys=True))
+
+
+def saved_config(model_dir: Path) -> dict[str, Any] | None:
+    """The run config a model folder carries (format 2 on), so the folder predicts without its run."""
+    meta_file = Path(model_dir) / MODEL_META
+    config = _read_model_meta(meta_file).get("config") if meta_file.exists() else None
+    return config if isinstance(config, dict) else None
 
 
 def saved_precision(model_dir: Path) -> str:
@@ -153,7 +208,8 @@ def load_model(model_dir: Path) -> tuple[SentimentClassifier, Any]:
         with _Loading(model_dir / "backbone"):
             backbone = load_backbone(str(model_dir / "backbone"))
     else:
-        source = resolve(meta["base"]).source
+        with _Loading(str(meta["base"]), f"it is the base model of the run in {model_dir.parent}"):
+            source = base_source(meta)
         with _Loading(source, f"it is the base model of the run in {model_dir.parent}"):
             backbone = load_backbone(source)
         if meta["weights"] == "adapter":

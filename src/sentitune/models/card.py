@@ -1,0 +1,71 @@
+"""Model cards: the README.md written into a saved model folder and into an export.
+
+Why a card: a folder copied away from its run must still say what it is (base model, method, classes,
+the preprocessing its numbers depend on, its test metrics) and how to load it, with sentitune and
+without. The YAML front matter is the hub's model-card metadata, so a pushed folder is indexed right.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_FLOAT_METRICS = ("accuracy", "macro_f1", "f1", "precision", "recall", "roc_auc", "loss")
+
+
+def _front_matter(meta: dict[str, Any], pipeline_tag: str = "text-classification") -> str:
+    base = meta.get("base")
+    lines = ["---", "library_name: " + ("transformers" if meta.get("format") == "hf" else "sentitune"),
+             f"pipeline_tag: {pipeline_tag}", "tags:", "- sentiment-analysis", "- sentitune"]
+    if isinstance(base, str) and "/" in base and not base.startswith("/"):
+        lines.append(f"base_model: {base}")
+    return "\n".join([*lines, "---", ""])
+
+
+def metrics_table(metrics: dict[str, Any] | None) -> str:
+    """The run's test metrics as a markdown table ('' when the run kept no test metrics)."""
+    test = (metrics or {}).get("test") or {}
+    rows = [(k, test[k]) for k in _FLOAT_METRICS if isinstance(test.get(k), int | float)]
+    if not rows:
+        return ""
+    size = test.get("n") or test.get("examples")
+    head = f"Test metrics of the run{f' ({size} examples)' if size else ''}:\n\n| metric | value |\n|---|---|\n"
+    return head + "".join(f"| {k} | {v:.4f} |\n" for k, v in rows)
+
+
+def preprocessing_lines(meta: dict[str, Any]) -> list[str]:
+    pre = meta.get("preprocessing") or {}
+    lines = [f"- classes, in logit order: {', '.join(meta.get('labels') or [])}"]
+    if pre:
+        side = {"head": "the first tokens", "tail": "the last tokens"}.get(pre.get("truncation", ""),
+                                                                           f"{pre.get('truncation')} tokens")
+        lines.append(f"- at most {pre.get('max_length')} tokens per review (special tokens included), keeping {side}")
+        if pre.get("clean_html"):
+            lines.append("- HTML line breaks (`<br />`) replaced by spaces and runs of spaces squeezed, before "
+                         "tokenizing")
+    lines.append(f"- pooling: {meta.get('pooling')} of the backbone's last hidden states; head: dropout + linear")
+    return lines
+
+
+def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None) -> str:
+    """The card of a sentitune model folder (model/ of a run)."""
+    config = meta.get("config") or {}
+    method = (config.get("method") or {}).get("name", "?")
+    weights = {"adapter": "a PEFT LoRA adapter (`adapter/`) on the base model",
+               "backbone": "a fine-tuned transformers backbone (`backbone/`)",
+               "base": "the base model, untouched"}.get(meta.get("weights", ""), meta.get("weights", ""))
+    packaged = f" (loaded offline from sentitune's packaged copy `{meta['packaged']}`)" if meta.get("packaged") else ""
+    parts = [
+        _front_matter(meta),
+        f"# {config.get('name') or 'sentitune classifier'}\n",
+        f"A {len(meta.get('labels') or [])}-class sentiment classifier trained with "
+        f"sentitune {meta.get('sentitune_version', '')}: method `{method}` "
+        f"on `{meta.get('base')}`{packaged}. Weights: {weights}, plus a linear head (`head.safetensors`).\n",
+        metrics_table(metrics),
+        "## Preprocessing (what the predictions depend on)\n",
+        "\n".join(preprocessing_lines(meta)) + "\n",
+        "All of it is recorded in `sentitune.json` (`preprocessing`, and the run's whole `config`).\n",
+        "## Use\n",
+        "```bash\nsentitune predict path/to/this/folder \"A quietly brilliant film.\"\n"
+        "sentitune export path/to/this/folder --format hf --out my-model   # plain transformers, no sentitune\n```\n",
+    ]
+    return "\n".join(p for p in parts if p)
