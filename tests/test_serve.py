@@ -137,7 +137,7 @@ def test_a_text_the_run_cannot_classify_is_422_with_the_predictors_message(serve
     """Valid JSON whose review is empty once cleaned: Predictor's DataError, as `sentitune predict` says it."""
     r = post(server, {"texts": ["A fine film.", "<br /><br />"]})
     assert r.status_code == 422, r.text
-    assert r.json()["error"] == "review 2: empty"
+    assert r.json()["error"] == "review 2: empty review"
 
 
 def test_limits_are_413_naming_the_limit(server: str, reviews: list[str]) -> None:

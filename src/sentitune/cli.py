@@ -448,6 +448,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if "max_probability_difference" in check:
         print(f"checked on {check['probe_reviews']} reviews: probabilities within "
               f"{check['max_probability_difference']:.1e} of sentitune's")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from sentitune.serve import Limits, serve
 
