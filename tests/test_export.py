@@ -76,6 +76,52 @@ def test_hf_export_loads_in_a_plain_pipeline_and_gives_the_runs_probabilities(
         assert (probs["positive"] > probs["negative"]) == (expected[i]["pred"] == "1"), i
 
 
+ONNX_SCRIPT = r"""
+import json, sys
+try:
+    import sentitune
+    raise SystemExit("sentitune is importable here")
+except ImportError:
+    pass
+import numpy as np, onnxruntime as ort
+from transformers import AutoTokenizer
+folder, texts = sys.argv[1], json.load(open(sys.argv[2]))
+meta = json.load(open(folder + "/sentitune.json"))
+tokenizer = AutoTokenizer.from_pretrained(folder)
+session = ort.InferenceSession(folder + "/" + meta["graph"])
+out = []
+for start in range(0, len(texts), 8):
+    batch = tokenizer(texts[start:start + 8], truncation=True, padding=True, return_tensors="np")
+    probs = session.run(["probabilities"], {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0]
+    out += [dict(zip(meta["labels"], map(float, row))) for row in probs]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_onnx_export_runs_in_onnxruntime_alone_and_gives_the_runs_probabilities(
+        minilm_lora_run: tuple[Path, str], imdb_slice: dict[str, list[Example]], tmp_path: Path,
+        quantize: str) -> None:
+    run, _ = minilm_lora_run
+    out = tmp_path / "minilm-imdb-onnx"
+    code, stdout, err = run_cli(["export", str(run), "--format", "onnx", "--quantize", quantize, "--out", str(out)])
+    assert code == 0, err
+    meta = json.loads((out / "sentitune.json").read_text())
+    assert meta["graph"] == ("model.int8.onnx" if quantize == "int8" else "model.onnx")
+    assert sorted(p.name for p in out.glob("*.onnx")) == [meta["graph"]]
+    assert "onnxruntime" in (out / "README.md").read_text()
+    expected = run_predictions(run)
+    raw = {e.id: e.text for e in imdb_slice["test"]}
+    ids = sorted(expected)
+    (tmp_path / "texts.json").write_text(json.dumps([raw[i] for i in ids]))
+    got = json.loads(run_without_sentitune(ONNX_SCRIPT, str(out), str(tmp_path / "texts.json")))
+    diffs = [abs(probs["positive"] - float(expected[i]["prob_positive"])) for i, probs in zip(ids, got, strict=True)]
+    if quantize == "none":
+        assert max(diffs) < 1e-4
+    else:  # int8 weights move probabilities a little (measured: benchmarks/onnx_speed.py), never wildly
+        assert max(diffs) < 0.1 and meta["check"]["max_probability_difference"] < 0.1
+
+
 def test_the_model_folder_alone_predicts_after_its_run_is_gone(minilm_lora_run: tuple[Path, str],
                                                                tmp_path: Path) -> None:
     from sentitune.inference import Predictor

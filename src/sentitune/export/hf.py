@@ -321,6 +321,13 @@ def _probe(model: SentimentClassifier, tokenizer: Any,
     return dict(batch), probs, float(logits.abs().max()), float(hidden.abs().max()), residual
 
 
+@torch.no_grad()
+def sentitune_probabilities(model: SentimentClassifier, batch: Any) -> Any:
+    """sentitune's class probabilities (float64 numpy) for a tokenized batch (numpy or torch arrays)."""
+    ids, mask = (torch.as_tensor(batch[name]).long() for name in ("input_ids", "attention_mask"))
+    return _probabilities(model.eval()(ids, mask).float(), model.num_logits).numpy()
+
+
 def _probabilities(logits: torch.Tensor, num_logits: int) -> torch.Tensor:
     if num_logits == 1:
         p = torch.sigmoid(logits[:, 0].double())

@@ -268,3 +268,55 @@ def _losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if z.shape[1] == 1:
         return np.logaddexp(0.0, np.where(labels == 1, -z[:, 0], z[:, 0]))
     return np.logaddexp.reduce(z, axis=1) - z[np.arange(len(z)), labels]
+
+
+# ------------------------------------------------------------------------------ sentitune export --format onnx
+
+
+def export_onnx_folder(model: SentimentClassifier, tokenizer: Any, meta: dict[str, Any], dest: Path,
+                       metrics: dict[str, Any] | None = None, quantize: str | None = None) -> dict[str, Any]:
+    """A folder ONNX Runtime users load without sentitune: the graph (model.onnx, or model.int8.onnx), the
+    tokenizer with the run's limits and HTML clean-up (as for --format hf), sentitune.json and a model card.
+
+    Checked before it is written: the graph's probabilities on the probe reviews, tokenized by the folder's own
+    tokenizer, against sentitune's; fp32 must agree within 1e-5, int8's difference is recorded.
+    """
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from sentitune import __version__
+    from sentitune.atomic import atomic_dir
+    from sentitune.export.hf import MAX_DIFF, PROBE_TEXTS, portable_tokenizer, sentitune_probabilities
+    from sentitune.models.card import onnx_card
+    from sentitune.models.saving import save_tokenizer
+
+    check_quantize(quantize)
+    pre = meta.get("preprocessing") or {}
+    model = model.float().eval()
+    with atomic_dir(Path(dest)) as tmp:
+        save_tokenizer(tokenizer, tmp, pre.get("max_length"), pre.get("truncation"))
+        portable_tokenizer(tmp, bool(pre.get("clean_html")))
+        graph = export_onnx(model, tmp / "model.onnx", quantize)
+        if graph.name != "model.onnx":
+            (tmp / "model.onnx").unlink()  # the int8 folder holds the int8 graph only
+        texts = list(PROBE_TEXTS)
+        batch = AutoTokenizer.from_pretrained(tmp)(texts, padding=True, truncation=True, return_tensors="np")
+        expected = sentitune_probabilities(model, batch)
+        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in INPUTS}
+        got = session.run(["probabilities"], feed)[0].astype(np.float64)
+        diff = float(np.abs(got - expected).max())
+        if quantize is None and not diff <= MAX_DIFF:
+            raise RunError(f"export: the ONNX graph's probabilities differ from sentitune's by {diff:.2e} "
+                           f"(> {MAX_DIFF:g}) on the probe reviews; not written")
+        record = {
+            "format": "onnx", "sentitune_version": __version__, "exported_from": meta.get("source_run"),
+            **{key: meta.get(key) for key in ("base", "packaged", "base_weights", "labels", "pooling",
+                                              "preprocessing", "target_input")},
+            "graph": graph.name, "quantize": quantize, "inputs": list(INPUTS), "outputs": list(OUTPUTS),
+            "input": "text_pair" if meta.get("has_targets") else "text",
+            "check": {"probe_reviews": len(texts), "max_probability_difference": diff},
+        }
+        (tmp / MODEL_META).write_text(json.dumps(record, indent=2))
+        (tmp / "README.md").write_text(onnx_card(record, metrics), encoding="utf-8")
+    return record

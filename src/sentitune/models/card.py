@@ -69,3 +69,45 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None) -> str:
         "sentitune export path/to/this/folder --format hf --out my-model   # plain transformers, no sentitune\n```\n",
     ]
     return "\n".join(p for p in parts if p)
+
+
+def onnx_card(record: dict[str, Any], metrics: dict[str, Any] | None) -> str:
+    """The card of an `export --format onnx` folder: how to run the graph with onnxruntime alone."""
+    pre = record.get("preprocessing") or {}
+    graph = record.get("graph", "model.onnx")
+    pair = record.get("input") == "text_pair"
+    call = ('tokenizer(["The food was great but the service was slow."], ["service"], truncation="only_first", '
+            'padding=True, return_tensors="np")' if pair else
+            'tokenizer(["A quietly brilliant film."], truncation=True, padding=True, return_tensors="np")')
+    caveats = []
+    if pre.get("truncation") == "head+tail":
+        head = pre.get("head_tokens") or "quarter of the"
+        caveats.append(f"- The run kept the first {head} and the last tokens of a long review (head+tail); a "
+                       "tokenizer truncates one end only, so cut the ids yourself to match.")
+    if record.get("target_input") in ("markers", "prompt"):
+        caveats.append("- The run showed the target as " + str(record.get("target_input")) + " (see `preprocessing` "
+                       "in sentitune.json); build the same text before tokenizing.")
+    quantized = (f" Weights are int8 (ONNX Runtime dynamic quantization): probabilities differ from the fp32 model's "
+                 f"by up to {record['check']['max_probability_difference']:.3f} on the export check."
+                 if record.get("quantize") else "")
+    parts = [
+        _front_matter({**record, "format": "onnx"}),
+        "# Sentiment classifier (ONNX, exported by sentitune)\n",
+        f"`{graph}`: the classifier of a sentitune {record.get('sentitune_version', '')} run on "
+        f"`{record.get('base')}` (backbone, {record.get('pooling')} pooling, linear head; LoRA merged) as one ONNX "
+        f"graph. Inputs `input_ids`, `attention_mask` (int64, [batch, sequence]); outputs `logits` and "
+        f"`probabilities` ([batch, classes]: {', '.join(record.get('labels') or [])}).{quantized}\n",
+        metrics_table(metrics),
+        "## Use (onnxruntime and a tokenizer; no torch, no sentitune)\n",
+        "```python\nimport numpy as np, onnxruntime as ort\nfrom transformers import AutoTokenizer\n\n"
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")\n'
+        f'session = ort.InferenceSession("path/to/this/folder/{graph}")\n'
+        f"batch = {call}\n"
+        'probs = session.run(["probabilities"], {k: batch[k].astype(np.int64) for k in ("input_ids", '
+        '"attention_mask")})[0]\n```\n',
+        "The tokenizer carries the run's `model_max_length`, `truncation_side` and (as normalizers) its HTML clean-up; "
+        "pad on the right.\n",
+        "## Preprocessing\n",
+        "\n".join([*preprocessing_lines(record), *caveats]) + "\n",
+    ]
+    return "\n".join(p for p in parts if p)
