@@ -128,10 +128,10 @@ class Recorder:
                 self.validations.append(params_of(call["model"]))
             return real_evaluate(*args, **kwargs)
 
-        def save(model: SentimentClassifier, tokenizer: Any, *args: Any) -> None:
+        def save(model: SentimentClassifier, tokenizer: Any, *args: Any, **kwargs: Any) -> None:
             self.final = params_of(model)
             self.scores = positive_scores(model, tokenizer, self.texts)  # before a merge changes the model
-            real_save(model, tokenizer, *args)
+            real_save(model, tokenizer, *args, **kwargs)
 
         monkeypatch.setattr(train_mod, "build_classifier", build)
         monkeypatch.setattr(train_mod, "evaluate", evaluate)

@@ -207,7 +207,7 @@ def test_a_bad_request_fails_alone_in_a_shared_batch(predictor: Predictor, revie
                 bad_r, good_r = bad.result(), good.result()
         finally:
             batcher.resume()
-    assert bad_r.status_code == 422 and bad_r.json()["error"] == "review 1: empty"
+    assert bad_r.status_code == 422 and bad_r.json()["error"] == "review 1: empty review"
     assert good_r.status_code == 200
     for got, expected in zip(good_r.json()["predictions"], predictor.predict(reviews[:2]), strict=True):
         assert_same(got, expected)
@@ -277,7 +277,7 @@ def test_the_page_classifies_a_review_in_a_browser(server: str, predictor: Predi
             browser.close()
     assert label == predictor.predict([reviews[-1]])[0].label
     assert rows == len(predictor.labels)
-    assert error == "review 1: empty"
+    assert error == "review 1: empty review"
 
 
 # ------------------------------------------------------------------------------------------ the command

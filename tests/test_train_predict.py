@@ -73,9 +73,13 @@ def test_run_directory_layout(run_dir: Path) -> None:
     assert "checkpoint.pt" not in files  # removed when the run completes
     assert not any(Path(f).name.startswith(".") for f in files)  # no temporary files left behind
     meta = json.loads((run_dir / "model" / "sentitune.json").read_text())
-    assert meta == {"base": "minilm", "weights": "adapter", "pooling": "mean", "num_logits": 2, "hidden_size": 384,
-                    "labels": ["negative", "positive"],
-                    "dropout": 0.1, "pad_token_id": 0, "precision": "fp32"}
+    assert meta["config"] == yaml.safe_load((run_dir / "config.yaml").read_text())  # the folder predicts alone
+    assert meta["preprocessing"]["max_length"] == MAX_LENGTH
+    assert {k: v for k, v in meta.items() if k not in ("config", "preprocessing", "sentitune_version")} == {
+        "format": "sentitune-model", "format_version": 2, "base": "sentence-transformers/all-MiniLM-L6-v2",
+        "packaged": "minilm", "base_weights": "hub", "model_type": "bert", "weights": "adapter", "pooling": "mean",
+        "num_logits": 2, "hidden_size": 384, "labels": ["negative", "positive"], "dropout": 0.1, "pad_token_id": 0,
+        "precision": "fp32"}
 
 
 def test_config_yaml_recreates_the_run(run_dir: Path) -> None:
