@@ -147,8 +147,8 @@ def main() -> int:
             f"Run `{meta['run']}` ({meta['method']}, {meta['base_model']}, max_length {meta['max_length']}, "
             f"{meta['precision']}); server `--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g}`; "
             f"one review per request, {len(texts)} distinct IMDb test reviews; {os.cpu_count()} CPU cores "
-            f"({platform.machine()}), shared by the server and the clients (load average {load:.1f} when it "
-            f"started: other jobs were running too).\n\n{table(rows)}")
+            f"({platform.machine()}), shared by the server and the clients (1-minute load average {load:.1f} when "
+            f"it started{': other jobs were running too' if load > 1.5 else ''}).\n\n{table(rows)}")
     print(body, end="")
     if args.out:
         write_text(args.out, json.dumps({"command": command, "run": meta, "load_average": load, "phases": rows},

@@ -40,6 +40,7 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
     metrics_file = Path(run_path) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
     model, tokenizer = load_model(model_dir)
+    meta.setdefault("labels", list(model.labels))  # folders saved before class names were recorded: binary
     decoder = is_decoder(model.backbone.config)
     meta["target_input"] = target_input(cfg.data, decoder).how if meta["has_targets"] else None
     if fmt == "hf":
