@@ -125,8 +125,9 @@ def _onnx_flags(parser: argparse.ArgumentParser) -> None:
                         help="onnx: ONNX Runtime on the run's model exported to ONNX (cached in RUN/model/onnx/, "
                              "made on first use) [default: torch]")
     parser.add_argument("--quantize", choices=["none", "int8"], default="none",
-                        help="int8: ONNX Runtime on an int8 dynamic-quantized copy of the graph (faster on CPU; "
-                             "evaluate reports the accuracy change against fp32)")
+                        help="int8: ONNX Runtime on an int8 dynamic-quantized copy of the graph (4x smaller; as fast "
+                             "as torch fp32 on an AVX512 CPU, see docs/PERFORMANCE.md; evaluate reports the "
+                             "accuracy change against fp32)")
 
 
 def _quantize(args: argparse.Namespace) -> str | None:
