@@ -20,13 +20,16 @@ from conftest import assert_one_line_error, run_cli
 
 from sentitune.data.records import Example
 
-PIPELINE_SCRIPT = r"""
+NO_SENTITUNE = r"""
 import json, sys
 try:
     import sentitune
     raise SystemExit("sentitune is importable here")
 except ImportError:
     pass
+"""
+
+PIPELINE_SCRIPT = NO_SENTITUNE + r"""
 from transformers import pipeline
 folder, texts = sys.argv[1], json.load(open(sys.argv[2]))
 classify = pipeline("text-classification", model=folder, truncation=True, top_k=None)
@@ -76,13 +79,7 @@ def test_hf_export_loads_in_a_plain_pipeline_and_gives_the_runs_probabilities(
         assert (probs["positive"] > probs["negative"]) == (expected[i]["pred"] == "1"), i
 
 
-ONNX_SCRIPT = r"""
-import json, sys
-try:
-    import sentitune
-    raise SystemExit("sentitune is importable here")
-except ImportError:
-    pass
+ONNX_SCRIPT = NO_SENTITUNE + r"""
 import numpy as np, onnxruntime as ort
 from transformers import AutoTokenizer
 folder, texts = sys.argv[1], json.load(open(sys.argv[2]))
