@@ -253,6 +253,19 @@ def test_export_refuses_what_it_cannot_write_exactly(minilm_lora_run: tuple[Path
     assert_one_line_error(code, err, ["would replace the run's own files"])
     code, _, err = run_cli(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert_one_line_error(code, err, ["not a run directory"])
+    mine = tmp_path / "my-models"  # a folder of the user's own: never replaced by an export
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "todo.txt").write_text("keep me")
+    code, _, err = run_cli(["export", str(run), "--out", str(mine)])
+    assert_one_line_error(code, err, ["is not an earlier sentitune export"])
+    assert (mine / "notes" / "todo.txt").read_text() == "keep me"
+    code, _, err = run_cli(["export", str(run), "--out", str(run.parent)])  # the folder holding the run
+    assert_one_line_error(code, err, ["is not an earlier sentitune export"])
+    assert (run / "model" / "sentitune.json").exists()
+    again = tmp_path / "again"
+    for _ in range(2):  # an earlier export of its own is replaced
+        code, _, err = run_cli(["export", str(run), "--out", str(again)])
+        assert code == 0, err
     with pytest.raises(ExportError, match="use --format onnx"):
         check_exportable("qwen2", "last", True, "head", None)  # no mlp_bias option for the logits layer
     with pytest.raises(ExportError, match="use --format onnx"):

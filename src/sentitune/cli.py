@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: sentitune export runs/minilm-lora --format hf --out minilm-imdb-hf")
     x.add_argument("run_dir", type=Path, help="a run directory, or a model folder (RUN/model)")
     x.add_argument("--format", dest="fmt", choices=["hf", "onnx"], default="hf")
-    x.add_argument("--out", type=Path, required=True, help="folder to write (replaced atomically if it exists)")
+    x.add_argument("--out", type=Path, required=True,
+                   help="folder to write: new, empty, or an earlier export (replaced atomically)")
     x.add_argument("--quantize", choices=["none", "int8"], default="none",
                    help="onnx only: dynamic int8 quantization of the weights (a 4x smaller graph, slightly less exact)")
 

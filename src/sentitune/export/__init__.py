@@ -18,6 +18,26 @@ from sentitune.runs import open_saved
 FORMATS = ("hf", "onnx")
 
 
+def check_destination(dest: Path) -> None:
+    """An export replaces its folder whole: only a new or empty folder, or an earlier export, may be it.
+
+    Why: `--out ~/models` (a folder of other things) or `--out runs` would otherwise be swapped out and deleted.
+    """
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise RunError(f"export: --out {dest} is a file; give a folder to create")
+    if not any(dest.iterdir()):
+        return
+    try:
+        previous = json.loads((dest / MODEL_META).read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous not in FORMATS:
+        raise RunError(f"export: --out {dest} exists and is not an earlier sentitune export (it would be replaced "
+                       "whole); choose a new or empty folder")
+
+
 def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = None) -> dict[str, Any]:
     """Export the trained classifier of a run directory (or of a model folder) to `dest`; its sentitune.json."""
     if fmt not in FORMATS:
@@ -29,6 +49,7 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
         raise RunError(f"{run_path}: a {cfg.method.name} run has no trained transformer classifier to export")
     if Path(dest).resolve() in (Path(run_path).resolve(), Path(model_dir).resolve()):
         raise RunError(f"export: --out {dest} would replace the run's own files; choose another folder")
+    check_destination(Path(dest))
     meta = json.loads((model_dir / MODEL_META).read_text(encoding="utf-8"))
     meta["source_run"] = str(Path(run_path).resolve())
     meta["has_targets"] = has_targets(cfg.data)  # inputs are (sentence, target) pairs
