@@ -32,6 +32,7 @@ from sentitune import __version__
 from sentitune.config import ConfigError
 from sentitune.errors import RunError, SentituneError
 from sentitune.inference import Prediction, Predictor
+from sentitune.models.registry import base_record
 from sentitune.precision import name as precision_name
 
 # --------------------------------------------------------------------------------------------- limits
@@ -323,7 +324,8 @@ class HealthOut(BaseModel):
 class MetadataOut(BaseModel):
     run: str
     method: str
-    base_model: str | None = Field(description="the backbone's spec; null for a tfidf run")
+    base_model: str | None = Field(description="the backbone: its hub id (a packaged model's too), or its folder; "
+                                               "null for a tfidf run")
     labels: list[str]
     max_length: int | None = Field(description="tokens per text, special tokens included (longer: truncated)")
     truncation: str
@@ -407,7 +409,8 @@ def create_app(run_dir: Path, precision: str | None = None, limits: Limits | Non
     cfg = predictor.cfg
     transformer = predictor.kind not in ("tfidf", "zero-shot")  # a trained classifier, with a dtype
     metadata = MetadataOut(
-        run=cfg.name, method=cfg.method.name, base_model=None if predictor.kind == "tfidf" else cfg.model.spec,
+        run=cfg.name, method=cfg.method.name,
+        base_model=None if predictor.kind == "tfidf" else str(base_record(cfg.model.spec)["base"]),
         labels=predictor.labels, max_length=None if predictor.kind == "tfidf" else cfg.data.max_length,
         truncation=cfg.data.truncation, needs_target=predictor.needs_target,
         precision=precision_name(predictor.dtype) if transformer else None,
