@@ -444,7 +444,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sentitune.export import export_run
 
-    record = export_run(args.run_dir, args.out, args.fmt, None if args.quantize == "none" else args.quantize)
+    record = export_run(args.run_dir, args.out, args.fmt, _quantize(args))
     check = record.get("check") or {}
     print(f"wrote {args.out} ({record.get('architecture') or args.fmt}; classes {', '.join(record['labels'])})")
     if "max_probability_difference" in check:

@@ -23,6 +23,7 @@ from sentitune.data.targets import locate
 from sentitune.data.text import clean_text
 from sentitune.errors import DataError
 from sentitune.evaluation import evaluate, score
+from sentitune.export import check_trained
 from sentitune.export.onnx import OnnxScorer, check_quantize, run_graph
 from sentitune.models.adapt import count_parameters
 from sentitune.models.methods import build_classifier
@@ -50,12 +51,6 @@ def uses_onnx(backend: str | None, quantize: str | None, precision: str | None) 
     return onnx
 
 
-def _check_onnx_kind(path: Path, kind: str) -> None:
-    if kind in ("zero-shot", "tfidf"):
-        raise ConfigError(f"{path}: a {kind} run has no trained classifier to export; the ONNX backend and "
-                          "quantize are for trained transformer runs")
-
-
 def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = None, eval_size: int | None = None,
                  baseline: bool = True, progress: bool = False, precision: str | None = None,
                  backend: str | None = None, quantize: str | None = None) -> dict[str, Any]:
@@ -70,7 +65,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     run = RunDir(run_dir)
     cfg = run.config()
     if onnx:
-        _check_onnx_kind(run.path, cfg.method.name)
+        check_trained(run.path, cfg.method.name)
     ensure_writable_dir(run.path)  # eval-*.json goes here: say so now, not after the data and model load
     data_cfg = cfg.data
     if data_path is not None:
@@ -243,7 +238,7 @@ class Predictor:
         self.path, self.cfg, self.model_dir = open_saved(Path(run_dir))
         self.kind = self.cfg.method.name  # the run's own config says what it is, not a file's presence
         if onnx:
-            _check_onnx_kind(self.path, self.kind)
+            check_trained(self.path, self.kind)
         self.onnx: OnnxScorer | None = None
         if self.kind == "zero-shot":  # a prompt and a threshold, no trained weights
             self.prompt = SavedPrompt(self.path)

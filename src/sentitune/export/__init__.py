@@ -8,14 +8,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sentitune.config import to_dict
 from sentitune.data.batching import target_input
 from sentitune.data.sources import has_targets
 from sentitune.errors import RunError
 from sentitune.models.registry import is_decoder
-from sentitune.models.saving import MODEL_META, load_model
+from sentitune.models.saving import MODEL_META, load_model, preprocessing_of
 from sentitune.runs import open_saved
 
 FORMATS = ("hf", "onnx")
+
+
+def check_trained(path: Path, kind: str) -> None:
+    """Exports, the ONNX backend and quantize need a trained transformer classifier (not a prompt or tfidf)."""
+    if kind in ("zero-shot", "tfidf"):
+        raise RunError(f"{path}: a {kind} run has no trained classifier to export; export, the ONNX backend and "
+                       "quantize are for trained transformer runs")
 
 
 def check_destination(dest: Path) -> None:
@@ -45,8 +53,7 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
     if quantize not in (None, "none") and fmt != "onnx":
         raise RunError("export: --quantize int8 applies to --format onnx (ONNX Runtime's dynamic quantization)")
     run_path, cfg, model_dir = open_saved(Path(path))
-    if cfg.method.name in ("zero-shot", "tfidf"):
-        raise RunError(f"{run_path}: a {cfg.method.name} run has no trained transformer classifier to export")
+    check_trained(run_path, cfg.method.name)
     if Path(dest).resolve() in (Path(run_path).resolve(), Path(model_dir).resolve()):
         raise RunError(f"export: --out {dest} would replace the run's own files; choose another folder")
     check_destination(Path(dest))
@@ -54,10 +61,7 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
     meta["source_run"] = str(Path(run_path).resolve())
     meta["has_targets"] = has_targets(cfg.data)  # inputs are (sentence, target) pairs
     if "preprocessing" not in meta:  # a folder saved before format 2: the run's config says it
-        data = cfg.data
-        meta["preprocessing"] = {"clean_html": data.clean_html, "max_length": data.max_length,
-                                 "truncation": data.truncation, "head_tokens": data.head_tokens,
-                                 "target_input": data.target_input, "labels": list(data.labels)}
+        meta["preprocessing"] = preprocessing_of(to_dict(cfg.data))
     metrics_file = Path(run_path) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
     model, tokenizer = load_model(model_dir)

@@ -42,6 +42,7 @@ from sentitune.atomic import atomic_dir
 from sentitune.errors import ModelError
 from sentitune.models.card import _front_matter, metrics_table, preprocessing_lines
 from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.registry import is_decoder
 from sentitune.models.saving import MODEL_META, save_tokenizer
 
 # Architectures whose encoder layers are BERT's (attention.self.{query,key,value}, attention.output.{dense,
@@ -300,25 +301,25 @@ def _fold_bias(hf: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
 def _probe(model: SentimentClassifier, tokenizer: Any,
            texts: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor, float, float, torch.Tensor | None]:
     """Probe texts, padded so the check covers padding -> (batch, sentitune's probabilities, max |logit|,
-    max |last hidden state|, a Llama's per-dimension max |residual| before its final norm)."""
+    max |last hidden state|, a Llama's per-dimension max |residual| before its final norm), from one forward
+    pass (hooks keep the backbone's output and the final norm's input on the way)."""
     batch = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
-    model.eval()
     mask = batch["attention_mask"]
-    kwargs = model.backbone_kwargs(mask)
-    seen: list[torch.Tensor] = []
+    seen: dict[str, torch.Tensor] = {}
     backbone = model.backbone
     plain = backbone.get_base_model() if callable(getattr(backbone, "get_base_model", None)) else backbone
     norm = getattr(plain, "norm", None) if backbone.config.model_type == "llama" else None
-    hook = norm.register_forward_hook(lambda _m, args, _o: seen.append(args[0])) if norm is not None else None
+    hooks = [backbone.register_forward_hook(lambda _m, _a, out: seen.update(hidden=out.last_hidden_state))]
+    if norm is not None:
+        hooks.append(norm.register_forward_hook(lambda _m, args, _o: seen.update(residual=args[0])))
     try:
-        hidden = model.backbone(input_ids=batch["input_ids"], attention_mask=mask, **kwargs).last_hidden_state.float()
+        logits = model.eval()(batch["input_ids"], mask).float()
     finally:
-        if hook is not None:
+        for hook in hooks:
             hook.remove()
-    logits = model(batch["input_ids"], mask).float()
     probs = _probabilities(logits, model.num_logits)
-    residual = seen[0].float()[mask.bool()].abs().amax(0) if seen else None
-    return dict(batch), probs, float(logits.abs().max()), float(hidden.abs().max()), residual
+    residual = seen["residual"].float()[mask.bool()].abs().amax(0) if "residual" in seen else None
+    return dict(batch), probs, float(logits.abs().max()), float(seen["hidden"].float().abs().max()), residual
 
 
 @torch.no_grad()
@@ -335,27 +336,40 @@ def _probabilities(logits: torch.Tensor, num_logits: int) -> torch.Tensor:
     return torch.softmax(logits.double(), -1)
 
 
+def write_tokenizer(tokenizer: Any, folder: Path, pre: dict[str, Any]) -> Any:
+    """An export's tokenizer (the run's limits, the HTML clean-up as normalizers), and that tokenizer as a user
+    loads it back from `folder`: the one the export is checked with."""
+    from transformers import AutoTokenizer
+
+    save_tokenizer(tokenizer, folder, pre.get("max_length"), pre.get("truncation"))
+    portable_tokenizer(folder, bool(pre.get("clean_html")))
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def export_record(meta: dict[str, Any], fmt: str, probes: int, diff: float) -> dict[str, Any]:
+    """What every export's sentitune.json says: where it came from, its classes and preprocessing, its check."""
+    return {
+        "format": fmt, "sentitune_version": __version__, "exported_from": meta.get("source_run"),
+        **{key: meta.get(key) for key in ("base", "packaged", "base_weights", "labels", "pooling", "preprocessing",
+                                          "target_input")},
+        "input": "text_pair" if meta.get("has_targets") else "text",  # target-dependent: (sentence, target)
+        "check": {"probe_reviews": probes, "max_probability_difference": diff},
+    }
+
+
 def export_hf(model: SentimentClassifier, tokenizer: Any, meta: dict[str, Any], dest: Path,
-              metrics: dict[str, Any] | None = None, probe_texts: Sequence[str] = ()) -> dict[str, Any]:
+              metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the plain transformers folder to `dest` (atomically); returns its sentitune.json record.
 
-    meta: the model folder's sentitune.json (base, labels, preprocessing); probe_texts: reviews to check the
-    export on besides the built-in ones (e.g. the run's test reviews).
+    meta: the model folder's sentitune.json (base, labels, preprocessing) with what export_run adds.
     """
-    from sentitune.models.registry import is_decoder
-
     pre = meta.get("preprocessing") or {}
     check_exportable(model.backbone.config.model_type, model.pooling, is_decoder(model.backbone.config),
                      str(pre.get("truncation", "head")), meta.get("target_input"))
     model = model.float().eval()
     with atomic_dir(dest) as tmp:
-        save_tokenizer(tokenizer, tmp, pre.get("max_length"), pre.get("truncation"))
-        portable_tokenizer(tmp, bool(pre.get("clean_html")))
-        from transformers import AutoTokenizer
-
-        exported_tokenizer = AutoTokenizer.from_pretrained(tmp)  # what a user's pipeline will tokenize with
-        texts = [*PROBE_TEXTS, *probe_texts]
-        batch, expected, logit_max, hidden_max, residual = _probe(model, exported_tokenizer, texts)
+        exported_tokenizer = write_tokenizer(tokenizer, tmp, pre)  # what a user's pipeline will tokenize with
+        batch, expected, logit_max, hidden_max, residual = _probe(model, exported_tokenizer, PROBE_TEXTS)
         hf = build_hf_model(model, tokenizer.pad_token_id, scale=4 * max(logit_max, 1.0),
                             hidden_scale=4 * max(hidden_max, 1.0),
                             residual_max=None if residual is None else 4 * residual.clamp(min=1.0))
@@ -366,14 +380,7 @@ def export_hf(model: SentimentClassifier, tokenizer: Any, meta: dict[str, Any], 
             raise ExportError(f"export: the transformers model's probabilities differ from sentitune's by {diff:.2e} "
                               f"(> {MAX_DIFF:g}) on the probe reviews; not written")
         hf.save_pretrained(tmp)
-        record = {
-            "format": "hf", "sentitune_version": __version__, "exported_from": meta.get("source_run"),
-            **{key: meta.get(key) for key in ("base", "packaged", "base_weights", "labels", "pooling",
-                                              "preprocessing")},
-            "architecture": type(hf).__name__,
-            "input": "text_pair" if bool(meta.get("has_targets")) else "text",  # target-dependent: (sentence, target)
-            "check": {"probe_reviews": len(texts), "max_probability_difference": diff},
-        }
+        record = {**export_record(meta, "hf", len(PROBE_TEXTS), diff), "architecture": type(hf).__name__}
         (tmp / MODEL_META).write_text(json.dumps(record, indent=2))
         (tmp / "README.md").write_text(hf_card(record, metrics, type(hf).__name__), encoding="utf-8")
     return record

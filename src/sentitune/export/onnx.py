@@ -282,25 +282,20 @@ def export_onnx_folder(model: SentimentClassifier, tokenizer: Any, meta: dict[st
     tokenizer, against sentitune's; fp32 must agree within 1e-5, int8's difference is recorded.
     """
     import onnxruntime as ort
-    from transformers import AutoTokenizer
 
-    from sentitune import __version__
     from sentitune.atomic import atomic_dir
-    from sentitune.export.hf import MAX_DIFF, PROBE_TEXTS, portable_tokenizer, sentitune_probabilities
+    from sentitune.export.hf import MAX_DIFF, PROBE_TEXTS, export_record, sentitune_probabilities, write_tokenizer
     from sentitune.models.card import onnx_card
-    from sentitune.models.saving import save_tokenizer
 
     check_quantize(quantize)
     pre = meta.get("preprocessing") or {}
     model = model.float().eval()
     with atomic_dir(Path(dest)) as tmp:
-        save_tokenizer(tokenizer, tmp, pre.get("max_length"), pre.get("truncation"))
-        portable_tokenizer(tmp, bool(pre.get("clean_html")))
+        exported_tokenizer = write_tokenizer(tokenizer, tmp, pre)
         graph = export_onnx(model, tmp / "model.onnx", quantize)
         if graph.name != "model.onnx":
             (tmp / "model.onnx").unlink()  # the int8 folder holds the int8 graph only
-        texts = list(PROBE_TEXTS)
-        batch = AutoTokenizer.from_pretrained(tmp)(texts, padding=True, truncation=True, return_tensors="np")
+        batch = exported_tokenizer(list(PROBE_TEXTS), padding=True, truncation=True, return_tensors="np")
         expected = sentitune_probabilities(model, batch)
         session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
         feed = {name: np.asarray(batch[name], dtype=np.int64) for name in INPUTS}
@@ -309,14 +304,8 @@ def export_onnx_folder(model: SentimentClassifier, tokenizer: Any, meta: dict[st
         if quantize is None and not diff <= MAX_DIFF:
             raise RunError(f"export: the ONNX graph's probabilities differ from sentitune's by {diff:.2e} "
                            f"(> {MAX_DIFF:g}) on the probe reviews; not written")
-        record = {
-            "format": "onnx", "sentitune_version": __version__, "exported_from": meta.get("source_run"),
-            **{key: meta.get(key) for key in ("base", "packaged", "base_weights", "labels", "pooling",
-                                              "preprocessing", "target_input")},
-            "graph": graph.name, "quantize": quantize, "inputs": list(INPUTS), "outputs": list(OUTPUTS),
-            "input": "text_pair" if meta.get("has_targets") else "text",
-            "check": {"probe_reviews": len(texts), "max_probability_difference": diff},
-        }
+        record = {**export_record(meta, "onnx", len(PROBE_TEXTS), diff), "graph": graph.name, "quantize": quantize,
+                  "inputs": list(INPUTS), "outputs": list(OUTPUTS)}
         (tmp / MODEL_META).write_text(json.dumps(record, indent=2))
         (tmp / "README.md").write_text(onnx_card(record, metrics), encoding="utf-8")
     return record

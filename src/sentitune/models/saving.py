@@ -75,11 +75,16 @@ def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: s
             "dropout": model.dropout.p,
             "pad_token_id": tokenizer.pad_token_id,
             "precision": precision,  # what predict computes in (sentitune.precision: fp32 is the same anywhere)
-            "preprocessing": {key: data[key] for key in PREPROCESSING_KEYS if key in data},
+            "preprocessing": preprocessing_of(data),
             "config": config,
         }
         (tmp / MODEL_META).write_text(json.dumps(meta, indent=2))
         (tmp / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
+
+
+def preprocessing_of(data: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run's data settings (as a dict) that its predictions depend on."""
+    return {key: data[key] for key in PREPROCESSING_KEYS if key in data}
 
 
 def save_tokenizer(tokenizer: Any, dest: Path, max_length: int | None, truncation: str | None) -> None:
