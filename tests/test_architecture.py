@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("feature cache", ("features",)),
     ("evaluation", ("evaluation",)),
     ("run directory", ("runs",)),
-    ("recipes", ("train", "zero_shot", "classical")),
+    ("recipes", ("train", "zero_shot", "classical", "ensemble")),
     ("export", ("export",)),
     ("using a run", ("inference",)),
     ("serving", ("serve",)),

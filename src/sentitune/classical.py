@@ -153,10 +153,13 @@ class TfidfClassifier:
         with atomic_dir(folder) as tmp:
             saved: dict[str, Any] = {"settings": to_dict(self.settings), "vocabulary": _vocabulary(self.vectorizer),
                                      "classes": [int(c) for c in self.classes], "labels": self.labels}
-            arrays = {"idf": self.vectorizer.idf_, "coef": self.coef, "intercept": self.intercept}
+            arrays = {"coef": self.coef, "intercept": self.intercept}
+            if self.vectorizer.use_idf:  # binary presence features have no idf
+                arrays["idf"] = self.vectorizer.idf_
             if self.target_vectorizer is not None:
                 saved["target_vocabulary"] = _vocabulary(self.target_vectorizer)
-                arrays["target_idf"] = self.target_vectorizer.idf_
+                if self.target_vectorizer.use_idf:
+                    arrays["target_idf"] = self.target_vectorizer.idf_
             if self.ratios is not None:
                 arrays["ratios"] = self.ratios
             (tmp / MODEL_FILE).write_text(json.dumps(saved))
@@ -168,7 +171,8 @@ class TfidfClassifier:
         try:
             saved = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
             with np.load(folder / ARRAYS_FILE, allow_pickle=False) as arrays:
-                idf, coef, intercept = arrays["idf"], arrays["coef"], arrays["intercept"]
+                coef, intercept = arrays["coef"], arrays["intercept"]
+                idf = arrays["idf"] if "idf" in arrays.files else None
                 ratios = arrays["ratios"] if "ratios" in arrays.files else None
                 target_idf = arrays["target_idf"] if "target_idf" in arrays.files else None
             settings = TfidfSettings(**saved["settings"])
@@ -176,12 +180,10 @@ class TfidfClassifier:
             labels = list(saved.get("labels", BINARY_LABELS))
             target_vectorizer = None
             if "target_vocabulary" in saved:
-                target_vectorizer = _vectorizer(settings, saved["target_vocabulary"])
-                target_vectorizer.idf_ = target_idf
+                target_vectorizer = _fitted(_vectorizer(settings, saved["target_vocabulary"]), target_idf)
+            vectorizer = _fitted(_vectorizer(settings, vocabulary), idf)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise RunError(f"{folder}: not a readable tfidf model ({type(e).__name__}: {e})") from None
-        vectorizer = _vectorizer(settings, vocabulary)
-        vectorizer.idf_ = idf
         return cls(settings, vectorizer, ratios, coef, intercept, classes, labels, target_vectorizer)
 
 
@@ -214,9 +216,24 @@ def _logistic(settings: TfidfSettings, seed: int) -> LogisticRegression:
 
 
 def _vectorizer(settings: TfidfSettings, vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
+    """Sublinear TF-IDF, or (settings.binary) plain 0/1 presence of each n-gram: NBSVM's features."""
+    binary = settings.binary
     return TfidfVectorizer(ngram_range=(1, settings.ngram_max), min_df=settings.min_df,
-                           max_features=settings.max_features, sublinear_tf=True, strip_accents="unicode",
-                           vocabulary=vocabulary, dtype=np.float32)
+                           max_features=settings.max_features, sublinear_tf=not binary, strip_accents="unicode",
+                           token_pattern=settings.token_pattern, binary=binary, use_idf=not binary,
+                           norm=None if binary else "l2", vocabulary=vocabulary, dtype=np.float32)
+
+
+def _fitted(vectorizer: TfidfVectorizer, idf: np.ndarray | None) -> TfidfVectorizer:
+    """A vectorizer with a saved vocabulary made ready to transform: its idf set, or (presence features,
+    no idf) fitted on one dummy text, which leaves the given vocabulary as it is."""
+    if vectorizer.use_idf:
+        if idf is None:
+            raise KeyError("idf")
+        vectorizer.idf_ = idf
+    else:
+        vectorizer.fit(["-"])
+    return vectorizer
 
 
 def _nb_ratios(features: sparse.csr_matrix, inside: np.ndarray, alpha: float) -> np.ndarray:

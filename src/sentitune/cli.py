@@ -303,8 +303,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                     report=lambda s: print(s, flush=True))
     rows = {"untrained (baseline)": metrics["baseline"]} if metrics["baseline"] else {}
+    members = (metrics.get("ensemble") or {}).get("test") or {}
+    for member, label in (("transformer", f"{cfg.method.name} alone"), ("ngram", "n-gram alone")):
+        if member in members:  # an ensemble: each model's accuracy on its own, then both together
+            rows[label] = members[member]
     if metrics["test"] is not None:
-        rows[f"{cfg.method.name} (trained)"] = metrics["test"]
+        rows[f"{cfg.method.name} + n-gram" if members else f"{cfg.method.name} (trained)"] = metrics["test"]
         print(f"\ntest set, {_count(metrics['test'])} ({cfg.model.spec}, {cfg.method.name}):")
     else:
         print("\nno test pass (train.evaluate_test=false)" + (":" if rows else ""))

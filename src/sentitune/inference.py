@@ -21,6 +21,7 @@ from sentitune.data.sources import has_targets, load_splits
 from sentitune.data.tabular import iter_rows, not_utf8
 from sentitune.data.targets import locate
 from sentitune.data.text import clean_text
+from sentitune.ensemble import NgramMember, ensemble_metrics, load_member
 from sentitune.errors import DataError
 from sentitune.evaluation import evaluate, score
 from sentitune.export import check_trained
@@ -28,7 +29,7 @@ from sentitune.export.onnx import OnnxScorer, check_quantize, run_graph
 from sentitune.models.adapt import count_parameters
 from sentitune.models.methods import build_classifier
 from sentitune.models.registry import is_decoder
-from sentitune.models.saving import load_model, saved_precision
+from sentitune.models.saving import load_model, saved_entry, saved_precision
 from sentitune.paths import ensure_writable_dir
 from sentitune.precision import pick_precision
 from sentitune.runs import RunDir, open_saved
@@ -101,6 +102,11 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
         suffix = f"-{quantize or 'onnx'}"
     else:
         result["model"], scores = evaluate(model, data, batch_size, pad_id, dtype, split, progress)
+    member = load_member(run.model_dir, saved_entry(run.model_dir, "ensemble"))
+    if member is not None:  # an ensemble run: the transformer's scores, then both models' together
+        result["transformer"] = result["model"]
+        scores = member.combine(scores, examples)
+        result["model"] = ensemble_metrics(data.labels, scores, model.labels)
     result["parameters"] = {"total": count_parameters(model)["total"]}
     if baseline:
         seed_everything(cfg.train.seed)
@@ -247,6 +253,7 @@ class Predictor:
         else:
             self.model, self.tokenizer = load_model(self.model_dir)
             self.model.to(device())
+            self.ngram: NgramMember | None = load_member(self.model_dir, saved_entry(self.model_dir, "ensemble"))
             self.dtype = pick_precision(precision or saved_precision(self.model_dir), device())
             if onnx:
                 self.onnx = OnnxScorer(run_graph(self.model_dir, self.model, quantize))
@@ -322,7 +329,8 @@ class Predictor:
         if self.kind == "tfidf":
             return self.tfidf.proba_examples(examples).tolist()
         data = encode(examples, self.tokenizer, **encoding_args(self.cfg.data, is_decoder(self.model.backbone.config)))
-        return self._score_encoded(data, batch_size).tolist()
+        scores = self._score_encoded(data, batch_size)
+        return (scores if self.ngram is None else self.ngram.combine(scores, examples)).tolist()
 
     def _score_encoded(self, data: Encoded, batch_size: int) -> np.ndarray:
         """The backend: class probabilities of encoded reviews, in their order, computed in batches sorted by

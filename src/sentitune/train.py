@@ -21,8 +21,9 @@ from sentitune.config import ConfigError, ExperimentConfig, PhaseConfig, to_dict
 from sentitune.data.batching import Encoded, encode, encoding_args, iterate, length_grouped_batches
 from sentitune.data.records import Splits
 from sentitune.data.sources import load_splits
+from sentitune.ensemble import NgramMember, ensemble_metrics, fit_member, member_metrics
 from sentitune.errors import DataError
-from sentitune.evaluation import evaluate
+from sentitune.evaluation import evaluate, score
 from sentitune.features import Features, build_cache, prefix_fingerprint, prefix_of
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.methods import build_classifier, method, saved_form
@@ -248,11 +249,21 @@ def train(
 
     if state.best_params is not None:
         restore(model, state.best_params)
+    member, ensemble = None, None
+    if cfg.ensemble.ngram:
+        member, ensemble = _fit_ngram(p, eval_precision, progress, features, report)
+        run.log({"event": "ensemble", **ensemble})
     test_metrics, test_scores, test_seconds = None, None, None
     if cfg.train.evaluate_test:  # off: the test set is never scored (search trials choose on validation only)
         test_started = time.perf_counter()
         test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg.train.eval_batch_size, pad_id,
                                              eval_precision, "test", progress, features and features["test"])
+        if member is not None and ensemble is not None:
+            names, labels = list(cfg.data.labels), p.encoded["test"].labels
+            ngram_scores = member.model.proba_examples(p.splits.test)
+            ensemble["test"] = member_metrics(labels, names, test_scores, ngram_scores)
+            test_scores = member.combine_scores(test_scores, ngram_scores)
+            test_metrics = ensemble_metrics(labels, test_scores, names)
         test_seconds = round(time.perf_counter() - test_started
                              + (features["test"].build_seconds if features else 0.0), 2)
         run.log({"event": "final", "split": "test", **test_metrics})
@@ -269,21 +280,42 @@ def train(
         "precision": precision_name(precision),
         "eval_precision": precision_name(eval_precision),
         "train_tokens": state.train_tokens,
-        "train_seconds": round(state.train_seconds, 2),
+        "train_seconds": round(state.train_seconds + (ensemble["fit_seconds"] if ensemble else 0.0), 2),
         "train_tokens_per_second": round(state.train_tokens / state.train_seconds, 1) if state.train_seconds else None,
         "epoch_seconds": [round(x, 2) for x in state.epoch_seconds],
         "test_seconds": test_seconds,
         "feature_cache": bool(features),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
+    if ensemble is not None:
+        metrics["ensemble"] = ensemble
     if test_scores is not None:
         run.write_predictions(p.splits.test, test_scores.tolist(), labels=cfg.data.labels)
     form = saved_form([phase.method for phase in phases], cfg.method)
     save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision),
-               config=to_dict(cfg), metrics=metrics)
+               config=to_dict(cfg), metrics=metrics, extra=member.save if member else None)
     run.write_metrics(metrics)
     run.clear_checkpoint()
     return metrics
+
+
+def _fit_ngram(p: Prepared, precision: torch.dtype | None, progress: bool, features: dict[str, Features] | None,
+               report: Report) -> tuple[NgramMember, dict[str, Any]]:
+    """ensemble.ngram: the n-gram model on the run's training reviews, and the weights that add it to the
+    trained transformer, fitted on validation (scored as test will be: eval precision). Its time counts as
+    training time."""
+    started = time.perf_counter()
+    validation, _ = score(p.model, p.encoded["validation"], p.cfg.train.eval_batch_size, p.tokenizer.pad_token_id,
+                          precision, "validation", progress, features and features.get("validation"))
+    reviews = p.splits.pool if p.cfg.ensemble.ngram_data == "all" and p.splits.pool else p.splits.train
+    member, record = fit_member(p.cfg, reviews, p.splits.validation, validation)
+    record["ngram_train"] = len(reviews)
+    record["fit_seconds"] = round(time.perf_counter() - started, 2)
+    val = record["validation"]
+    report(f"ensemble: weights transformer {member.weights['transformer']:.3f}, n-gram {member.weights['ngram']:.3f};"
+           f" validation accuracy {val['transformer']['accuracy']:.4f} / {val['ngram']['accuracy']:.4f} -> "
+           f"{val['ensemble']['accuracy']:.4f}")
+    return member, record
 
 
 def _train_phase(

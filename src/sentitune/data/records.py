@@ -23,6 +23,9 @@ class Splits:
     test: list[Example]
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count, never silent
     warnings: list[str] = field(default_factory=list)  # settings the data could not honour, e.g. a train_size too big
+    # every training example after the validation carve-out, before data.train_size subsampled it: what a
+    # cheap model (an ensemble's n-gram half) may train on while the transformer trains on `train`
+    pool: list[Example] = field(default_factory=list)
 
     def summary(self) -> dict[str, dict[str, int]]:
         out = {}

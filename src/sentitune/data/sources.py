@@ -122,6 +122,7 @@ def load_splits(
         test=sample(test, cfg.eval_size, seed),
         skipped=skipped,
         warnings=warnings,
+        pool=pool,
     )
 
 

@@ -54,6 +54,10 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
         raise RunError("export: --quantize int8 applies to --format onnx (ONNX Runtime's dynamic quantization)")
     run_path, cfg, model_dir = open_saved(Path(path))
     check_trained(run_path, cfg.method.name)
+    if cfg.ensemble.ngram:
+        raise RunError(f"{run_path}: an ensemble run answers with its transformer and an n-gram model together; an "
+                       "export would hold the transformer alone. Use sentitune predict/serve, or train without "
+                       "ensemble.ngram to export")
     if Path(dest).resolve() in (Path(run_path).resolve(), Path(model_dir).resolve()):
         raise RunError(f"export: --out {dest} would replace the run's own files; choose another folder")
     check_destination(Path(dest))

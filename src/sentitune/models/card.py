@@ -60,6 +60,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None) -> str:
         f"A {len(meta.get('labels') or [])}-class sentiment classifier trained with "
         f"sentitune {meta.get('sentitune_version', '')}: method `{method}` "
         f"on `{meta.get('base')}`{packaged}. Weights: {weights}, plus a linear head (`head.safetensors`).\n",
+        _ensemble_line(meta),
         metrics_table(metrics),
         "## Preprocessing (what the predictions depend on)\n",
         "\n".join(preprocessing_lines(meta)) + "\n",
@@ -69,6 +70,18 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None) -> str:
         "sentitune export path/to/this/folder --format hf --out my-model   # plain transformers, no sentitune\n```\n",
     ]
     return "\n".join(p for p in parts if p)
+
+
+def _ensemble_line(meta: dict[str, Any]) -> str:
+    """An ensemble run answers with the transformer and an n-gram model together: say so, with the weights."""
+    ensemble = meta.get("ensemble")
+    if not isinstance(ensemble, dict):
+        return ""
+    w = ensemble.get("weights") or {}
+    return (f"An **ensemble**: the transformer's log-probabilities (weight {w.get('transformer', 0):.3g}) plus those "
+            f"of an n-gram model in `{ensemble.get('ngram', 'ngram')}/` (weight {w.get('ngram', 0):.3g}), weights "
+            "fitted on validation. `sentitune predict` / `serve` answer with both; an export holds the transformer "
+            "only, so sentitune refuses to export it.\n")
 
 
 def onnx_card(record: dict[str, Any], metrics: dict[str, Any] | None) -> str:

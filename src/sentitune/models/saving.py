@@ -16,6 +16,7 @@ first and names the one that is missing or damaged.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,16 @@ PREPROCESSING_KEYS = ("clean_html", "max_length", "truncation", "head_tokens", "
 
 def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: str, dest: Path,
                precision: str = "fp32", config: dict[str, Any] | None = None,
-               metrics: dict[str, Any] | None = None) -> None:
+               metrics: dict[str, Any] | None = None,
+               extra: Callable[[Path], dict[str, Any]] | None = None) -> None:
     """Write the classifier so Hugging Face tools can read it, into a temp folder renamed to `dest`.
 
     weights: "adapter" (PEFT LoRA adapter, loadable with PeftModel.from_pretrained on the base),
     "merged" (LoRA folded into the base, saved as a transformers folder), "backbone" (a fine-tuned
     transformers folder) or "base" (backbone untouched: only the head is new). precision: what
     `predict` computes in, recorded in sentitune.json (see sentitune.precision). config: the run's config
-    (as a dict), so the folder predicts on its own; metrics: the run's, for the model card.
+    (as a dict), so the folder predicts on its own; metrics: the run's, for the model card. extra: writes more
+    into the folder being written (an ensemble's n-gram model) and returns its sentitune.json entries.
     """
     base = base_record(spec)
     data = (config or {}).get("data", {})
@@ -78,6 +81,8 @@ def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: s
             "preprocessing": preprocessing_of(data),
             "config": config,
         }
+        if extra is not None:
+            meta.update(extra(tmp))
         (tmp / MODEL_META).write_text(json.dumps(meta, indent=2))
         (tmp / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
 
@@ -121,6 +126,12 @@ def saved_config(model_dir: Path) -> dict[str, Any] | None:
     meta_file = Path(model_dir) / MODEL_META
     config = _read_model_meta(meta_file).get("config") if meta_file.exists() else None
     return config if isinstance(config, dict) else None
+
+
+def saved_entry(model_dir: Path, key: str) -> Any:
+    """One entry of a model folder's sentitune.json (None when absent), e.g. an ensemble's weights."""
+    meta_file = Path(model_dir) / MODEL_META
+    return _read_model_meta(meta_file).get(key) if meta_file.exists() else None
 
 
 def saved_precision(model_dir: Path) -> str:
