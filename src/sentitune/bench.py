@@ -46,7 +46,7 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 RESULT_COLUMNS = ("name", "model", "method", "seed", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
                   "precision", "recall", "f1", "macro_f1", "roc_auc", "trainable_parameters", "total_parameters",
-                  "train_seconds", "test_seconds", "train_tokens_per_second", "mcnemar_p_vs_tfidf",
+                  "train_seconds", "test_seconds", "wall_seconds", "train_tokens_per_second", "mcnemar_p_vs_tfidf",
                   "published_accuracy", "published_source")
 SEED_METRICS = ("accuracy", "macro_f1", "roc_auc")  # mean ± sd across seeds
 SEED_COLUMNS = ("group", "runs", "seeds", *(f"{m}_{s}" for m in SEED_METRICS for s in ("mean", "sd")))
@@ -382,6 +382,7 @@ def collect(bench: Bench, out: Path) -> dict[str, Any]:
             "roc_auc": test.get("roc_auc"),
             "trainable_parameters": par.get("trainable"), "total_parameters": par.get("total"),
             "train_seconds": metrics.get("train_seconds"), "test_seconds": metrics.get("test_seconds"),
+            "wall_seconds": metrics.get("wall_seconds"),
             "train_tokens_per_second": metrics.get("train_tokens_per_second"), "mcnemar_p_vs_tfidf": None,
             "published_accuracy": (bench_row.published or {}).get("accuracy"),
             "published_source": (bench_row.published or {}).get("source"),
@@ -459,8 +460,8 @@ def markdown(results: dict[str, Any]) -> str:
                   "probable class. F1 of each class: below.", ""]
     published = any(r.get("published_accuracy") is not None for r in results["rows"])
     head = ["run", "model", "method", "seed", "n", "accuracy", "95% CI", "precision", "recall", "F1", "macro-F1",
-            "ROC AUC",
-            "trainable / total", "train s", "test s", "tokens/s", "McNemar p", *(["published"] if published else [])]
+            "ROC AUC", "trainable / total", "train s", "test s", "whole row", "tokens/s", "McNemar p",
+            *(["published"] if published else [])]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["rows"]:
         ci = f"[{_cell(r['accuracy_ci_low'], 3)}, {_cell(r['accuracy_ci_high'], 3)}]"
@@ -469,7 +470,8 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [r["name"], r["model"], r["method"], _cell(r["seed"]), _cell(r["n"]), _cell(r["accuracy"]), ci,
                  _cell(r["precision"]), _cell(r["recall"]), _cell(r["f1"]), _cell(r.get("macro_f1")),
                  _cell(r["roc_auc"]), params,
-                 _cell(r["train_seconds"], 1), _cell(r["test_seconds"], 1), _cell(r["train_tokens_per_second"], 0),
+                 _cell(r["train_seconds"], 1), _cell(r["test_seconds"], 1), duration(r.get("wall_seconds")),
+                 _cell(r["train_tokens_per_second"], 0),
                  _cell(r["mcnemar_p_vs_tfidf"], 3)]
         if published:
             cells.append(f"{_cell(r.get('published_accuracy'))} ({r['published_source']})"
@@ -490,6 +492,15 @@ def markdown(results: dict[str, Any]) -> str:
     if results["not_reported"]:
         lines += ["", "Not reported:", ""] + [f"- {name}: {why}" for name, why in results["not_reported"].items()]
     return "\n".join(lines) + "\n"
+
+
+def duration(seconds: float | None) -> str:
+    """Wall-clock time as people read it: 38 s, 7.5 min, 1.2 h."""
+    if seconds is None:
+        return ""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def class_heads(results: dict[str, Any]) -> list[str]:

@@ -30,6 +30,7 @@ PLOTS = {
     "roc": "ROC curves on the test set",
     "accuracy_vs_parameters": "Test accuracy against trainable parameters",
     "accuracy_vs_time": "Test accuracy against training time",
+    "time_to_accuracy": "Time to accuracy: each row's whole wall-clock time (data, training, test pass)",
     "curves": "Training and validation loss",
     "accuracy_by_length": "Test accuracy by review length",
 }
@@ -173,7 +174,7 @@ def _scatter(ax: Any, points: list[tuple[str, float, float]]) -> None:
 
 
 def draw_all(results: dict[str, Any], data: dict[str, RowData], out: Path) -> dict[str, Path]:
-    """The five PNGs in `out`, from results.json's rows and each row's RowData; returns name -> path."""
+    """The PNGs in `out`, from results.json's rows and each row's RowData; returns name -> path."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in results["rows"] if r["name"] in data]
     paths = {}
@@ -199,6 +200,8 @@ def draw_all(results: dict[str, Any], data: dict[str, RowData], out: Path) -> di
         _scatter(ax, [(r["name"], r[key], r["accuracy"]) for r in rows if r[key] and r["accuracy"] is not None])
         ax.set(xscale="log", xlabel=f"{xlabel} (log scale)", ylabel="test accuracy", title=PLOTS[plot])
         paths[plot] = _save(fig, out / f"{plot}.png")
+
+    paths["time_to_accuracy"] = _draw_time_to_accuracy(rows, out)
 
     # Rows that trained in steps (a TF-IDF fit or a zero-shot run has one validation point, or none).
     curved = [r["name"] for r in rows if data[r["name"]].train_curve or len(data[r["name"]].val_curve) > 1]
@@ -236,6 +239,33 @@ def draw_all(results: dict[str, Any], data: dict[str, RowData], out: Path) -> di
     if multiclass:
         paths["confusion"] = _draw_confusion([r["name"] for r in rows if data[r["name"]].multiclass], data, out)
     return paths
+
+
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (time, accuracy) points no other point beats at once on time and on accuracy, fastest first: the
+    best accuracy to be had at each budget."""
+    best: list[tuple[float, float]] = []
+    for t, a in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not best or a > best[-1][1]:
+            best.append((t, a))
+    return best
+
+
+def _draw_time_to_accuracy(rows: list[dict[str, Any]], out: Path) -> Path:
+    """Accuracy against the wall-clock minutes of the whole row, with the frontier as a step line."""
+    fig, ax = _figure()
+    timed = [(r["name"], r["wall_seconds"] / 60, r["accuracy"]) for r in rows
+             if r.get("wall_seconds") and r["accuracy"] is not None]
+    _scatter(ax, timed)
+    best = frontier([(t, a) for _, t, a in timed])
+    if len(best) > 1:
+        xs, ys = zip(*best, strict=True)
+        ax.step(xs, ys, where="post", ls="--", lw=1, c="grey", label="best accuracy at this budget")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set(xscale="log", xlabel="wall-clock minutes of the whole row (log scale)", ylabel="test accuracy",
+           title=PLOTS["time_to_accuracy"])
+    ax.title.set_fontsize(9)
+    return _save(fig, out / "time_to_accuracy.png")
 
 
 def _draw_confusion(names: list[str], data: dict[str, RowData], out: Path) -> Path:
