@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import assert_one_line_error, run_cli, take
+from conftest import assert_one_line_error, run_cli
 
 from sentitune.config import ConfigError, load_config
 from sentitune.data.batching import Encoded, collate, encode, encoding_args, window_starts

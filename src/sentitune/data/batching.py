@@ -39,7 +39,11 @@ class Encoded:
     def __post_init__(self) -> None:
         self._starts: list[int] | None = None
         if self.review is not None:  # rows of review i: _starts[i] to _starts[i + 1]
-            counts = np.bincount(np.asarray(self.review, dtype=np.int64), minlength=len(self.labels))
+            review = np.asarray(self.review, dtype=np.int64)
+            counts = np.bincount(review, minlength=len(self.labels))
+            if len(review) != len(self.input_ids) or (np.diff(review) < 0).any() or len(counts) != len(self.labels) \
+                    or (counts == 0).any():
+                raise ValueError("Encoded.review: one entry per row, every review's rows adjacent and in order")
             self._starts = [0, *np.cumsum(counts).tolist()]
 
     def __len__(self) -> int:
