@@ -243,6 +243,7 @@ def test_health_metadata_and_openapi(server: str, predictor: Predictor) -> None:
     assert meta["run"] == cfg.name == "cli-test" and meta["method"] == "lora"
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"  # the hub id, not the packaged name
     assert meta["labels"] == predictor.labels and meta["max_length"] == cfg.data.max_length
+    assert meta["windows"] == cfg.data.windows == 1
     assert meta["needs_target"] is False and meta["precision"] == "fp32"
     assert meta["limits"]["max_batch"] == SMALL.max_batch and meta["limits"]["max_texts"] == SMALL.max_texts
     spec = httpx.get(f"{server}/openapi.json").json()

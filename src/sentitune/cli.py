@@ -83,6 +83,7 @@ TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--eval-size", "data.eval_size", int, "stratified subsample of the test split"),
     ("--max-length", "data.max_length", int, "tokens per review, special tokens included"),
     ("--truncation", "data.truncation", str, "head | tail | head+tail"),
+    ("--windows", "data.windows", int, "read a long review as up to N windows of --max-length, logits pooled"),
     ("--epochs", "train.epochs", float, "epochs (fractions allowed)"),
     ("--lr", "train.lr", float, "peak learning rate"),
     ("--batch-size", "train.batch_size", int, "training batch size"),

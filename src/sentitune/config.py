@@ -22,6 +22,7 @@ METHODS = (*PHASE_METHODS, "two-phase", "zero-shot", "tfidf")
 POOLINGS = ("auto", "mean", "cls", "last")
 HEADS = ("softmax", "sigmoid")
 TRUNCATIONS = ("head", "tail", "head+tail")
+WINDOW_POOLINGS = ("mean", "max", "attention")  # how the window logits of one review are pooled
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TARGET_INPUTS = ("auto", "pair", "markers", "prompt")  # how a target reaches the model (data/targets.py)
 DATA_FORMATS = ("auto", "table", "target-lines")
@@ -58,6 +59,10 @@ class DataConfig:
     max_length: int = 256
     truncation: str = "head"  # head | tail | head+tail
     head_tokens: int | None = None  # with head+tail: tokens kept from the head (default: a quarter)
+    # A long review read as up to this many windows of max_length tokens each (special tokens on every one),
+    # whose logits are pooled (model.window_pooling); 1: one window, cut by data.truncation (docs/METHODS.md).
+    windows: int = 1
+    window_stride: int | None = None  # review tokens between window starts; None: windows do not overlap
     empty: str = "error"  # empty reviews: "error" or "skip" (skips are counted and reported)
     max_chars: int = 1_000_000  # a longer review is an input error, not a silent memory blow-up
 
@@ -117,6 +122,7 @@ class ModelConfig:
     pooling: str = "auto"  # auto (last for decoders, mean for encoders) | mean | cls | last
     head: str = "softmax"  # softmax: one logit per class + cross-entropy; sigmoid (two classes): 1 logit + BCE
     dropout: float = 0.1  # dropout before the head
+    window_pooling: str = "mean"  # data.windows > 1: mean | max | attention (a learned score per window)
 
 
 @dataclass
@@ -252,6 +258,7 @@ class ExperimentConfig:
         if self.data.head_tokens is not None and self.data.head_tokens < 0:
             raise ConfigError(f"data.head_tokens: must be >= 0, got {self.data.head_tokens}")
         _positive("data.max_chars", self.data.max_chars, minimum=1)
+        self._validate_windows()
         _positive("train.epochs", self.train.epochs)
         _positive("train.lr", self.train.lr)
         _positive("train.batch_size", self.train.batch_size, minimum=1)
@@ -304,6 +311,31 @@ class ExperimentConfig:
         if self.method.freeze_layers < 0:
             raise ConfigError(f"method.freeze_layers: must be >= 0, got {self.method.freeze_layers}")
         return self
+
+    def _validate_windows(self) -> None:
+        """Window settings: a setting that would do nothing, or be silently overruled, is an error."""
+        data = self.data
+        _positive("data.windows", data.windows, minimum=1)
+        _check_choice("model.window_pooling", self.model.window_pooling, WINDOW_POOLINGS)
+        if data.window_stride is not None:
+            _positive("data.window_stride", data.window_stride, minimum=1)
+            if data.window_stride > data.max_length:  # the exact bound (less the special tokens) is encode's
+                raise ConfigError(f"data.window_stride: {data.window_stride} is longer than a window "
+                                  f"(data.max_length={data.max_length}); tokens between windows would be skipped")
+        if data.windows == 1:
+            if data.window_stride is not None:
+                raise ConfigError("data.window_stride: needs data.windows > 1 (one window has no stride)")
+            if self.model.window_pooling != "mean":
+                raise ConfigError(f"model.window_pooling: {self.model.window_pooling} pools several windows; "
+                                  "data.windows is 1")
+            return
+        if data.truncation != "head" or data.head_tokens is not None:
+            raise ConfigError(f"data.truncation: {data.truncation} (and data.head_tokens) cut one window; with "
+                              f"data.windows={data.windows} the first windows come from the head and the last from "
+                              "the tail: leave truncation at head")
+        if self.method.name in ("zero-shot", "tfidf"):
+            raise ConfigError(f"data.windows: {self.method.name} does not read windows; windows are for trained "
+                              "transformer classifiers")
 
 
 def _binary_only_decisions(zs: ZeroShotConfig, classes: int) -> None:

@@ -19,6 +19,11 @@ from sentitune.models.classifier import SentimentClassifier
 from sentitune.precision import autocast
 
 
+def review_of(batch: dict[str, torch.Tensor], dev: torch.device) -> torch.Tensor | None:
+    """Each row's review in a batch of windowed reviews (what the classifier pools by); None: a row a review."""
+    return batch["review"].to(dev) if "review" in batch else None
+
+
 @torch.inference_mode()
 def score(
     model: SentimentClassifier,
@@ -31,18 +36,20 @@ def score(
     features: Features | None = None,
 ) -> tuple[np.ndarray, float]:
     """Probabilities in `data` order (two classes: the positive one's, shape [n]; more: every class's,
-    shape [n, classes]), and the mean loss (from cached prefix states if given)."""
+    shape [n, classes]), and the mean loss (from cached prefix states if given). One per review: a review
+    read as several windows gets the probabilities of its pooled logits."""
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
     classes = getattr(model, "num_classes", 2)
     scores = np.zeros((len(data),) if classes == 2 else (len(data), classes), dtype=np.float64)
     total_loss = 0.0
-    batches = sorted_batches([len(x) for x in data.input_ids], batch_size)
+    batches = sorted_batches(data.lengths(), batch_size)  # batches of reviews (with all their windows)
     for batch in tqdm(iterate(data, batches, pad_id), total=len(batches), desc=desc, disable=not progress,
                       leave=False, unit="batch"):
         with autocast(dev, precision):
-            logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), prefix_of(features, batch, dev))
+            logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), prefix_of(features, batch, dev),
+                           review_of(batch, dev))
         labels = batch["labels"].to(dev)
         total_loss += model.loss(logits, labels).item() * len(labels)
         scores[batch["index"].numpy()] = model.scores(logits).cpu().numpy()

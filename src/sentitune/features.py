@@ -12,6 +12,7 @@ What changes: frozen layers run in eval mode (no dropout) — as they do in sent
 cache — and the cached states are rounded to bf16, so results differ slightly from recomputing the
 prefix in fp32 each step. `train.feature_cache` turns it on. Keys hash the prefix weights and every
 token id, so runs that share a frozen prefix (partial-10 and LoRA-top-2 of one model) share the cache.
+The cache holds rows: a review read as several windows (data.windows) has one row per window.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def prefix_fingerprint(backbone: nn.Module, n: int) -> str:
 
 def cache_key(fingerprint: str, n: int, data: Encoded) -> str:
     """Token ids fix tokenizer, cleaning, truncation side and max length; with weights and N, the output."""
-    h = hashlib.sha256(f"{fingerprint}|{n}|{len(data)}".encode())
+    h = hashlib.sha256(f"{fingerprint}|{n}|{len(data.input_ids)}".encode())  # rows
     for ids in data.input_ids:
         h.update(np.asarray(ids, dtype=np.int64).tobytes())
         h.update(b"|")
@@ -62,7 +63,7 @@ def cache_key(fingerprint: str, n: int, data: Encoded) -> str:
 
 
 class FeatureCache:
-    """Per-review hidden states in one bf16 memory-mapped file, with row offsets."""
+    """Per-row (review or window) hidden states in one bf16 memory-mapped file, with row offsets."""
 
     def __init__(self, folder: Path) -> None:
         meta = json.loads((folder / "meta.json").read_text())
@@ -73,7 +74,7 @@ class FeatureCache:
         self.folder = folder
 
     def batch(self, indices: list[int], width: int) -> torch.Tensor:
-        """Right-padded [batch, width, hidden] float32 states for reviews `indices`."""
+        """Right-padded [batch, width, hidden] float32 states for rows `indices`."""
         out = torch.zeros((len(indices), width, self.hidden_size), dtype=torch.float32)
         for row, i in enumerate(indices):
             a, b = int(self.offsets[i]), int(self.offsets[i + 1])
@@ -89,6 +90,7 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
     """Compute (or reuse) the cache for `data`; written in a temp folder and renamed into place (atomic_dir)."""
     root = root or cache_dir("features")
     fingerprint = fingerprint or prefix_fingerprint(backbone, n)
+    data = data.as_rows()  # windows are rows of their own here
     folder = root / cache_key(fingerprint, n, data)
     if (folder / "meta.json").exists():
         return FeatureCache(folder)
@@ -133,4 +135,5 @@ def prefix_of(features: Features | None, batch: dict[str, torch.Tensor], dev: to
     """The batch's cached prefix states, for SentimentClassifier.forward (None: run the whole model)."""
     if features is None:
         return None
-    return Prefix(features.n, features.cache.batch(batch["index"].tolist(), batch["input_ids"].shape[1]).to(dev))
+    rows = batch["rows"] if "rows" in batch else batch["index"]  # windowed data: the rows of the batch's reviews
+    return Prefix(features.n, features.cache.batch(rows.tolist(), batch["input_ids"].shape[1]).to(dev))

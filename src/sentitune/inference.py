@@ -66,7 +66,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     run = RunDir(run_dir)
     cfg = run.config()
     if onnx:
-        check_trained(run.path, cfg.method.name)
+        check_trained(run.path, cfg)
     ensure_writable_dir(run.path)  # eval-*.json goes here: say so now, not after the data and model load
     data_cfg = cfg.data
     if data_path is not None:
@@ -244,7 +244,7 @@ class Predictor:
         self.path, self.cfg, self.model_dir = open_saved(Path(run_dir))
         self.kind = self.cfg.method.name  # the run's own config says what it is, not a file's presence
         if onnx:
-            check_trained(self.path, self.kind)
+            check_trained(self.path, self.cfg)
         self.onnx: OnnxScorer | None = None
         if self.kind == "zero-shot":  # a prompt and a threshold, no trained weights
             self.prompt = SavedPrompt(self.path)

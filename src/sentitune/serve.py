@@ -329,6 +329,8 @@ class MetadataOut(BaseModel):
     labels: list[str]
     max_length: int | None = Field(description="tokens per text, special tokens included (longer: truncated)")
     truncation: str
+    windows: int = Field(1, description="a text longer than max_length is read as up to this many windows, whose "
+                                        "logits are pooled (data.windows)")
     needs_target: bool = Field(description="requests must give target / targets")
     precision: str | None = Field(description="what inference computes in (fp32 unless the run chose otherwise)")
     version: str
@@ -412,7 +414,7 @@ def create_app(run_dir: Path, precision: str | None = None, limits: Limits | Non
         run=cfg.name, method=cfg.method.name,
         base_model=None if predictor.kind == "tfidf" else str(base_record(cfg.model.spec)["base"]),
         labels=predictor.labels, max_length=None if predictor.kind == "tfidf" else cfg.data.max_length,
-        truncation=cfg.data.truncation, needs_target=predictor.needs_target,
+        truncation=cfg.data.truncation, windows=cfg.data.windows, needs_target=predictor.needs_target,
         precision=precision_name(predictor.dtype) if transformer else None,
         version=__version__, limits=asdict(limits))
 

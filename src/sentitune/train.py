@@ -23,7 +23,7 @@ from sentitune.data.records import Splits
 from sentitune.data.sources import load_splits
 from sentitune.ensemble import NgramMember, ensemble_metrics, fit_member, member_metrics
 from sentitune.errors import DataError
-from sentitune.evaluation import evaluate, score
+from sentitune.evaluation import evaluate, review_of, score
 from sentitune.features import Features, build_cache, prefix_fingerprint, prefix_of
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.methods import build_classifier, method, saved_form
@@ -127,8 +127,9 @@ def make_optimizer(model: SentimentClassifier, cfg: ExperimentConfig, lr: float)
 
 
 def epoch_batches(data: Encoded, cfg: ExperimentConfig, phase: int, epoch: int) -> list[list[int]]:
-    lengths = [len(x) for x in data.input_ids]
-    return length_grouped_batches(lengths, cfg.train.batch_size, seed=cfg.train.seed * 1000 + phase * 101 + epoch)
+    """One epoch's batches of reviews (a windowed review brings all its windows: batch_size counts reviews)."""
+    seed = cfg.train.seed * 1000 + phase * 101 + epoch
+    return length_grouped_batches(data.lengths(), cfg.train.batch_size, seed=seed)
 
 
 def micro_batches(data: Encoded, cfg: ExperimentConfig, phase: int, start: int, total: int,
@@ -411,8 +412,8 @@ def _train_phase(
         for micro, batch in micro_batches(data, cfg, state.phase, state.micro, total_micro, pad_id):
             with autocast(dev, precision):
                 logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
-                               prefix_of(features.get("train"), batch, dev))
-            loss = model.loss(logits, batch["labels"].to(dev))
+                               prefix_of(features.get("train"), batch, dev), review_of(batch, dev))
+            loss = model.loss(logits, batch["labels"].to(dev))  # per review: its windows' logits were pooled
             scaler.scale(loss / accum).backward()
             window.append(loss.item())
             pending_tokens += int(batch["attention_mask"].sum())

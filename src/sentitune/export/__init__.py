@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sentitune.config import to_dict
+from sentitune.config import ExperimentConfig, to_dict
 from sentitune.data.batching import target_input
 from sentitune.data.sources import has_targets
 from sentitune.errors import RunError
@@ -19,11 +19,18 @@ from sentitune.runs import open_saved
 FORMATS = ("hf", "onnx")
 
 
-def check_trained(path: Path, kind: str) -> None:
-    """Exports, the ONNX backend and quantize need a trained transformer classifier (not a prompt or tfidf)."""
+def check_trained(path: Path, cfg: ExperimentConfig) -> None:
+    """Exports, the ONNX backend and quantize need a trained transformer classifier (not a prompt or tfidf)
+    that reads a review as one window: a plain *ForSequenceClassification, or its ONNX graph, cannot cut a
+    review into windows and pool their logits."""
+    kind = cfg.method.name
     if kind in ("zero-shot", "tfidf"):
         raise RunError(f"{path}: a {kind} run has no trained classifier to export; export, the ONNX backend and "
                        "quantize are for trained transformer runs")
+    if cfg.data.windows > 1:
+        raise RunError(f"{path}: the run reads a review as up to {cfg.data.windows} windows and pools their logits "
+                       f"({cfg.model.window_pooling}); an exported *ForSequenceClassification or ONNX graph reads one "
+                       "window, so export, the ONNX backend and quantize are for runs with data.windows=1")
 
 
 def check_destination(dest: Path) -> None:
@@ -53,7 +60,7 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
     if quantize not in (None, "none") and fmt != "onnx":
         raise RunError("export: --quantize int8 applies to --format onnx (ONNX Runtime's dynamic quantization)")
     run_path, cfg, model_dir = open_saved(Path(path))
-    check_trained(run_path, cfg.method.name)
+    check_trained(run_path, cfg)
     if cfg.ensemble.ngram:
         raise RunError(f"{run_path}: an ensemble run answers with its transformer and an n-gram model together; an "
                        "export would hold the transformer alone. Use sentitune predict/serve, or train without "

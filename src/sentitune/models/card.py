@@ -38,7 +38,16 @@ def preprocessing_lines(meta: dict[str, Any]) -> list[str]:
     if pre:
         side = {"head": "the first tokens", "tail": "the last tokens"}.get(pre.get("truncation", ""),
                                                                            f"{pre.get('truncation')} tokens")
-        lines.append(f"- at most {pre.get('max_length')} tokens per review (special tokens included), keeping {side}")
+        windows = pre.get("windows") or 1
+        if windows > 1:
+            stride = pre.get("window_stride")
+            lines.append(f"- a review read as up to {windows} windows of {pre.get('max_length')} tokens (special "
+                         f"tokens on each), {f'starting every {stride} tokens' if stride else 'not overlapping'}; a "
+                         f"longer review keeps its first {windows - 1} and its last window; the windows' logits "
+                         f"pooled by {meta.get('window_pooling', 'mean')}")
+        else:
+            lines.append(f"- at most {pre.get('max_length')} tokens per review (special tokens included), keeping "
+                         f"{side}")
         if pre.get("clean_html"):
             lines.append("- HTML line breaks (`<br />`) replaced by spaces and runs of spaces squeezed, before "
                          "tokenizing")

@@ -50,7 +50,11 @@ class Method:
 
 
 def _head(model: SentimentClassifier) -> set[str]:
-    return {f"head.{name}" for name, _ in model.head.named_parameters()}
+    """The head, and the window scorer of attention pooling: it trains whenever the head does."""
+    names = {f"head.{name}" for name, _ in model.head.named_parameters()}
+    if model.window_scorer is not None:
+        names |= {f"window_scorer.{name}" for name, _ in model.window_scorer.named_parameters()}
+    return names
 
 
 def _backbone(model: SentimentClassifier, keep: set[int] | None = None, lora_only: bool = False) -> set[str]:
@@ -147,7 +151,8 @@ def build_classifier(cfg: ExperimentConfig, resolved: ResolvedModel, pad_token_i
     pooling = cfg.model.pooling if cfg.model.pooling != "auto" else ("last" if resolved.is_decoder else "mean")
     torch.manual_seed(cfg.train.seed)  # the head's initial weights are part of the experiment
     model = SentimentClassifier(backbone, backbone.config.hidden_size, pooling,
-                                1 if cfg.model.head == "sigmoid" else len(cfg.data.labels), cfg.model.dropout)
+                                1 if cfg.model.head == "sigmoid" else len(cfg.data.labels), cfg.model.dropout,
+                                cfg.model.window_pooling if cfg.data.windows > 1 else None)
     model.labels = list(cfg.data.labels)
     if any(method(p.method).uses_lora for p in cfg.phases()):
         add_lora(model, cfg.method.lora, resolved.model_type)

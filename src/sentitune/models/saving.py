@@ -5,6 +5,7 @@
                              run's whole config: the folder alone is enough to predict (copied anywhere)
     model/README.md          a model card: what it is, its metrics, how to load it with and without sentitune
     model/head.safetensors   the classification head
+    model/window_scorer.safetensors  (attention pooling of windows only) the scorer of each window
     model/adapter/           a PEFT LoRA adapter (PeftModel.from_pretrained on the base, named by its hub id), or
     model/backbone/          a transformers folder (fine-tuned or LoRA merged), or neither (base untouched)
     model/tokenizer*         the tokenizer, with the pad token, max length and truncation side the run used
@@ -34,6 +35,8 @@ FORMAT_VERSION = 2  # 1: no version key (base as sentitune named it, preprocessi
 # What `predict` needs besides the weights, from the run's DataConfig (the rest of the config rides along).
 PREPROCESSING_KEYS = ("clean_html", "max_length", "truncation", "head_tokens", "target_input", "target_markers",
                       "target_prompt", "labels")
+WINDOW_KEYS = ("windows", "window_stride")  # recorded only for a windowed run (data.windows > 1)
+WINDOW_SCORER = "window_scorer.safetensors"
 
 
 def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: str, dest: Path,
@@ -63,6 +66,9 @@ def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: s
             backbone.save_pretrained(tmp / "backbone")
         save_file({k: v.detach().float().contiguous() for k, v in model.head.state_dict().items()},
                   str(tmp / "head.safetensors"))
+        if model.window_scorer is not None:
+            save_file({k: v.detach().float().contiguous() for k, v in model.window_scorer.state_dict().items()},
+                      str(tmp / WINDOW_SCORER))
         save_tokenizer(tokenizer, tmp, data.get("max_length"), data.get("truncation"))
         meta = {
             "format": "sentitune-model",
@@ -81,6 +87,8 @@ def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: s
             "preprocessing": preprocessing_of(data),
             "config": config,
         }
+        if model.window_pooling is not None:  # a one-window model's folder stays as it always was
+            meta["window_pooling"] = model.window_pooling
         if extra is not None:
             meta.update(extra(tmp))
         (tmp / MODEL_META).write_text(json.dumps(meta, indent=2))
@@ -88,8 +96,10 @@ def save_model(model: SentimentClassifier, tokenizer: Any, spec: str, weights: s
 
 
 def preprocessing_of(data: dict[str, Any]) -> dict[str, Any]:
-    """The part of a run's data settings (as a dict) that its predictions depend on."""
-    return {key: data[key] for key in PREPROCESSING_KEYS if key in data}
+    """The part of a run's data settings (as a dict) that its predictions depend on (window settings only when
+    the run read several windows: absent, a review is one window)."""
+    keys = PREPROCESSING_KEYS + (WINDOW_KEYS if (data.get("windows") or 1) > 1 else ())
+    return {key: data[key] for key in keys if key in data}
 
 
 def save_tokenizer(tokenizer: Any, dest: Path, max_length: int | None, truncation: str | None) -> None:
@@ -209,6 +219,12 @@ def load_model(model_dir: Path) -> tuple[SentimentClassifier, Any]:
         needed.append(model_dir / "adapter" / "adapter_config.json")
     elif meta["weights"] != "base":
         raise RunError(f"{meta_file}: weights {meta['weights']!r} is not one of adapter, backbone, base — {_DAMAGED}")
+    window_pooling = meta.get("window_pooling")
+    if window_pooling not in (None, "mean", "max", "attention"):
+        raise RunError(f"{meta_file}: window_pooling {window_pooling!r} is not one of mean, max, attention — "
+                       f"{_DAMAGED}")
+    if window_pooling == "attention":
+        needed.append(model_dir / WINDOW_SCORER)
     for path in needed:
         if not path.exists():  # name the folder when the whole folder is gone
             gone = path.parent if path.parent != model_dir and not path.parent.exists() else path
@@ -235,12 +251,15 @@ def load_model(model_dir: Path) -> tuple[SentimentClassifier, Any]:
                 backbone = PeftModel.from_pretrained(backbone, model_dir / "adapter")
     with _Loading(meta_file):
         model = SentimentClassifier(backbone, meta["hidden_size"], meta["pooling"], meta["num_logits"],
-                                    meta["dropout"])
+                                    meta["dropout"], window_pooling)
         if "labels" in meta:  # runs saved before N-class labels are binary: the classifier's default names
             if not isinstance(meta["labels"], list) or len(meta["labels"]) != model.num_classes:
                 raise ValueError(f"labels {meta['labels']!r} do not match num_logits {meta['num_logits']}")
             model.labels = [str(x) for x in meta["labels"]]
     with _Loading(model_dir / "head.safetensors"):
         model.head.load_state_dict(load_file(str(model_dir / "head.safetensors")))
+    if model.window_scorer is not None:
+        with _Loading(model_dir / WINDOW_SCORER):
+            model.window_scorer.load_state_dict(load_file(str(model_dir / WINDOW_SCORER)))
     model.eval()
     return model, tokenizer
