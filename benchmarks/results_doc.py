@@ -380,6 +380,12 @@ def main() -> None:
     doc = build_doc(results)
     if BEGIN in old and END in old:
         doc = replace_section(doc, old[old.index(BEGIN):old.index(END) + len(END)] + "\n")
+    from frontier_doc import BEGIN as FRONTIER_BEGIN
+    from frontier_doc import END as FRONTIER_END
+    from frontier_doc import place  # the frontier section has its own script too
+
+    if FRONTIER_BEGIN in old and FRONTIER_END in old:
+        doc = place(doc, old[old.index(FRONTIER_BEGIN):old.index(FRONTIER_END) + len(FRONTIER_END)] + "\n")
     write_text(DOC, doc)
     print(f"wrote {DOC.relative_to(ROOT)} and {(PAGE / 'report.html').relative_to(ROOT)}")
 

@@ -101,6 +101,7 @@ def test_results_agree_with_the_run_directories(bench_run: tuple[Path, Path, int
         assert row["trainable_parameters"] == par.get("trainable") and row["total_parameters"] == par.get("total")
         assert row["train_seconds"] == metrics.get("train_seconds")
         assert row["test_seconds"] == metrics.get("test_seconds")
+        assert row["wall_seconds"] == metrics.get("wall_seconds") and row["wall_seconds"] > 0
         assert 0 <= row["accuracy_ci_low"] <= row["accuracy"] <= row["accuracy_ci_high"] <= 1
         assert f"| {name} |" in md and f"{metrics['test']['accuracy']:.4f}" in md
     assert rows["lora-seed1"]["train_tokens_per_second"] is not None and rows["tfidf"]["method"] == "tfidf"

@@ -96,11 +96,11 @@ def test_config_checks() -> None:
 def ensemble_run(tmp_path_factory: pytest.TempPathFactory, imdb_slice_archive: Path) -> Path:
     """A partial fine-tune of the packaged MiniLM (top block) with an NBSVM half, through the CLI."""
     run = tmp_path_factory.mktemp("runs") / "ensemble"
-    sets = ["method.freeze_layers=5", "ensemble.ngram=true", "ensemble.ngram_data=train", "train.baseline=false",
+    sets = ["method.freeze_layers=5", "ensemble.ngram_data=train", "train.baseline=false",
             *NBSVM]
     code, out, err = run_cli(["train", "--model", "minilm", "--method", "partial", "--data", str(imdb_slice_archive),
                               "--train-size", "80", "--val-size", "30", "--eval-size", "40", "--max-length", "48",
-                              "--epochs", "1", "--lr", "0.0005", "--out", str(run), "--no-progress",
+                              "--epochs", "1", "--lr", "0.0005", "--out", str(run), "--no-progress", "--ngram-ensemble",
                               *[x for s in sets for x in ("--set", s)]])
     assert code == 0, err
     assert "partial + n-gram" in out and "n-gram alone" in out

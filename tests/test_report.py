@@ -64,7 +64,15 @@ def test_plot_data_is_read_from_the_run_directory(bench_run: tuple[Path, Path, i
     assert row.val_curve and row.train_curve  # the tiny run logs its one step and its validation
 
 
-def test_the_bench_writes_five_decodable_plots_and_a_report(bench_run: tuple[Path, Path, int, str]) -> None:
+def test_the_frontier_is_the_best_accuracy_at_each_budget() -> None:
+    from sentitune.plots import frontier
+
+    points = [(10.0, 0.90), (1.0, 0.88), (30.0, 0.89), (2.0, 0.87), (45.0, 0.93), (1.0, 0.80)]
+    assert frontier(points) == [(1.0, 0.88), (10.0, 0.90), (45.0, 0.93)]
+    assert frontier([]) == []
+
+
+def test_the_bench_writes_its_decodable_plots_and_a_report(bench_run: tuple[Path, Path, int, str]) -> None:
     import matplotlib.image
 
     _, out, _, text = bench_run

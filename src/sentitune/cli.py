@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 EXAMPLES = """examples:
-  sentitune train --config configs/minilm-lora-quickstart.yaml
+  sentitune train --config configs/quickstart.yaml
+  sentitune train --config configs/minilm-lora-quickstart.yaml --ngram-ensemble
   sentitune train --model minilm --method lora --train-size 4000 --eval-size 2000 --out runs/minilm-lora
   sentitune train --model gpt2 --method partial --set method.freeze_layers=10 --out runs/gpt2-partial
   sentitune evaluate runs/minilm-lora --split test
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--feature-cache", action="store_true",
                    help="compute the frozen prefix (probe, partial, top-layer LoRA) once and train from disk "
                         "[train.feature_cache]")
+    t.add_argument("--ngram-ensemble", action="store_true",
+                   help="also fit an n-gram model (method.tfidf) and answer with both, weights fitted on validation "
+                        "[ensemble.ngram]")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -280,6 +284,8 @@ def _train_config(args: argparse.Namespace) -> Any:
     overrides = _flag_overrides(args, TRAIN_FLAGS)
     if getattr(args, "feature_cache", False):
         overrides.append("train.feature_cache=true")
+    if getattr(args, "ngram_ensemble", False):
+        overrides.append("ensemble.ngram=true")
     return load_config(args.config, overrides + args.overrides)
 
 

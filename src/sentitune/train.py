@@ -58,7 +58,8 @@ def phase_features(p: Prepared, cfg: ExperimentConfig, phase: PhaseConfig, progr
         if len(data):
             started = time.perf_counter()
             cache = build_cache(model.backbone, data, n, p.tokenizer.pad_token_id, fingerprint,
-                                cfg.train.eval_batch_size, progress, root=root, backbone_kwargs=model.backbone_kwargs)
+                                cfg.train.eval_batch_size, progress, root=root, backbone_kwargs=model.backbone_kwargs,
+                                precision=pick_precision(cfg.train.precision, device()))
             out[split] = Features(n, cache, time.perf_counter() - started)
     return out
 
