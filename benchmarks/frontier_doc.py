@@ -42,6 +42,7 @@ WHAT = {
     "quickstart": "the README job: MiniLM top 2 layers on a cached prefix (4,000 reviews, 256 tokens) + NBSVM "
                   "on the same reviews",
     "quickstart-2000": "the same job as `make demo` runs it (2,000 test reviews, with its untrained baseline)",
+    "quickstart-ngram-all": "the README job's transformer + NBSVM fitted on all 24,000 training reviews",
 }
 
 
@@ -162,12 +163,12 @@ def _has_bf16() -> bool:
 
 
 def place(doc: str, new: str) -> str:
-    """`doc` with the frontier section replaced by `new`; absent, it goes before the first `## ` heading."""
+    """`doc` with the frontier section replaced by `new`; absent, it goes first, right under the title."""
     if BEGIN in doc and END in doc:
         start, stop = doc.index(BEGIN), doc.index(END) + len(END)
         return doc[:start] + new.rstrip("\n") + doc[stop:]
-    at = doc.find("\n## ")
-    return doc + "\n" + new if at < 0 else doc[:at + 1] + new + "\n" + doc[at + 1:]
+    title, _, rest = doc.partition("\n")
+    return f"{title}\n\n{new}\n{rest.lstrip()}" if title.startswith("# ") else f"{new}\n{doc}"
 
 
 def main() -> None:
