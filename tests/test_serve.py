@@ -290,9 +290,11 @@ def test_the_command_serves_until_interrupted(minilm_lora_run: tuple[Path, str],
     """`sentitune serve RUN --port 0` in its own process: it prints where it listens, answers, and Ctrl-C
     stops it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    # Ctrl-C as a terminal delivers it: a suite started in the background (`cmd &`) inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler in the child, so restore the default for it.
     proc = subprocess.Popen([sys.executable, "-m", "sentitune.cli", "serve", str(minilm_lora_run[0]), "--port", "0",
                              "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         assert line.startswith(f"serving {minilm_lora_run[0]} at http://127.0.0.1:"), (line, proc.stderr)
