@@ -99,8 +99,14 @@ def best_lines(rows: list[dict[str, Any]]) -> list[str]:
     readme = next((r for r in rows if r["name"] == README_JOB), None)
     if readme is not None:
         lines.append(f"- **The README's job** (`make demo`, configs/quickstart.yaml): {readme['accuracy']:.4f} on "
-                     f"{readme['n']:,} test reviews in {duration(readme['wall'])} of wall time (whole command: data, "
-                     "model, cache, training, n-gram model, baseline and test pass).")
+                     f"{readme['n']:,} test reviews in {duration(readme['wall'])} of wall time inside `sentitune "
+                     "train` (data, model, cache, training, n-gram model, baseline and test pass).")
+    for r in full:
+        members = {k: (v or {}).get("accuracy") for k, v in r["members"].items()}
+        if len(members) == 2 and None not in members.values():
+            best = max(members, key=lambda k: members[k])
+            lines.append(f"- `{r['name']}`: the ensemble {r['accuracy']:.4f} against its better half alone "
+                         f"({best}, {members[best]:.4f}): {100 * (r['accuracy'] - members[best]):+.2f} points.")
     return lines
 
 
@@ -147,10 +153,13 @@ def section() -> str:
                                      "by that many minutes."]
     truncation = _results("truncation")
     if truncation:
+        first = load_config(BENCHES["truncation"][1] / truncation["rows"][0]["name"] / "config.yaml")
         lines += ["", "### Which tokens to read", "",
-                  "The README job's transformer alone (cached MiniLM prefix, top 2 layers, 4,000 training reviews, "
-                  "2 epochs), four ways to read a review longer than its 256-token window; 2,000 test reviews "
-                  "(`configs/offline/truncation.yaml`).", "", *truncation_table(truncation)]
+                  f"The README job's transformer alone (cached MiniLM prefix, top 2 layers, "
+                  f"{first.data.train_size:,} training reviews, {first.train.epochs:g} epoch(s)), four ways to read a "
+                  f"review longer than its {first.data.max_length}-token window; {first.data.eval_size:,} test "
+                  "reviews (`configs/offline/truncation.yaml`). `tokens read per review`: training tokens per "
+                  "training review and epoch.", "", *truncation_table(truncation)]
     lines.append(END)
     return "\n".join(lines) + "\n"
 
