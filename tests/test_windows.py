@@ -31,7 +31,8 @@ from sentitune.models.registry import load_backbone, load_tokenizer, resolve
 from sentitune.models.saving import WINDOW_SCORER, load_model
 from sentitune.models.split import prefix_forward
 
-pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
+# `make test` runs the tests marked numeric again under the precision auto did not pick (emulated bf16 on a CPU
+# without it: slow), so only the ones whose numbers depend on the precision carry the mark.
 
 MAX_LENGTH, WINDOWS = 24, 3  # 22 review tokens a window: the shortest IMDb reviews take 1, 2, 3 windows or more
 SHORT = ["Great film.", "Dull.", "I loved every minute of it."]  # one window each
@@ -179,6 +180,7 @@ def gpt2_windows(imdb_slice: dict[str, list[Example]]) -> tuple[SentimentClassif
     return model, data, tokenizer.pad_token_id
 
 
+@pytest.mark.numeric
 def test_score_does_not_depend_on_the_batch(gpt2_windows: tuple[SentimentClassifier, Encoded, int]) -> None:
     """A review alone, in one batch with all the others, or in another order: the same probability."""
     model, data, pad = gpt2_windows
@@ -194,6 +196,7 @@ def test_score_does_not_depend_on_the_batch(gpt2_windows: tuple[SentimentClassif
     torch.testing.assert_close(torch.tensor(shuffled), torch.tensor(alone), rtol=0, atol=1e-6)
 
 
+@pytest.mark.numeric
 def test_loss_is_per_review_and_trains_the_scorer(gpt2_windows: tuple[SentimentClassifier, Encoded, int]) -> None:
     """The loss of a batch is the mean over reviews of their pooled logits' loss, computed here by hand
     (softmax of the scorer over each review's windows); its gradient reaches the scorer."""
@@ -319,6 +322,7 @@ def test_attention_folder_without_its_scorer_is_refused(attention_run: Path, tmp
         load_model(copy)
 
 
+@pytest.mark.numeric
 def test_a_review_in_one_window_scores_as_with_one_window(mean_run: Path, tokenizer: Any) -> None:
     """Same trained weights: a review that fits in one window gets exactly the probability it gets when the
     model reads it as a one-window run would."""
@@ -335,6 +339,7 @@ def test_a_review_in_one_window_scores_as_with_one_window(mean_run: Path, tokeni
     assert a.tolist() != b.tolist()  # the longer reviews do read more than one window
 
 
+@pytest.mark.numeric
 def test_interrupted_windowed_run_resumes_to_the_same_result(mean_run: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C at the 4th of 6 optimizer steps (epoch 2), then --resume: the uninterrupted run's results."""
