@@ -90,6 +90,14 @@ class TfidfClassifier:
             coef, intercept = model.coef_, model.intercept_
         return cls(settings, vectorizer, ratios, coef, intercept, classes, list(names), target_vectorizer)
 
+    @classmethod
+    def fit_examples(cls, examples: Sequence[Example], settings: TfidfSettings, seed: int,
+                     names: Sequence[str] = BINARY_LABELS) -> TfidfClassifier:
+        """`fit` on examples: their texts and labels, and their targets and spans when they have them."""
+        targets = [e.target or "" for e in examples] if any(e.target is not None for e in examples) else None
+        return cls.fit([e.text for e in examples], [e.label for e in examples], settings, seed, names, targets,
+                       [e.span for e in examples])
+
     @property
     def num_classes(self) -> int:
         return len(self.labels)
@@ -267,11 +275,8 @@ def run_tfidf(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False,
         report(f"warning: {warning}")
     run = RunDir.create(Path(run_dir), cfg, overwrite=overwrite)
     fit_started = time.perf_counter()
-    train = splits.train
-    targets = [e.target or "" for e in train] if any(e.target is not None for e in train) else None
     names = list(cfg.data.labels)
-    classifier = TfidfClassifier.fit([e.text for e in train], [e.label for e in train], cfg.method.tfidf,
-                                     cfg.train.seed, names, targets, [e.span for e in train])
+    classifier = TfidfClassifier.fit_examples(splits.train, cfg.method.tfidf, cfg.train.seed, names)
     train_seconds = time.perf_counter() - fit_started
     history = []
     if splits.validation:

@@ -108,9 +108,7 @@ def fit_member(cfg: ExperimentConfig, train: Sequence[Example], validation: Sequ
     """Fit the n-gram model on `train`, the weights on `validation` (given the transformer's scores there);
     returns the member and a record of what was fitted (validation metrics of each member and of both)."""
     names = list(cfg.data.labels)
-    targets = [e.target or "" for e in train] if any(e.target is not None for e in train) else None
-    model = TfidfClassifier.fit([e.text for e in train], [e.label for e in train], cfg.method.tfidf,
-                                cfg.train.seed, names, targets, [e.span for e in train])
+    model = TfidfClassifier.fit_examples(train, cfg.method.tfidf, cfg.train.seed, names)
     labels = [e.label for e in validation]
     ngram_validation = model.proba_examples(validation)
     weights = fit_weights(labels, transformer_validation, ngram_validation)
