@@ -9,9 +9,10 @@ import torch
 from conftest import take
 
 from sentitune.data.batching import collate, encode
-from sentitune.features import build_cache
+from sentitune.features import build_cache, fits
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
 from sentitune.models.split import prefix_forward, top_forward
+from sentitune.runtime import to_device
 
 pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
 
@@ -76,6 +77,20 @@ def test_cache_is_built_once_reused_and_keyed(model: tuple, encoded: object, tmp
     # Within one bf16 rounding step (batch composition differs from the build, so fp32 noise can flip one).
     torch.testing.assert_close(got[real], expected[real], rtol=2**-7, atol=1e-3)
     assert (got[~real] == 0).all()
+
+    # Held in device memory (the GPU path; here the CPU stands in for the device): the same batches.
+    cache.hold_on(torch.device("cpu"))
+    torch.testing.assert_close(cache.batch(indices, batch["input_ids"].shape[1]), got, rtol=0, atol=0)
+
+
+def test_a_cache_goes_to_gpu_memory_only_when_it_fits() -> None:
+    assert fits(4 << 30, free=10 << 30) and not fits(6 << 30, free=10 << 30)  # half the free memory at most
+    assert fits(0, free=0)
+
+
+def test_batches_reach_the_device_unchanged() -> None:
+    t = torch.arange(6).reshape(2, 3)
+    assert to_device(t, torch.device("cpu")) is t  # on the CPU nothing is copied; a GPU gets a pinned copy
 
 
 @pytest.mark.parametrize(("spec", "method", "sets"), [

@@ -309,6 +309,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.resumable = True  # a full disk once the run started: --resume continues it
     metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                     report=lambda s: print(s, flush=True))
+    if int(os.environ.get("RANK", "0")):  # one of several processes (accelerate launch): the main one prints
+        return 0
     rows = {"untrained (baseline)": metrics["baseline"]} if metrics["baseline"] else {}
     members = (metrics.get("ensemble") or {}).get("test") or {}
     for member, label in (("transformer", f"{cfg.method.name} alone"), ("ngram", "n-gram alone")):

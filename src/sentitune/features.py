@@ -36,6 +36,7 @@ from sentitune.models.split import Prefix, prefix_forward
 from sentitune.paths import cache_dir
 from sentitune.precision import autocast
 from sentitune.precision import name as precision_name
+from sentitune.runtime import to_device
 
 # ---------------------------------------------------------------------------- the on-disk cache
 
@@ -75,16 +76,45 @@ class FeatureCache:
         self.hidden_size = int(meta["hidden_size"])
         shape = (int(self.offsets[-1]), self.hidden_size)
         self._raw = np.memmap(folder / "hidden.bin", dtype=np.uint16, mode="r", shape=shape)
+        self._states: torch.Tensor | None = None  # every state on a device (see hold_on)
         self.folder = folder
 
+    @property
+    def nbytes(self) -> int:
+        return int(self._raw.nbytes)
+
+    def hold_on(self, dev: torch.device) -> None:
+        """Keep every state in `dev`'s memory (a GPU's, when it fits: `fits`): batches are then gathered there,
+        with no file read and no host-to-device copy per step. On a CPU the memory map already is RAM."""
+        self._states = torch.from_numpy(np.asarray(self._raw)).view(torch.bfloat16).to(dev)
+
     def batch(self, indices: list[int], width: int) -> torch.Tensor:
-        """Right-padded [batch, width, hidden] float32 states for rows `indices`."""
-        out = torch.zeros((len(indices), width, self.hidden_size), dtype=torch.float32)
+        """Right-padded [batch, width, hidden] float32 states for rows `indices` (on the device holding them)."""
+        held = self._states
+        out = torch.zeros((len(indices), width, self.hidden_size), dtype=torch.float32,
+                          device=held.device if held is not None else None)
         for row, i in enumerate(indices):
             a, b = int(self.offsets[i]), int(self.offsets[i + 1])
-            chunk = torch.from_numpy(np.array(self._raw[a:b])).view(torch.bfloat16)
+            chunk = held[a:b] if held is not None else torch.from_numpy(np.array(self._raw[a:b])).view(torch.bfloat16)
             out[row, : b - a] = chunk.float()
         return out
+
+
+def fits(nbytes: int, free: int, share: float = 0.5) -> bool:
+    """Whether a cache of `nbytes` may live in device memory with `free` bytes: at most half of it, so the
+    model, its activations and the optimizer keep room (and another split's cache may join)."""
+    return nbytes <= share * free
+
+
+def hold_if_fits(cache: FeatureCache, dev: torch.device) -> bool:
+    """On a GPU, move the cache into its memory when it fits; True when it did (a CPU never needs to)."""
+    if dev.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(dev)
+    if not fits(cache.nbytes, free):
+        return False
+    cache.hold_on(dev)
+    return True
 
 
 @torch.inference_mode()
@@ -146,4 +176,4 @@ def prefix_of(features: Features | None, batch: dict[str, torch.Tensor], dev: to
     if features is None:
         return None
     rows = batch["rows"] if "rows" in batch else batch["index"]  # windowed data: the rows of the batch's reviews
-    return Prefix(features.n, features.cache.batch(rows.tolist(), batch["input_ids"].shape[1]).to(dev))
+    return Prefix(features.n, to_device(features.cache.batch(rows.tolist(), batch["input_ids"].shape[1]), dev))

@@ -218,6 +218,26 @@ class RunDir:
         return self.path / "model"
 
 
+class FollowerRun(RunDir):
+    """The run directory as the other processes of a data-parallel run see it: they read its checkpoint to
+    resume; only the main process writes (two writers of one log or one checkpoint would corrupt them)."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> None:
+        pass
+
+    def write_predictions(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        pass
+
+    def clear_checkpoint(self) -> None:
+        pass
+
+
 def _first_difference(a: Any, b: Any, where: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in a.keys() | b.keys():

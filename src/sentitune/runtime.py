@@ -27,12 +27,25 @@ def cores() -> int:
 
 
 def set_threads(threads: int | None) -> None:
-    """torch threads: `threads`, or every core this process may run on."""
-    torch.set_num_threads(threads or cores())
+    """torch threads: `threads`, or this process's part of the cores it may run on (all of them, unless a
+    launcher started several processes on this machine: more threads than cores slows every one)."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(threads or max(1, cores() // local))
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU of this process (LOCAL_RANK: one per process under a launcher), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def to_device(tensor: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """A batch tensor onto `dev`: to a GPU through pinned (page-locked) host memory, so the copy runs
+    asynchronously beside the kernels already queued; a tensor already there (or on the CPU) as it is."""
+    if dev.type != "cuda" or tensor.device.type == "cuda":
+        return tensor.to(dev)
+    return tensor.pin_memory().to(dev, non_blocking=True)
 
 
 @contextlib.contextmanager

@@ -18,21 +18,22 @@ import torch
 from tqdm.auto import tqdm
 
 from sentitune.config import ConfigError, ExperimentConfig, PhaseConfig, to_dict
-from sentitune.data.batching import Encoded, encode, encoding_args, iterate, length_grouped_batches
+from sentitune.data.batching import Encoded, collate, encode, encoding_args, length_grouped_batches
 from sentitune.data.records import Splits
 from sentitune.data.sources import load_splits
+from sentitune.distributed import Cluster, DistributedError, cluster
 from sentitune.ensemble import NgramMember, ensemble_metrics, fit_member, member_metrics
 from sentitune.errors import DataError
 from sentitune.evaluation import evaluate, review_of, score
-from sentitune.features import Features, build_cache, prefix_fingerprint, prefix_of
+from sentitune.features import Features, build_cache, hold_if_fits, prefix_fingerprint, prefix_of
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.methods import build_classifier, method, saved_form
 from sentitune.models.registry import ResolvedModel, load_tokenizer, resolve
 from sentitune.models.saving import save_model
 from sentitune.precision import autocast, pick_precision
 from sentitune.precision import name as precision_name
-from sentitune.runs import RunDir
-from sentitune.runtime import deferred_interrupt, device, seed_everything, set_threads
+from sentitune.runs import FollowerRun, RunDir
+from sentitune.runtime import deferred_interrupt, device, seed_everything, set_threads, to_device
 
 Report = Callable[[str], None]
 
@@ -46,7 +47,8 @@ class Interrupted(Exception):
 
 def phase_features(p: Prepared, cfg: ExperimentConfig, phase: PhaseConfig, progress: bool
                    ) -> dict[str, Features] | None:
-    """With train.feature_cache, the frozen prefix's states for every split (built once, reused)."""
+    """With train.feature_cache, the frozen prefix's states for every split (built once, reused; with several
+    processes, built by the main one of each machine and read by the others)."""
     model = p.model
     n = method(phase.method).frozen_depth(model, cfg.method)
     if not cfg.train.feature_cache or n == 0:
@@ -57,9 +59,12 @@ def phase_features(p: Prepared, cfg: ExperimentConfig, phase: PhaseConfig, progr
     for split, data in p.encoded.items():
         if len(data):
             started = time.perf_counter()
-            cache = build_cache(model.backbone, data, n, p.tokenizer.pad_token_id, fingerprint,
-                                cfg.train.eval_batch_size, progress, root=root, backbone_kwargs=model.backbone_kwargs,
-                                precision=pick_precision(cfg.train.precision, device()))
+            with p.cluster.main_first():
+                cache = build_cache(model.backbone, data, n, p.tokenizer.pad_token_id, fingerprint,
+                                    cfg.train.eval_batch_size, progress, root=root,
+                                    backbone_kwargs=model.backbone_kwargs,
+                                    precision=pick_precision(cfg.train.precision, device()))
+            hold_if_fits(cache, device())  # a GPU: the states in its memory, when they fit (half its free memory)
             out[split] = Features(n, cache, time.perf_counter() - started)
     return out
 
@@ -133,18 +138,21 @@ def epoch_batches(data: Encoded, cfg: ExperimentConfig, phase: int, epoch: int) 
     return length_grouped_batches(data.lengths(), cfg.train.batch_size, seed=seed)
 
 
-def micro_batches(data: Encoded, cfg: ExperimentConfig, phase: int, start: int, total: int,
-                  pad_id: int) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    """(micro index, batch) from `start` to `total`, crossing epochs; each epoch reshuffled by seed."""
+def micro_batches(data: Encoded, cfg: ExperimentConfig, phase: int, start: int, total: int, pad_id: int,
+                  cl: Cluster | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor], float, int]]:
+    """(micro index, this process's share of the batch, the weight of its mean loss, the whole batch's
+    tokens) from `start` to `total`, crossing epochs; each epoch reshuffled by seed."""
+    cl = cl or Cluster()
     per_epoch = math.ceil(len(data) / cfg.train.batch_size)
+    lengths = data.lengths()
     micro = start
     while micro < total:
         epoch, offset = divmod(micro, per_epoch)
-        batches = epoch_batches(data, cfg, phase, epoch)
-        for batch in iterate(data, batches[offset:], pad_id):
+        for batch in epoch_batches(data, cfg, phase, epoch)[offset:]:
             if micro >= total:
                 return
-            yield micro, batch
+            part, weight = cl.share(batch)
+            yield micro, collate(data, part, pad_id), weight, sum(lengths[i] for i in batch)
             micro += 1
 
 
@@ -159,10 +167,12 @@ class Prepared:
     tokenizer: Any
     model: SentimentClassifier
     encoded: dict[str, Encoded]
+    cluster: Cluster = field(default_factory=Cluster)
 
 
-def prepare(cfg: ExperimentConfig, report: Report = lambda s: None) -> Prepared:
+def prepare(cfg: ExperimentConfig, report: Report = lambda s: None, cl: Cluster | None = None) -> Prepared:
     """Data, tokenizer and classifier for `cfg` (everything before the first optimizer step)."""
+    cl = cl or Cluster()
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
     resolved = resolve(cfg.model.spec)  # fail fast on a bad spec, before reading data
@@ -180,7 +190,9 @@ def prepare(cfg: ExperimentConfig, report: Report = lambda s: None) -> Prepared:
                      **encoding_args(cfg.data, resolved.is_decoder))
         for name in ("train", "validation", "test")
     }
-    return Prepared(cfg, splits, resolved, tokenizer, model, encoded)
+    if cl.rank:  # the same weights everywhere (and DDP copies rank 0's), but each process its own dropout
+        torch.manual_seed(cfg.train.seed + 1_000_003 * cl.rank)
+    return Prepared(cfg, splits, resolved, tokenizer, model, encoded, cl)
 
 
 def train(
@@ -191,16 +203,23 @@ def train(
     progress: bool = False,
     report: Report = lambda s: None,
 ) -> dict[str, Any]:
-    """Run the experiment `cfg` into `run_dir`; returns the final metrics (also in metrics.json)."""
+    """Run the experiment `cfg` into `run_dir`; returns the final metrics (also in metrics.json).
+
+    Under `accelerate launch` / torchrun every process runs this; they train data parallel and only the
+    main process writes `run_dir` (sentitune.distributed)."""
     started = time.perf_counter()
     if cfg.method.name == "zero-shot":  # nothing trains: the prompting recipe runs it (`sentitune zero-shot`)
         raise ConfigError("method.name=zero-shot trains nothing: run it with sentitune.zero_shot.run_zero_shot "
                           "(the CLI's `train` and `zero-shot` commands both do)")
-    if resume:
+    cl = cluster()
+    if not cl.main:  # one voice: the main process reports and draws the progress bars
+        report, progress = (lambda s: None), False
+    run: RunDir = FollowerRun(Path(run_dir))
+    if cl.main and resume:
         run = RunDir.create(Path(run_dir), cfg, resume=True)
-    else:
+    elif cl.main:
         RunDir(Path(run_dir)).check_free(overwrite)
-    p = prepare(cfg, report)
+    p = prepare(cfg, report, cl)
     model, pad_id, dev = p.model, p.tokenizer.pad_token_id, device()
     precision = pick_precision(cfg.train.precision, dev)  # training (and validation) autocast
     eval_precision = pick_precision(cfg.train.eval_precision, dev)  # baseline and test: what predict uses
@@ -212,12 +231,15 @@ def train(
     if cfg.train.scheduler not in {s.value for s in SchedulerType}:
         raise ConfigError(f"train.scheduler: {cfg.train.scheduler!r} is not one of "
                           f"{', '.join(s.value for s in SchedulerType)}")
-    if not resume:  # written only once every check has passed: a failed start leaves nothing behind
+    if cl.main and not resume:  # written only once every check has passed: a failed start leaves nothing behind
         run = RunDir.create(Path(run_dir), cfg, overwrite=overwrite)
 
     state = State()
     checkpoint = run.load_checkpoint(State) if resume else None  # State is stored as a dict (weights_only)
     if checkpoint is not None:
+        if checkpoint.get("world", 1) != cl.world:
+            raise DistributedError(f"{run.checkpoint_path}: written by {checkpoint.get('world', 1)} process(es); "
+                                   f"resume with the same number (this launch has {cl.world})")
         state = checkpoint["state"]
         restore(model, checkpoint["params"])
         report(f"resuming: phase {state.phase + 1}, step {state.step}")
@@ -226,7 +248,7 @@ def train(
     features, features_phase = phase_features(p, cfg, phases[state.phase], progress), state.phase
     if checkpoint is None and cfg.train.baseline and len(p.encoded["test"]):
         state.baseline, _ = evaluate(model, p.encoded["test"], cfg.train.eval_batch_size, pad_id, eval_precision,
-                                     "baseline", progress, features and features["test"])
+                                     "baseline", progress, features and features["test"], cl)
         run.log({"event": "baseline", "split": "test", **state.baseline})
 
     params = parameter_report(model, cfg, names)
@@ -259,7 +281,7 @@ def train(
     if cfg.train.evaluate_test:  # off: the test set is never scored (search trials choose on validation only)
         test_started = time.perf_counter()
         test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg.train.eval_batch_size, pad_id,
-                                             eval_precision, "test", progress, features and features["test"])
+                                             eval_precision, "test", progress, features and features["test"], cl)
         if member is not None and ensemble is not None:
             names, labels = list(cfg.data.labels), p.encoded["test"].labels
             ngram_scores = member.model.proba_examples(p.splits.test)
@@ -294,10 +316,12 @@ def train(
     if test_scores is not None:
         run.write_predictions(p.splits.test, test_scores.tolist(), labels=cfg.data.labels)
     form = saved_form([phase.method for phase in phases], cfg.method)
-    save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision),
-               config=to_dict(cfg), metrics=metrics, extra=member.save if member else None)
+    if cl.main:
+        save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision),
+                   config=to_dict(cfg), metrics=metrics, extra=member.save if member else None)
     run.write_metrics(metrics)
     run.clear_checkpoint()
+    cl.barrier()  # the others return once the main process has written the run
     return metrics
 
 
@@ -308,7 +332,7 @@ def _fit_ngram(p: Prepared, precision: torch.dtype | None, progress: bool, featu
     training time."""
     started = time.perf_counter()
     validation, _ = score(p.model, p.encoded["validation"], p.cfg.train.eval_batch_size, p.tokenizer.pad_token_id,
-                          precision, "validation", progress, features and features.get("validation"))
+                          precision, "validation", progress, features and features.get("validation"), p.cluster)
     reviews = p.splits.pool if p.cfg.ensemble.ngram_data == "all" and p.splits.pool else p.splits.train
     member, record = fit_member(p.cfg, reviews, p.splits.validation, validation)
     record["ngram_train"] = len(reviews)
@@ -333,8 +357,9 @@ def _train_phase(
     report: Report,
     features: dict[str, Features] | None = None,
 ) -> None:
-    model, data, pad_id, dev = p.model, p.encoded["train"], p.tokenizer.pad_token_id, device()
+    model, data, pad_id, dev, cl = p.model, p.encoded["train"], p.tokenizer.pad_token_id, device(), p.cluster
     method(phase.method).apply(model, cfg.method)
+    net = cl.wrap(model, dev)  # per phase: DDP averages the gradients of the parameters this phase trains
     features = features or {}
     if "train" in features and state.micro == 0:  # computing the cache is part of the first epoch's cost
         state.train_seconds += features["train"].build_seconds
@@ -354,18 +379,23 @@ def _train_phase(
         scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
-        torch.set_rng_state(checkpoint["rng"])
+        torch.set_rng_state(checkpoint["rng"] if cl.world == 1 else checkpoint["rngs"][cl.rank])
         if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"] if cl.world == 1 else checkpoint["cuda_rngs"][cl.rank])
     if state.stopped_early:
         return
     params = dict(model.named_parameters())
     trainable = [params[n] for n in names if params[n].requires_grad]
 
     def save_checkpoint() -> None:
+        """Every process calls it at the same step: the others' RNG states are gathered into the main's file."""
+        extra: dict[str, Any] = {}
+        if cl.world > 1:
+            rngs = cl.gather((boundary_rng, boundary_cuda_rng))
+            extra = {"world": cl.world, "rngs": [r for r, _ in rngs], "cuda_rngs": [c for _, c in rngs]}
         run.save_checkpoint({"state": state, "params": snapshot(model, names), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": boundary_rng,
-                             "cuda_rng": boundary_cuda_rng})
+                             "cuda_rng": boundary_cuda_rng, **extra})
 
     def validate() -> bool:
         """Evaluate on validation, keep the best parameters; True when early stopping says stop."""
@@ -373,7 +403,7 @@ def _train_phase(
             state.pending_validation = False
             return False
         metrics, _ = evaluate(model, p.encoded["validation"], cfg.train.eval_batch_size, pad_id, precision,
-                              "validation", progress, features.get("validation"))
+                              "validation", progress, features.get("validation"), cl)
         record = {"event": "validation", "phase": state.phase + 1, "step": state.step,
                   "epoch": round(state.micro / per_epoch, 3), **metrics}
         with deferred_interrupt():  # the record, the best weights and the flag change together
@@ -404,22 +434,26 @@ def _train_phase(
                f"{phase.method}", disable=not progress, unit="step")
     tick = time.perf_counter()
     pending_tokens = 0  # tokens of a step still accumulating: counted only once the step is taken
-    window: list[float] = []  # micro-batch losses since the last training-loss record (not checkpointed)
+    window = [0.0, 0.0]  # loss x reviews, reviews since the last training-loss record (not checkpointed)
     try:
         if state.pending_validation:  # interrupted during a validation: run it before going on
             if after_validation(validate()):
                 return
             tick = time.perf_counter()
-        for micro, batch in micro_batches(data, cfg, state.phase, state.micro, total_micro, pad_id):
-            with autocast(dev, precision):
-                logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev),
-                               prefix_of(features.get("train"), batch, dev), review_of(batch, dev))
-            loss = model.loss(logits, batch["labels"].to(dev))  # per review: its windows' logits were pooled
-            scaler.scale(loss / accum).backward()
-            window.append(loss.item())
-            pending_tokens += int(batch["attention_mask"].sum())
+        for micro, batch, weight, tokens in micro_batches(data, cfg, state.phase, state.micro, total_micro, pad_id,
+                                                          cl):
             done = micro + 1
-            if done % accum and done != total_micro:
+            sync = not (done % accum and done != total_micro)  # the step's last micro-batch: gradients all-reduced
+            with cl.no_sync(net, sync):
+                with autocast(dev, precision):
+                    logits = net(to_device(batch["input_ids"], dev), to_device(batch["attention_mask"], dev),
+                                 prefix_of(features.get("train"), batch, dev), review_of(batch, dev))
+                loss = model.loss(logits, to_device(batch["labels"], dev))  # per review (window logits pooled)
+                scaler.scale(loss * (weight / accum)).backward()
+            reviews = len(batch["labels"]) if weight else 0
+            window[0], window[1] = window[0] + loss.item() * reviews, window[1] + reviews
+            pending_tokens += tokens
+            if not sync:
                 continue
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
@@ -443,12 +477,13 @@ def _train_phase(
                     state.epoch_seconds.append(state.train_seconds - state.epoch_mark)
                     state.epoch_mark = state.train_seconds
             bar.update(1)
-            bar.set_postfix(loss=f"{window[-1]:.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}")
             if cfg.train.log_every and (state.step % cfg.train.log_every == 0 or epoch_end):
+                total, reviews = cl.sum(window)  # every process's reviews: the same number for any world size
                 run.log({"event": "train", "phase": state.phase + 1, "step": state.step,
-                         "epoch": round(state.micro / per_epoch, 3), "loss": sum(window) / len(window),
+                         "epoch": round(state.micro / per_epoch, 3), "loss": total / max(1.0, reviews),
                          "lr": scheduler.get_last_lr()[0]})
-                window.clear()
+                window = [0.0, 0.0]
             if state.pending_validation:
                 stop = after_validation(validate())
                 tick = time.perf_counter()
@@ -459,7 +494,8 @@ def _train_phase(
                 tick = time.perf_counter()
     except KeyboardInterrupt:
         optimizer.zero_grad(set_to_none=True)  # drop a half-accumulated step: resume redoes it
-        save_checkpoint()
+        if cl.world == 1:  # several processes may be stopped at different steps: their last common checkpoint stays
+            save_checkpoint()
         raise
     finally:
         bar.close()
