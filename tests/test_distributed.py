@@ -132,3 +132,18 @@ def test_two_processes_equal_one_and_resume_with_two(tmp_path: Path, no_dropout_
     losses = [[r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
                if r["event"] == "train"] for run in (one, two)]
     assert len(losses[0]) == len(losses[1]) and all(abs(a - b) < TOLERANCE for a, b in zip(*losses, strict=True))
+
+
+def test_what_a_launch_does_not_run_is_refused(monkeypatch: pytest.MonkeyPatch, imdb_slice_archive: Path,
+                                               tmp_path: Path) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as the launcher sets it in each process it starts
+    code, _, err = run_cli(["evaluate", str(tmp_path / "run")])
+    assert_one_line_error(code, err, ["`sentitune evaluate` runs in one process", "without accelerate launch"])
+    code, _, err = run_cli(["train", "--method", "tfidf", "--data", str(imdb_slice_archive), "--out",
+                            str(tmp_path / "tfidf")])
+    assert_one_line_error(code, err, ["method.name=tfidf", "one process"])
+    assert not (tmp_path / "tfidf").exists()
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    code, _, err = run_cli(["train", "--method", "lora", "--data", str(imdb_slice_archive), "--out",
+                            str(tmp_path / "fsdp")])
+    assert_one_line_error(code, err, ["FSDP", "data parallel (DDP)"])

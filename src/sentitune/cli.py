@@ -648,6 +648,22 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
             "report": cmd_report, "search": cmd_search}
 
 
+def _check_launch(args: argparse.Namespace) -> None:
+    """Under `accelerate launch` / torchrun every process runs this command: only training is data parallel;
+    anything else would run N times over the same files."""
+    from sentitune.distributed import DistributedError, launched
+
+    if not launched():
+        return
+    if args.command != "train":
+        raise DistributedError(f"`sentitune {args.command}` runs in one process: start it without accelerate launch "
+                               "or torchrun (only `sentitune train` trains data parallel)")
+    method = _train_config(args).method.name
+    if method in ("zero-shot", "tfidf"):
+        raise DistributedError(f"method.name={method} trains no network: run it in one process, without "
+                               "accelerate launch or torchrun")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -664,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     from sentitune.train import Interrupted
 
     try:
+        _check_launch(args)
         return COMMANDS[args.command](args)
     except SentituneError as e:
         print(f"sentitune: error: {e}", file=sys.stderr)
