@@ -36,6 +36,14 @@ EXAMPLES = """examples:
   sentitune search configs/search/minilm-lora-lr.yaml --trials 12
 """
 
+TRAIN_SCALING = """
+data parallel (several GPUs, machines, or CPU processes; docs/SCALING.md):
+  accelerate launch --multi_gpu --num_processes 8 -m sentitune train --config CONFIG --out runs/x
+  torchrun --nproc-per-node 8 -m sentitune train --config CONFIG --out runs/x
+  train.batch_size is the global batch (each process takes its share of it), so a config trains the same
+  on 1 process or 8; only the main process writes the run; --resume needs the same number of processes.
+"""
+
 SERVE_HELP = """Serve a saved run over HTTP (FastAPI + uvicorn) until Ctrl-C. The model is loaded once; every
 client's texts go into one bounded queue, and a single worker classifies up to --max-batch of them in
 one call (waiting at most --max-wait-ms for a batch to fill), so concurrent clients share forward passes.
@@ -145,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a classifier and evaluate it on test", epilog=EXAMPLES,
+    t = sub.add_parser("train", help="train a classifier and evaluate it on test", epilog=EXAMPLES + TRAIN_SCALING,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--config", help="experiment YAML (see configs/); flags and --set override it")
     for flag, key, typ, text in TRAIN_FLAGS:
