@@ -147,3 +147,20 @@ def test_what_a_launch_does_not_run_is_refused(monkeypatch: pytest.MonkeyPatch, 
     code, _, err = run_cli(["train", "--method", "lora", "--data", str(imdb_slice_archive), "--out",
                             str(tmp_path / "fsdp")])
     assert_one_line_error(code, err, ["FSDP", "data parallel (DDP)"])
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_shares_weight_the_loss_to_the_full_batch_mean(world: int) -> None:
+    """Whatever the batch size, the shares partition the batch, and the weighted losses averaged over the
+    processes (what DDP does to their gradients) are the full batch's mean loss."""
+    from sentitune.distributed import Cluster
+
+    for n in range(1, 10):
+        batch = list(range(100, 100 + n))
+        loss = {i: float(i % 7) for i in batch}
+        shares = [Cluster(rank, world).share(batch) for rank in range(world)]
+        assert [i for part, w in shares if w for i in part] == batch
+        averaged = sum(w * sum(loss[i] for i in part) / len(part) for part, w in shares) / world
+        assert averaged == pytest.approx(sum(loss.values()) / n)
+        dealt = [Cluster(rank, world).batches([[i] for i in range(n)]) for rank in range(world)]
+        assert sorted(b[0] for d in dealt for b in d) == list(range(n))  # each evaluation batch exactly once

@@ -102,7 +102,9 @@ class Cluster:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        # broadcast_buffers off: the only buffers are constants (position ids), identical in every process
+        return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                       broadcast_buffers=False)
 
     def no_sync(self, model: nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:
         """Skip the all-reduce on micro-batches that only accumulate (the step's last one syncs)."""
