@@ -291,10 +291,20 @@ class Requeue:
 def open_storage(url: str, grace: float = GRACE_SECONDS, requeue: Requeue | None = None) -> optuna.storages.RDBStorage:
     """The study's database with Optuna's heartbeat on: a RUNNING trial whose worker stopped beating for
     `grace` seconds is failed by the next worker that looks, and `requeue` queues its settings again."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval(grace),
-                                          grace_period=max(1, int(grace)), heartbeat_stale_trial_callback=requeue)
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval(grace),
+                                                  grace_period=max(1, int(grace)),
+                                                  heartbeat_stale_trial_callback=requeue)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError):
+            if attempt == 4:  # workers started together race to create the schema: the losers look again
+                raise
+            time.sleep(0.3 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def open_study(search: Search, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
