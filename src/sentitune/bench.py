@@ -285,7 +285,7 @@ def run_bench(bench: Bench, out: Path, progress: bool = False,
     the claims database first, so several workers on one bench never train a row twice: rows held by live
     workers are left to them (tried once more at the end, in case their worker died meanwhile). The results
     files are rewritten after each row, from every finished row of the bench, under a lock; `at_end(out)`
-    (the report) runs under the same lock when this worker is done."""
+    (the report) runs under the same lock when this worker is done, unless other workers still run rows."""
     from sentitune.train import Interrupted
 
     out.mkdir(parents=True, exist_ok=True)
@@ -351,9 +351,16 @@ def run_bench(bench: Bench, out: Path, progress: bool = False,
         record(outcome)
     with claims.lock(lock):
         write_results(bench, out)
-        if at_end is not None:
+        # The report is drawn by the worker that ends last: one that leaves rows running in live workers
+        # leaves it to them (they see every row finished, since each marks its rows done before this lock).
+        if at_end is not None and not [o for o in outcomes if o.status == "left" and _still_running(claims, bench, o)]:
             at_end(out)
     return outcomes
+
+
+def _still_running(claims: Claims, bench: Bench, outcome: Outcome) -> bool:
+    claim = claims.get(f"bench:{bench.name}:{outcome.row}")
+    return claim is not None and claim.state == "running" and claims.takeable(claim, claims.now()) is False
 
 
 # ------------------------------------------------------------------------------------------ results

@@ -585,12 +585,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.grace is not None and args.grace <= 0:
         raise BenchError(f"--grace: expected a number of seconds > 0, got {args.grace}")
+    reports: list[Path] = []
     outcomes = run_bench(bench, out, progress=not args.no_progress, finished=finished,
                          only=set(names) if args.rows else None, workers_db=args.workers_db,
-                         at_end=_report, **({"grace": args.grace} if args.grace else {}))
+                         at_end=lambda o: reports.append(_report(o)), **({"grace": args.grace} if args.grace else {}))
     failed = [o.row for o in outcomes if o.status == "failed"]
     left = [o.row for o in outcomes if o.status == "left"]
-    print(f"results in {out}/results.md, report in {out / 'report.html'}"
+    print(f"results in {out}/results.md" + (f", report in {reports[0]}" if reports else
+                                             " (the report: by the worker that ends last)")
           + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else "")
           + (f"; {len(left)} left to other workers: {', '.join(left)}" if left else ""))
     return 1 if failed else 0
