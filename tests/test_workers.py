@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
-from conftest import BENCH_COMMON, run_cli, write_bench
+from conftest import BENCH_COMMON, assert_one_line_error, run_cli, write_bench
 from test_search import COMMON, lines, write_search
 
 from sentitune.claims import GRACE_SECONDS, Claims, local_and_gone
@@ -237,3 +237,12 @@ def test_two_bench_workers_split_the_rows_on_postgresql(tmp_path: Path, imdb_sli
     results = json.loads((out / "results.json").read_text())
     assert sorted(r["name"] for r in results["rows"]) == sorted(rows) and not results["not_reported"]
     assert all((out / r / "metrics.json").is_file() for r in rows) and (out / "report.html").is_file()
+
+
+def test_a_bad_workers_db_or_grace_is_one_line(tmp_path: Path) -> None:
+    path = write_bench(tmp_path, {"name": "b", "rows": [{"name": "t", "set": ["method.name=tfidf"]}]})
+    code, _, err = run_cli(["bench", str(path), "--out", str(tmp_path / "out"),
+                            "--workers-db", f"sqlite:///{tmp_path}/no/such/folder/claims.db"])
+    assert_one_line_error(code, err, ["claims database sqlite:///", "cannot open"])
+    code, _, err = run_cli(["bench", str(path), "--out", str(tmp_path / "out"), "--grace", "0"])
+    assert_one_line_error(code, err, ["--grace"])

@@ -300,8 +300,9 @@ def open_storage(url: str, grace: float = GRACE_SECONDS, requeue: Requeue | None
                 return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval(grace),
                                                   grace_period=max(1, int(grace)),
                                                   heartbeat_stale_trial_callback=requeue)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError):
-            if attempt == 4:  # workers started together race to create the schema: the losers look again
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
+            racing = not isinstance(e, sqlalchemy.exc.OperationalError) or "locked" in str(e)
+            if attempt == 4 or not racing:  # workers started together race to create the schema: losers look again
                 raise
             time.sleep(0.3 * (attempt + 1))
     raise AssertionError("unreachable")
