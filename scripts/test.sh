@@ -15,6 +15,16 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null;
     echo "test.sh: no chromium: the browser test is skipped (CI=true makes it fail); apt-get install chromium" >&2
   fi
 fi
+# Many search/bench workers are tested against a throwaway PostgreSQL server (tests/conftest.py): Debian's.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing postgresql (apt-get) for the many-workers tests" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "test.sh: no PostgreSQL server: the many-workers tests on it are skipped (CI=true makes them fail);" \
+      "apt-get install postgresql" >&2
+  fi
+fi
 unset SENTITUNE_PRECISION
 .venv/bin/pytest -q
 picked=$(.venv/bin/python -c 'import torch; from sentitune.precision import name, pick_precision

@@ -273,3 +273,29 @@ def interrupt_after_steps(monkeypatch: pytest.MonkeyPatch, steps: int) -> Callab
 
     monkeypatch.setattr(torch.optim.AdamW, "step", interrupted_step)
     return step
+
+
+# ------------------------------------------------------------------ a PostgreSQL server for many workers
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server (tests/pgserver.py) for the session: its base URL. Where Debian's server
+    is not installed the tests that need it are skipped, except with CI=true (scripts/test.sh installs it)."""
+    import pgserver
+
+    if pgserver.binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: scripts/test.sh installs it with apt-get (as root)")
+        pytest.skip("PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)")
+    with pgserver.server() as (base, _):
+        yield base
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session's server, named after the test: its postgresql+psycopg:// URL."""
+    import pgserver
+
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    return pgserver.create_database(postgres_server, name)

@@ -18,6 +18,12 @@ from the run directories only (metrics.json, config.yaml, predictions.csv): no n
 
 `published` puts a number from the literature beside a row that reproduces its setup (never used in a test).
 
+Many workers (the same command, the same --out, on one machine or several sharing the folder) split one bench:
+a worker claims a row in a claims table (`--workers-db`, default sqlite:///OUT/claims.db; PostgreSQL across
+machines) before it trains it, skips rows other live workers hold, takes over a row whose worker stopped
+beating for the grace period (at once when that worker was a process of this machine), and rewrites the
+results files, under a lock, whenever it finishes a row.
+
 Rows may have any number of classes (data.labels): accuracy, its bootstrap CI and McNemar use each test
 example's decision (the `pred` of predictions.csv, the most probable class), macro-F1 is in every row, and
 a bench with more than two classes also gets each class's F1.
@@ -39,6 +45,7 @@ import numpy as np
 import yaml
 
 from sentitune.atomic import write_csv, write_json, write_text
+from sentitune.claims import GRACE_SECONDS, Claims, ClaimsError
 from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.errors import SentituneError
 
@@ -77,7 +84,8 @@ class Bench:
 
 @dataclass
 class Outcome:
-    """What happened to one row: ran, resumed, skipped or failed (with the error's one-line message)."""
+    """What happened to one row: ran, resumed, skipped, failed (with the error's one-line message) or left
+    (to another worker, which holds it, finished it or saw it fail: the message says which)."""
 
     row: str
     status: str
@@ -249,40 +257,110 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
+def _finished_row(row: BenchRow, run_dir: Path) -> bool:
+    """metrics.json is there (of this row's config: another one is an error, not a result to keep)."""
+    if not (run_dir / "metrics.json").is_file():
+        return False
+    if to_dict(load_config(run_dir / "config.yaml")) != to_dict(row.config):
+        raise BenchError(f"{run_dir}: finished with another config than this bench row; delete it or use another --out")
+    return True
+
+
+def _left(claims: Claims, key: str, row: str) -> Outcome:
+    """A row this worker did not run, with who did (or does)."""
+    claim = claims.get(key)
+    if claim is None:
+        return Outcome(row, "left", "released by another worker")
+    what = {"running": "running in", "done": "done by", "failed": "failed in"}.get(claim.state, claim.state)
+    return Outcome(row, "left", f"{what} {claim.worker}" + (f": {claim.message}" if claim.message else ""))
+
+
 def run_bench(bench: Bench, out: Path, progress: bool = False,
               started: Callable[[BenchRow], None] = lambda r: None,
               finished: Callable[[Outcome], None] = lambda o: None,
-              only: Collection[str] | None = None) -> list[Outcome]:
+              only: Collection[str] | None = None, workers_db: str | None = None,
+              grace: float = GRACE_SECONDS, at_end: Callable[[Path], object] | None = None) -> list[Outcome]:
     """Run every row (or the rows named in `only`) into `out/<row>`: finished rows are skipped, checkpointed
-    ones resumed, and a row that fails is recorded (one line) while the others go on. The results files are
-    rewritten after each row, from every finished row of the bench."""
+    ones resumed, and a row that fails is recorded (one line) while the others go on. Each row is claimed in
+    the claims database first, so several workers on one bench never train a row twice: rows held by live
+    workers are left to them (tried once more at the end, in case their worker died meanwhile). The results
+    files are rewritten after each row, from every finished row of the bench, under a lock; `at_end(out)`
+    (the report) runs under the same lock when this worker is done, unless other workers still run rows."""
     from sentitune.train import Interrupted
 
-    outcomes = []
-    for row in bench.rows:
-        if only is not None and row.name not in only:
-            continue
-        run_dir = out / row.name
+    out.mkdir(parents=True, exist_ok=True)
+    url = workers_db or f"sqlite:///{(out / 'claims.db').resolve()}"
+    try:
+        claims = Claims(url, grace)
+    except ClaimsError as e:
+        raise BenchError(str(e)) from None
+    lock = f"bench:{bench.name}:results"
+
+    def attempt(row: BenchRow, last: bool) -> Outcome | None:
+        """The row's outcome, or None when another worker holds it (and this is not the last pass)."""
+        run_dir, key = out / row.name, f"bench:{bench.name}:{row.name}"
         started(row)
         try:
-            if (run_dir / "metrics.json").is_file():
-                saved = load_config(run_dir / "config.yaml")
-                if to_dict(saved) != to_dict(row.config):
-                    raise BenchError(f"{run_dir}: finished with another config than this bench row; delete it "
-                                     "or use another --out")
-                outcome = Outcome(row.name, "skipped")
-            else:
+            if _finished_row(row, run_dir):
+                claim = claims.get(key)
+                by_other = (claim is not None and claim.worker != claims.worker and claim.state == "done"
+                            and claim.heartbeat >= claims.started)  # in this round, by another worker
+                return _left(claims, key, row.name) if last or by_other else Outcome(row.name, "skipped")
+            held = claims.try_hold(key, since=claims.started)
+            if held is None:
+                return _left(claims, key, row.name) if last else None
+            with held:
+                if _finished_row(row, run_dir):  # finished by another worker between the look and the claim
+                    held.done()
+                    return _left(claims, key, row.name) if last else Outcome(row.name, "skipped")
                 resume = (run_dir / "checkpoint.pt").is_file()
-                metrics = _run_row(row, run_dir, resume, progress)
-                outcome = Outcome(row.name, "resumed" if resume else "ran", metrics=metrics)
+                try:
+                    metrics = _run_row(row, run_dir, resume, progress)
+                except (Interrupted, KeyboardInterrupt):
+                    raise
+                except Exception as e:  # noqa: BLE001 - one failed row must not stop the bench
+                    held.failed(_one_line(e))
+                    raise
+                held.done()
+                return Outcome(row.name, "resumed" if resume else "ran", metrics=metrics)
         except (Interrupted, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - one failed row must not stop the bench
-            outcome = Outcome(row.name, "failed", _one_line(e))
+            return Outcome(row.name, "failed", _one_line(e))
+
+    def record(outcome: Outcome) -> None:
         outcomes.append(outcome)
-        write_results(bench, out)  # after every row: an interrupted bench still has its tables so far
+        if outcome.status != "left":
+            with claims.lock(lock):  # serialised: the last writer has seen every finished row
+                write_results(bench, out)  # after every row: an interrupted bench still has its tables so far
         finished(outcome)
+
+    outcomes: list[Outcome] = []
+    others: list[BenchRow] = []
+    for row in bench.rows:
+        if only is not None and row.name not in only:
+            continue
+        outcome = attempt(row, last=False)
+        if outcome is None:
+            others.append(row)
+        else:
+            record(outcome)
+    for row in others:  # a holder that died meanwhile: its row is taken over now
+        outcome = attempt(row, last=True)
+        assert outcome is not None
+        record(outcome)
+    with claims.lock(lock):
+        write_results(bench, out)
+        # The report is drawn by the worker that ends last: one that leaves rows running in live workers
+        # leaves it to them (they see every row finished, since each marks its rows done before this lock).
+        if at_end is not None and not [o for o in outcomes if o.status == "left" and _still_running(claims, bench, o)]:
+            at_end(out)
     return outcomes
+
+
+def _still_running(claims: Claims, bench: Bench, outcome: Outcome) -> bool:
+    claim = claims.get(f"bench:{bench.name}:{outcome.row}")
+    return claim is not None and claim.state == "running" and claims.takeable(claim, claims.now()) is False
 
 
 # ------------------------------------------------------------------------------------------ results

@@ -78,6 +78,24 @@ into OUT/best, the only run scored on test. OUT/search.json and OUT/search.md li
 Run the same command again to continue: finished trials are kept, a trial that was killed is redone from its
 checkpoint, and --trials N with a larger N adds N minus the finished ones. Exit 1 if no trial completed
 or the final run failed.
+
+Many workers: start the same command N times (same search file, same --out, same storage) and they share
+one study: together they run --trials trials, never the same trial twice, each trial directory trained by
+one worker at a time, best/ trained once. On one machine the default SQLite storage does; on several, give
+each one PostgreSQL (--storage postgresql+psycopg://USER:PASSWORD@HOST/DB) and an --out on shared storage.
+A worker that dies has its trial failed by heartbeat after --grace seconds (at once by a worker on its own
+machine) and redone by another. See docs/SCALING.md.
+"""
+
+BENCH_HELP = """Run a bench YAML's rows (name, base, set, matrix, rows) into OUT/<row> and tabulate them in
+OUT/results.json, results.csv, results.md and report.html. Finished rows are skipped and checkpointed ones
+resumed: run the same command again to continue.
+
+Many workers: start the same command N times (same bench file, same --out) and they split the rows: each
+row is claimed in --workers-db (default sqlite:///OUT/claims.db; for several machines a PostgreSQL URL and
+an --out on shared storage) before it is trained, so no row is trained twice. A worker skips rows others
+hold and lists them at the end; a row whose worker stopped beating for --grace seconds (at once when it was a
+process of the same machine) is taken over. Whoever finishes a row rewrites the results. See docs/SCALING.md.
 """
 
 # Flags that map onto config fields, so the common settings do not need --set.
@@ -253,12 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the offline packaged models")
 
-    b = sub.add_parser("bench", help="run a matrix of experiments from a bench YAML and tabulate the results")
+    b = sub.add_parser("bench", help="run a matrix of experiments from a bench YAML and tabulate the results",
+                       description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("bench_file", type=Path, help="bench YAML: name, base, set, matrix, rows")
     b.add_argument("--out", type=Path, help="folder of the row run directories (default: runs/bench/<name>)")
     b.add_argument("--report-only", action="store_true",
                    help="only rewrite results.json/csv/md, the plots and report.html from the existing run directories")
     b.add_argument("--rows", help="run only these rows (comma-separated names); the results list every finished row")
+    b.add_argument("--workers-db", metavar="URL",
+                   help="claims database shared by the bench's workers (default: sqlite:///OUT/claims.db)")
+    b.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="take over a row whose worker has not beaten for this long [120]")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     r = sub.add_parser("report", help="write a bench's self-contained HTML report (tables + plots)",
@@ -274,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("search_file", type=Path, help="search YAML: name, base, set, trial_set, search")
     s.add_argument("--out", type=Path, help="folder of the trials, best/ and the summary (default: runs/search/<name>)")
     s.add_argument("--trials", type=int, help="trials in all, finished ones included (default: search.trials)")
-    s.add_argument("--storage", help="Optuna storage URL (default: search.storage, else sqlite:///OUT/study.db)")
+    s.add_argument("--storage", help="Optuna storage URL (default: search.storage, else sqlite:///OUT/study.db); "
+                   "every worker of one search gives the same")
+    s.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="fail (and redo) a trial whose worker has not beaten for this long [120]")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -557,11 +583,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         detail = f": {o.message}" if o.message else (f" (accuracy {accuracy:.4f})" if accuracy is not None else "")
         print(f"[{number}/{total}] {o.row}: {o.status}{detail}", flush=True)
 
+    if args.grace is not None and args.grace <= 0:
+        raise BenchError(f"--grace: expected a number of seconds > 0, got {args.grace}")
+    reports: list[Path] = []
     outcomes = run_bench(bench, out, progress=not args.no_progress, finished=finished,
-                         only=set(names) if args.rows else None)
+                         only=set(names) if args.rows else None, workers_db=args.workers_db,
+                         at_end=lambda o: reports.append(_report(o)), **({"grace": args.grace} if args.grace else {}))
     failed = [o.row for o in outcomes if o.status == "failed"]
-    print(f"results in {out}/results.md, report in {_report(out)}"
-          + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))
+    left = [o.row for o in outcomes if o.status == "left"]
+    print(f"results in {out}/results.md" + (f", report in {reports[0]}" if reports else
+                                             " (the report: by the worker that ends last)")
+          + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else "")
+          + (f"; {len(left)} left to other workers: {', '.join(left)}" if left else ""))
     return 1 if failed else 0
 
 
@@ -584,6 +617,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.trials is not None and args.trials < 1:
         raise SearchError(f"--trials: expected a whole number >= 1, got {args.trials}")
+    if args.grace is not None and args.grace <= 0:
+        raise SearchError(f"--grace: expected a number of seconds > 0, got {args.grace}")
     search = load_search(args.search_file)
     out = args.out or Path("runs") / "search" / search.name
     args.target = out
@@ -596,7 +631,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     try:
         result, final = run_search(search, out, args.trials, args.storage, progress=not args.no_progress,
-                                   report=lambda line: print(line, flush=True), finished=finished)
+                                   report=lambda line: print(line, flush=True), finished=finished,
+                                   **({"grace": args.grace} if args.grace else {}))
     except (Interrupted, KeyboardInterrupt):  # the trial's checkpoint is kept and its settings queued again
         raise Interrupted("interrupted; run the same command again to continue the search") from None
     if final.status == "failed":

@@ -7,6 +7,14 @@ study lives in an Optuna storage (an SQLite file under --out by default), so a s
 anywhere continues: finished trials stay finished, a trial killed mid-run is redone from its
 checkpoint (its directory is named by a hash of its settings), and `--trials` can grow it later.
 
+Many workers (the same command, started anywhere against one storage URL: SQLite on one machine,
+PostgreSQL across several) share one study: the decision to start a trial, and its ask, happen under a
+lock in the claims table of that same database, so together they run `--trials` and no more; each trial
+is sampled with a seed of its own number; a trial directory (equal settings, equal folder) and `best/`
+are claimed, so two workers never train into one folder at once. A trial whose worker died is failed by
+Optuna's heartbeat after the grace period (at once when that worker was a process of this machine) and
+its settings queued again.
+
     name: minilm-lora-lr
     base: ../minilm-lora-quickstart.yaml   # optional, relative to this file
     set: [data.train_size=2000]             # the trials and the final run
@@ -29,6 +37,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +50,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sentitune.atomic import write_json, write_text
 from sentitune.bench import _one_line, _override, _strings, read_header, read_yaml
+from sentitune.claims import GRACE_SECONDS, Beat, Claims, ClaimsError, heartbeat_interval, local_and_gone
+from sentitune.claims import safe_url as safe_url
 from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.errors import SentituneError
 
@@ -263,44 +275,87 @@ def _train(cfg: ExperimentConfig, run_dir: Path, progress: bool) -> tuple[str, d
     return ("resumed" if resume else "ran"), metrics
 
 
-def open_study(search: Search, storage: str) -> optuna.Study:
+class Requeue:
+    """Optuna's callback for a trial failed by heartbeat (and ours for one whose worker is gone): its settings
+    queued again, so the next ask redoes it (resuming from the checkpoint in its directory)."""
+
+    def __init__(self) -> None:
+        self.numbers: list[int] = []
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.numbers.append(trial.number)
+        if trial.params:
+            study.enqueue_trial(trial.params)
+
+
+def open_storage(url: str, grace: float = GRACE_SECONDS, requeue: Requeue | None = None) -> optuna.storages.RDBStorage:
+    """The study's database with Optuna's heartbeat on: a RUNNING trial whose worker stopped beating for
+    `grace` seconds is failed by the next worker that looks, and `requeue` queues its settings again."""
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval(grace),
+                                                  grace_period=max(1, int(grace)),
+                                                  heartbeat_stale_trial_callback=requeue)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
+            racing = not isinstance(e, sqlalchemy.exc.OperationalError) or "locked" in str(e)
+            if attempt == 4 or not racing:  # workers started together race to create the schema: losers look again
+                raise
+            time.sleep(0.3 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def open_study(search: Search, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create or load the study named after the search; refuse one made by a different search."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage if isinstance(storage, str) else storage.url  # type: ignore[attr-defined]
     try:
         study = optuna.create_study(study_name=search.name, storage=storage, direction=search.direction,
                                     load_if_exists=True)
     except Exception as e:  # noqa: BLE001 - a bad URL or driver surfaces as many types; one line either way
-        raise SearchError(f"storage {safe_url(storage)}: cannot open ({_one_line(e)})") from None
+        raise SearchError(f"storage {safe_url(url)}: cannot open ({_one_line(e)})") from None
     mark = fingerprint(search)
     made = study.user_attrs.get("fingerprint")
     if made is None and not study.trials:
         study.set_user_attr("fingerprint", mark)
     elif made != mark or study.direction.name.lower() != search.direction:
-        raise SearchError(f"storage {safe_url(storage)}: study {search.name!r} was made with other settings "
+        raise SearchError(f"storage {safe_url(url)}: study {search.name!r} was made with other settings "
                           "(base, set, trial_set, space or metric); use another --out, --storage or name")
-    # Re-seeded by the trials so far: a resumed study must not redraw the points it drew before.
-    study.sampler = optuna.samplers.TPESampler(seed=search.seed + len(study.trials))
     return study
 
 
-def safe_url(url: str) -> str:
-    """The storage URL without its password (it goes into search.json and error messages)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL: show it as given
-        return url
+def seed_sampler(search: Search, study: optuna.Study) -> None:
+    """Before each ask (under the study lock): a TPE sampler seeded with the number the next new trial gets.
+    Numbers are unique in the storage, so workers started together draw different points, and one worker
+    with a given seed draws the same ones every time."""
+    study.sampler = optuna.samplers.TPESampler(seed=search.seed + len(study.get_trials(deepcopy=False)))
 
 
-def requeue_stale(study: optuna.Study) -> list[int]:
-    """Trials left RUNNING by a killed process: told FAIL, their params queued again (redone, resumed)."""
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in stale:
-        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        if t.params:
-            study.enqueue_trial(t.params)
-    return [t.number for t in stale]
+def fail_stale(study: optuna.Study, requeue: Requeue) -> list[int]:
+    """Fail the RUNNING trials whose worker is gone and queue their settings again: by Optuna's heartbeat
+    (no beat for the grace period), at once when the worker was a process of this machine that no longer
+    runs, and a trial with no worker at all (left by a sentitune from before workers) once it is still
+    without one a second later (a fresh ask gets its worker within milliseconds). Called under the lock."""
+    requeue.numbers.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    gone = []
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if any("worker" not in t.user_attrs for t in running):
+        time.sleep(1.0)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in running:
+        worker = t.user_attrs.get("worker")
+        if worker is None or local_and_gone(worker):
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            gone.append(t)
+    for t in gone:
+        requeue(study, t)
+    return list(requeue.numbers)
 
 
 def counted(trial: FrozenTrial) -> bool:
@@ -309,34 +364,82 @@ def counted(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and "error" in trial.user_attrs)
 
 
-def run_trial(search: Search, study: optuna.Study, out: Path, progress: bool) -> TrialOutcome:
-    """Ask, train on validation only, tell. A SentituneError fails the trial (one line); anything else
+@dataclass
+class Worker:
+    """One worker's handles on the shared study: its storage (for heartbeats), claims and requeue callback."""
+
+    search: Search
+    study: optuna.Study
+    storage: optuna.storages.RDBStorage
+    claims: Claims
+    requeue: Requeue
+
+    @property
+    def lock(self) -> str:
+        return f"search:{self.search.name}:ask"
+
+    def key(self, run: str) -> str:
+        return f"search:{self.search.name}:{run}"
+
+
+def next_trial(w: Worker, total: int, report: Callable[[str], None]) -> optuna.Trial | None:
+    """Under the study lock: fail stale trials, then ask for one more if the study's counted and running
+    trials are fewer than `total`. None: the budget is used up and nobody is running a trial that may still
+    fail; while others run the last trials, wait (one of them may die and its trial come back)."""
+    while True:
+        with w.claims.lock(w.lock):
+            for number in fail_stale(w.study, w.requeue):
+                report(f"trial {number} was left running (killed?): marked failed, its settings queued again")
+            trials = w.study.get_trials(deepcopy=False)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if sum(counted(t) for t in trials) + running < total:
+                seed_sampler(w.search, w.study)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "heartbeat ... supposed to be used with Study.optimize"
+                    trial = w.study.ask(dict(w.search.space))
+                trial.set_user_attr("worker", w.claims.worker)
+                w.storage.record_heartbeat(trial._trial_id)
+                return trial
+            if not running:
+                return None
+        time.sleep(min(5, heartbeat_interval(w.claims.grace)))
+
+
+def run_trial(w: Worker, trial: optuna.Trial, out: Path, progress: bool) -> TrialOutcome:
+    """Train on validation only, tell. Its directory is claimed first (a worker with the same settings
+    training there: wait, then read it back). A SentituneError fails the trial (one line); anything else
     (Ctrl-C, a bug) fails it, queues its params again for the next start, and propagates."""
-    trial = study.ask(dict(search.space))
+    search, study = w.search, w.study
     params = dict(trial.params)
     overrides = trial_overrides(search, params)
     name = trial_dir_name(overrides)
     run = f"trials/{name}"
     trial.set_user_attr("run", run)
-    try:
-        cfg = load_config(search.base, [*overrides, f"name={search.name}-{name}"])
-        status, metrics = _train(cfg, out / run, progress)
-        value = objective(metrics, search.metric)
-    except SentituneError as e:
-        trial.set_user_attr("error", _one_line(e))
-        study.tell(trial, state=TrialState.FAIL)
-        return TrialOutcome(trial.number, params, "failed", run, message=_one_line(e))
-    except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
-        study.enqueue_trial(params)
-        raise
+    with Beat(heartbeat_interval(w.claims.grace), lambda: w.storage.record_heartbeat(trial._trial_id)):
+        try:
+            with w.claims.hold(w.key(run)) as held:
+                cfg = load_config(search.base, [*overrides, f"name={search.name}-{name}"])
+                status, metrics = _train(cfg, out / run, progress)
+                held.done()
+            value = objective(metrics, search.metric)
+        except SentituneError as e:
+            trial.set_user_attr("error", _one_line(e))
+            study.tell(trial, state=TrialState.FAIL)
+            return TrialOutcome(trial.number, params, "failed", run, message=_one_line(e))
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            study.enqueue_trial(params)
+            raise
     study.tell(trial, value)
     return TrialOutcome(trial.number, params, status, run, value)
 
 
-def run_final(search: Search, study: optuna.Study, out: Path, progress: bool) -> FinalOutcome:
-    """The best trial's params with `set` (not `trial_set`) trained once into out/best, test pass on."""
+def run_final(w: Worker, out: Path, progress: bool) -> FinalOutcome:
+    """The best trial's params with `set` (not `trial_set`) trained once into out/best, test pass on. best/
+    is claimed: a second worker waits, then reads the finished run back (skipped)."""
     from sentitune.train import Interrupted
+
+    search, study = w.search, w.study
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -345,7 +448,9 @@ def run_final(search: Search, study: optuna.Study, out: Path, progress: bool) ->
     outcome = FinalOutcome("", dict(best.params), best.number, best.value)
     try:
         cfg = load_config(search.base, final_overrides(search, best.params))
-        status, outcome.metrics = _train(cfg, out / "best", progress)
+        with w.claims.hold(w.key("best")) as held:
+            status, outcome.metrics = _train(cfg, out / "best", progress)
+            held.done()
         outcome.status = "skipped" if status == "read back" else status
     except (Interrupted, KeyboardInterrupt):
         raise
@@ -356,23 +461,33 @@ def run_final(search: Search, study: optuna.Study, out: Path, progress: bool) ->
 
 def run_search(search: Search, out: Path, trials: int | None = None, storage: str | None = None,
                progress: bool = False, report: Callable[[str], None] = lambda s: None,
-               finished: Callable[[TrialOutcome], None] = lambda o: None) -> tuple[dict[str, Any], FinalOutcome]:
-    """Run the trials still missing from the study (of `trials` in all), then the best once on test.
-    search.json/search.md are rewritten after every trial and at the end."""
+               finished: Callable[[TrialOutcome], None] = lambda o: None,
+               grace: float = GRACE_SECONDS) -> tuple[dict[str, Any], FinalOutcome]:
+    """Run trials until the study holds `trials` counted ones (decided before each ask, so several workers
+    on one storage together run that many), wait for the other workers' last trials, then train the best
+    once on test. search.json/search.md are rewritten after every trial and at the end."""
     out.mkdir(parents=True, exist_ok=True)
     url = storage or search.storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    study = open_study(search, url)
-    for number in requeue_stale(study):
-        report(f"trial {number} was left running (killed?): marked failed, its settings queued again")
+    requeue = Requeue()
+    try:
+        rdb = open_storage(url, grace, requeue)
+    except Exception as e:  # noqa: BLE001 - a bad URL or driver surfaces as many types; one line either way
+        raise SearchError(f"storage {safe_url(url)}: cannot open ({_one_line(e)})") from None
+    study = open_study(search, rdb)
+    try:
+        claims = Claims(url, grace)
+    except ClaimsError as e:
+        raise SearchError(str(e)) from None
+    w = Worker(search, study, rdb, claims, requeue)
     total = trials if trials is not None else search.trials
-    todo = max(0, total - sum(counted(t) for t in study.get_trials(deepcopy=False)))
-    report(f"search {search.name}: {todo} of {total} trials to run, chosen on validation {search.metric} -> {out} "
-           f"(storage {safe_url(url)})")
-    for _ in range(todo):
-        outcome = run_trial(search, study, out, progress)
+    done = sum(counted(t) for t in study.get_trials(deepcopy=False))
+    report(f"search {search.name}: {max(0, total - done)} of {total} trials to run, chosen on validation "
+           f"{search.metric} -> {out} (storage {safe_url(url)}; worker {claims.worker})")
+    while (trial := next_trial(w, total, report)) is not None:
+        outcome = run_trial(w, trial, out, progress)
         write_summary(search, study, out, url)
         finished(outcome)
-    final = run_final(search, study, out, progress)
+    final = run_final(w, out, progress)
     return write_summary(search, study, out, url), final
 
 
