@@ -6,23 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check src tests benchmarks
-# The report page is tested in a real headless browser (tests/test_report.py): Debian's chromium.
-if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+# Debian packages the tests use: chromium (the report page in a real headless browser, tests/test_report.py)
+# and a PostgreSQL server (many search/bench workers on one database, tests/test_workers.py). Installed with
+# apt-get when root; otherwise those tests are skipped with a message (CI=true makes them fail).
+missing=()
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test.sh: installing chromium (apt-get) for the report page's browser test" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "test.sh: installing ${missing[*]} (apt-get) for the tests" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "test.sh: no chromium: the browser test is skipped (CI=true makes it fail); apt-get install chromium" >&2
-  fi
-fi
-# Many search/bench workers are tested against a throwaway PostgreSQL server (tests/conftest.py): Debian's.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test.sh: installing postgresql (apt-get) for the many-workers tests" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  else
-    echo "test.sh: no PostgreSQL server: the many-workers tests on it are skipped (CI=true makes them fail);" \
-      "apt-get install postgresql" >&2
+    echo "test.sh: missing ${missing[*]}: their tests are skipped (CI=true makes them fail); apt-get install" \
+      "${missing[*]}" >&2
   fi
 fi
 unset SENTITUNE_PRECISION
