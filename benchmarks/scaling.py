@@ -66,7 +66,8 @@ def main() -> None:
     launch = [str(bin_dir / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(args.processes),
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sentitune"]
     many = run([*launch, "train", *sets], args.out / "many")
-    diff = max(abs(one["_probs"][k] - many["_probs"][k]) for k in one["_probs"])
+    diffs = [abs(one["_probs"][k] - many["_probs"][k]) for k in one["_probs"]]
+    agree = sum((one["_probs"][k] > 0.5) == (many["_probs"][k] > 0.5) for k in one["_probs"]) / len(diffs)
     machine = f"{cpu_name()}, {cores()} cores, bf16 instructions: {cpu_has_bf16()}, GPUs: {torch.cuda.device_count()}"
     rows = [("1 process", one), (f"{args.processes} processes (DDP)", many)]
     lines = [f"Machine: {machine}. Config: `{' '.join(SETTINGS + args.sets)}`; training precision "
@@ -77,8 +78,11 @@ def main() -> None:
     for name, m in rows:
         lines.append(f"| {name} | {m['train_seconds']:.1f} | {m['train_tokens_per_second']:,.0f} | "
                      f"{m['test']['accuracy']:.4f} | {m['test']['n']} | {m['wall_seconds']:.1f} |")
-    lines += ["", f"Largest difference of a test probability between the two: {diff:.2e} (same reviews, each "
-              f"scored once: {len(one['_probs'])} vs {len(many['_probs'])}).", ""]
+    lines += ["", f"Test probabilities, one process against {args.processes}: largest difference {max(diffs):.2e}, "
+              f"mean {sum(diffs) / len(diffs):.2e}; the same decision on {100 * agree:.1f}% of the reviews (each "
+              f"review scored once: {len(one['_probs'])} and {len(many['_probs'])}). Each process draws its own "
+              "dropout masks, so with dropout the runs agree as two seeds would, not bit for bit; without dropout, "
+              "in fp32, they agree within 1e-5 (tests/test_distributed.py).", ""]
     body = "\n".join(lines)
     print(body)
     write_block(DOC, "scaling", body, new_doc="# Scaling out\n")
