@@ -86,7 +86,7 @@ class FeatureCache:
     def hold_on(self, dev: torch.device) -> None:
         """Keep every state in `dev`'s memory (a GPU's, when it fits: `fits`): batches are then gathered there,
         with no file read and no host-to-device copy per step. On a CPU the memory map already is RAM."""
-        self._states = torch.from_numpy(np.asarray(self._raw)).view(torch.bfloat16).to(dev)
+        self._states = torch.from_numpy(np.array(self._raw)).view(torch.bfloat16).to(dev)  # a copy: writable
 
     def batch(self, indices: list[int], width: int) -> torch.Tensor:
         """Right-padded [batch, width, hidden] float32 states for rows `indices` (on the device holding them)."""
