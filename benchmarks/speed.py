@@ -472,7 +472,7 @@ def format_report(r: dict[str, Any]) -> str:
         who = {"sentitune": "sentitune", **noise_of}
         precisions = ", ".join(f"{who[a].removeprefix('the ')} {r['arms'][a].get('precision', 'fp32')}/"
                                f"{r['arms'][a].get('eval_precision', 'fp32')}" for a in arms)
-        rows.append(f"\nMachine: {m['cpu']}, {m['cores']} cores used ({m['cpus_online']} online), native bf16 "
+        rows.append(f"\nMachine: {m['cpu']}, {m['cores']} of its {m['cpus_online']} cores used, native bf16 "
                     f"(oneDNN): {'yes' if m['bf16_native'] else 'no'}. Precision, training/evaluation (one "
                     f"rule for every arm: what sentitune's auto picks): {precisions}.")
     rows.append(f"\nmatmul peak on this machine: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s. "
