@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import resource
@@ -216,7 +217,10 @@ def run_trainer(args: argparse.Namespace, model: str, best: bool) -> dict[str, A
 
     dtype = training_dtype()
     eval_batch = cfg.train.eval_batch_size if best else 32
-    extra: dict[str, Any] = {"train_sampling_strategy": "group_by_length"} if best else {}
+    # transformers 5 names it train_sampling_strategy="group_by_length"; 4.x had group_by_length=True.
+    renamed = "train_sampling_strategy" in {f.name for f in dataclasses.fields(TrainingArguments)}
+    grouped = {"train_sampling_strategy": "group_by_length"} if renamed else {"group_by_length": True}
+    extra: dict[str, Any] = grouped if best else {}
     targs = TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs=args.epochs,
                               per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=eval_batch,
                               learning_rate=args.lr, save_strategy="no",
