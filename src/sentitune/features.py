@@ -176,4 +176,6 @@ def prefix_of(features: Features | None, batch: dict[str, torch.Tensor], dev: to
     if features is None:
         return None
     rows = batch["rows"] if "rows" in batch else batch["index"]  # windowed data: the rows of the batch's reviews
-    return Prefix(features.n, to_device(features.cache.batch(rows.tolist(), batch["input_ids"].shape[1]), dev))
+    with torch.profiler.record_function("sentitune.cache_read"):  # named in profiles (benchmarks/profile_training.py)
+        states = features.cache.batch(rows.tolist(), batch["input_ids"].shape[1])
+    return Prefix(features.n, to_device(states, dev))
