@@ -15,18 +15,21 @@ docs/PERFORMANCE.md.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
-from speed import experiment, gpt2_124m_random, matmul_peak, model_flops_per_token
+from docs_block import write_block
+from speed import ROOT, experiment, gpt2_124m_random, matmul_peak, model_flops_per_token
 
 from sentitune.train import train
 
 GROUPS = [  # (group, substrings of operator names), first match wins
     ("cache read", ("sentitune.cache_read",)),
+    ("dropout masks", ("bernoulli",)),
     ("attention", ("scaled_dot_product", "flash_attention", "_efficient_attention", "softmax", "baddbmm", "bmm")),
     ("matmul", ("aten::mm", "aten::addmm", "aten::matmul", "aten::linear", "mkldnn", "onednn")),
     ("layer norm", ("layer_norm",)),
@@ -52,6 +55,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--freeze", type=int, default=10)
     parser.add_argument("--rows", type=int, default=20, help="operators to list")
+    parser.add_argument("--attention-dropout", type=float, default=None,
+                        help="model.attention_dropout (default: the backbone's own, 0.1)")
+    parser.add_argument("--write", metavar="BLOCK", nargs="?", const="profile-training",
+                        help="put the output into docs/PERFORMANCE.md (block "
+                        "BLOCK, default profile-training)")
     args = parser.parse_args()
     ns = argparse.Namespace(method="partial", train=args.train, eval=16, max_length=args.max_length,
                             epochs=args.epochs, batch_size=args.batch_size, lr=1e-4, freeze=args.freeze,
@@ -59,6 +67,7 @@ def main() -> None:
     model = gpt2_124m_random()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = experiment(ns, model, str(Path(tmp) / "features"))
+        cfg.model.attention_dropout = args.attention_dropout
         train(cfg, Path(tmp) / "warm")  # builds the cache
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             started = time.perf_counter()
@@ -74,14 +83,19 @@ def main() -> None:
     flops = model_flops_per_token(model, "partial", args.freeze)["cached_train"]
     seconds = metrics["train_seconds"]
     achieved = flops * metrics["train_tokens"] / seconds / 1e9
-    print(f"profiled run: {metrics['train_tokens']:,} training tokens in {seconds:.1f} s ({precision}), wall "
-          f"{wall:.1f} s under the profiler; top-block model FLOP/s {achieved:.1f} G = {100 * achieved / peak:.0f}% "
-          f"of the measured {precision} matmul peak ({peak:.0f} GFLOP/s)")
-    print("\n| group | self CPU s | share |\n|---|---:|---:|")
+    out = [f"profiled run: {metrics['train_tokens']:,} training tokens in {seconds:.1f} s ({precision}), wall "
+           f"{wall:.1f} s under the profiler; top-block model FLOP/s {achieved:.1f} G = {100 * achieved / peak:.0f}% "
+           f"of the measured {precision} matmul peak ({peak:.0f} GFLOP/s)",
+           "", "| group | self CPU s | share |", "|---|---:|---:|"]
     for group, us in sorted(groups.items(), key=lambda kv: -kv[1]):
-        print(f"| {group} | {us / 1e6:.2f} | {100 * us / total:.1f}% |")
-    print(f"\nTop {args.rows} operators by self CPU time:\n")
-    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=60))
+        out.append(f"| {group} | {us / 1e6:.2f} | {100 * us / total:.1f}% |")
+    table = events.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=60)
+    out += ["", f"Top {args.rows} operators by self CPU time:", "", "```", table.rstrip(), "```", ""]
+    text = "\n".join(out)
+    print(text)
+    if args.write:
+        command = "python benchmarks/profile_training.py " + " ".join(sys.argv[1:])
+        write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, f"```\n{command}\n```\n\n{text}")
 
 
 if __name__ == "__main__":

@@ -94,3 +94,21 @@ def test_models_command_lists_packaged(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     for name in PACKAGED:
         assert name in out
+
+
+@pytest.mark.parametrize(("spec", "name"), [("gpt2-tiny-random", "attn_pdrop"),
+                                            ("minilm", "attention_probs_dropout_prob")])
+def test_attention_dropout_replaces_the_backbones_own(spec: str, name: str) -> None:
+    import torch
+
+    from sentitune.config import ConfigError, load_config
+
+    source = resolve(spec).source
+    assert getattr(load_backbone(source).config, name) == pytest.approx(0.1)  # None: the backbone's own
+    backbone = load_backbone(source, attention_dropout=0.0)
+    assert getattr(backbone.config, name) == 0.0
+    rates = {m.p for n, m in backbone.named_modules()
+             if isinstance(m, torch.nn.Dropout) and ("attn_dropout" in n or n.endswith("attention.self.dropout"))}
+    assert rates == {0.0}, rates  # the attention modules themselves were built with it
+    with pytest.raises(ConfigError, match="model.attention_dropout"):
+        load_config(None, ["model.attention_dropout=1.5"])

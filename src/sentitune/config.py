@@ -122,6 +122,10 @@ class ModelConfig:
     pooling: str = "auto"  # auto (last for decoders, mean for encoders) | mean | cls | last
     head: str = "softmax"  # softmax: one logit per class + cross-entropy; sigmoid (two classes): 1 logit + BCE
     dropout: float = 0.1  # dropout before the head
+    # Dropout on the attention probabilities of the blocks that train; None: the backbone's own (GPT-2, BERT,
+    # MPNet: 0.1). 0 lets them use the fused attention kernel: on a CPU drawing the dropout masks over every
+    # (token, token) pair was 23% of later epochs' time (docs/PERFORMANCE.md, profile); frozen blocks use none.
+    attention_dropout: float | None = None
     window_pooling: str = "mean"  # data.windows > 1: mean | max | attention (a learned score per window)
 
 
@@ -272,6 +276,8 @@ class ExperimentConfig:
             raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {self.train.warmup_ratio}")
         if not 0 <= self.model.dropout < 1:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
+        if self.model.attention_dropout is not None and not 0 <= self.model.attention_dropout < 1:
+            raise ConfigError(f"model.attention_dropout: must be in [0, 1) or null, got {self.model.attention_dropout}")
         lora = self.method.lora
         _positive("method.lora.r", lora.r, minimum=1)
         _positive("method.lora.alpha", lora.alpha)

@@ -146,7 +146,7 @@ def saved_form(names: list[str], settings: MethodConfig) -> str:
 
 def build_classifier(cfg: ExperimentConfig, resolved: ResolvedModel, pad_token_id: int) -> SentimentClassifier:
     """The classifier a run starts from: backbone + pooling + a seeded head, with LoRA adapters if a phase uses them."""
-    backbone = load_backbone(resolved.source)
+    backbone = load_backbone(resolved.source, attention_dropout=cfg.model.attention_dropout)
     backbone.config.pad_token_id = pad_token_id
     pooling = cfg.model.pooling if cfg.model.pooling != "auto" else ("last" if resolved.is_decoder else "mean")
     torch.manual_seed(cfg.train.seed)  # the head's initial weights are part of the experiment

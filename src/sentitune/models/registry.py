@@ -142,11 +142,20 @@ def ensure_pad_token(tokenizer: Any, where: str, pad_token_id: int | None = None
     return tokenizer
 
 
-def load_backbone(source: str, **kwargs: Any) -> Any:
-    """The headless transformer (GPT2Model, LlamaModel, BertModel…), without an unused pooler."""
+# What each architecture calls the dropout on its attention probabilities (GPT-2; BERT, MPNet; DistilBERT, Llama).
+ATTENTION_DROPOUT_NAMES = ("attn_pdrop", "attention_probs_dropout_prob", "attention_dropout")
+
+
+def load_backbone(source: str, attention_dropout: float | None = None, **kwargs: Any) -> Any:
+    """The headless transformer (GPT2Model, LlamaModel, BertModel…), without an unused pooler; with
+    `attention_dropout`, that dropout rate on its attention probabilities instead of its own."""
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(source)
+    if attention_dropout is not None:
+        for name in ATTENTION_DROPOUT_NAMES:
+            if hasattr(config, name):
+                setattr(config, name, attention_dropout)
     if config.model_type in ("bert", "roberta", "mpnet", "xlm-roberta"):
         kwargs.setdefault("add_pooling_layer", False)
     if config.model_type == "gpt2" and getattr(config, "activation_function", None) == "gelu_new":
