@@ -65,6 +65,7 @@ def main() -> None:
                             epochs=args.epochs, batch_size=args.batch_size, lr=1e-4, freeze=args.freeze,
                             warmup_ratio=0.06, weight_decay=0.01, pooling="auto", eval_precision="auto")
     model = gpt2_124m_random()
+    precision_peaks = {"bf16": matmul_peak("bfloat16"), "fp32": matmul_peak("float32")}  # on an idle process
     with tempfile.TemporaryDirectory() as tmp:
         cfg = experiment(ns, model, str(Path(tmp) / "features"))
         cfg.model.attention_dropout = args.attention_dropout
@@ -79,7 +80,7 @@ def main() -> None:
     for e in events:
         groups[group_of(e.key)] += e.self_cpu_time_total
     precision = metrics["precision"]
-    peak = matmul_peak("bfloat16" if precision == "bf16" else "float32")
+    peak = precision_peaks.get(precision, precision_peaks["fp32"])
     flops = model_flops_per_token(model, "partial", args.freeze)["cached_train"]
     seconds = metrics["train_seconds"]
     achieved = flops * metrics["train_tokens"] / seconds / 1e9
