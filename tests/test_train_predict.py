@@ -256,6 +256,7 @@ def test_existing_run_directory_is_not_overwritten(run_dir: Path, imdb_slice_arc
     assert (run_dir / "metrics.json").read_text() == before
 
 
+@pytest.mark.heavy_in_emulation
 def test_same_config_trains_to_identical_metrics(
     run_dir: Path, metrics: dict[str, Any], tmp_path: Path, imdb_slice_archive: Path
 ) -> None:

@@ -323,6 +323,7 @@ def test_attention_folder_without_its_scorer_is_refused(attention_run: Path, tmp
 
 
 @pytest.mark.numeric
+@pytest.mark.heavy_in_emulation
 def test_a_review_in_one_window_scores_as_with_one_window(mean_run: Path, tokenizer: Any) -> None:
     """Same trained weights: a review that fits in one window gets exactly the probability it gets when the
     model reads it as a one-window run would."""
@@ -340,6 +341,7 @@ def test_a_review_in_one_window_scores_as_with_one_window(mean_run: Path, tokeni
 
 
 @pytest.mark.numeric
+@pytest.mark.heavy_in_emulation
 def test_interrupted_windowed_run_resumes_to_the_same_result(mean_run: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C at the 4th of 6 optimizer steps (epoch 2), then --resume: the uninterrupted run's results."""
