@@ -23,9 +23,7 @@ a temporary folder first, so the exported graphs never land in it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -35,20 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from docs_block import write_block
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 # The quickstart run (configs/minilm-lora-quickstart.yaml), in this checkout or the main one.
 QUICKSTART = (ROOT / "runs" / "minilm-lora-quickstart", Path("/work/main/runs/minilm-lora-quickstart"))
 DEFAULT_RUN = next((p for p in QUICKSTART if (p / "model").is_dir()), QUICKSTART[0])
 DEFAULT_DATA = os.environ.get("SENTITUNE_IMDB", "/work/shared/data/aclImdb_v1.tar.gz")
-
-
-def cpu_name() -> str:
-    name = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), name)
-    return name
 
 
 def predictors(run: Path, native_bf16: bool, skip_emulated: bool) -> tuple[dict[str, Any], float]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 from docs_block import write_block
+from machine import cpu_name
 
 from sentitune.precision import cpu_has_bf16
 from sentitune.runtime import cores
@@ -31,16 +31,6 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "SCALING.md"
 SETTINGS = ["model.spec=minilm", "method.name=partial", "method.freeze_layers=4", "data.train_size=1000",
             "data.val_size=200", "data.eval_size=500", "data.max_length=256", "data.truncation=head+tail",
             "train.epochs=1", "train.lr=3e-4", "train.batch_size=16", "train.baseline=false", "name=scaling"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run(command: list[str], out: Path) -> dict:

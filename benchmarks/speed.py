@@ -28,7 +28,6 @@ weights: speed does not depend on the weights' values, and the hub's `gpt2` is n
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from docs_block import write_block
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -290,15 +290,10 @@ TARGETS_BY_REF = {"baseline": TARGETS_PADDED, "trainer-best": TARGETS}
 def machine() -> dict[str, Any]:
     """What the numbers depend on: the CPU, the cores this process may use, and native bf16."""
     import os
-    import platform
 
     from sentitune.precision import cpu_has_bf16
 
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "cpus_online": os.cpu_count(),
+    return {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "cpus_online": os.cpu_count(),
             "bf16_native": cpu_has_bf16()}
 
 
