@@ -159,7 +159,7 @@ def load_backbone(source: str, attention_dropout: float | None = None, **kwargs:
     if config.model_type in ("bert", "roberta", "mpnet", "xlm-roberta"):
         kwargs.setdefault("add_pooling_layer", False)
     if config.model_type == "gpt2" and getattr(config, "activation_function", None) == "gelu_new":
-        # Same function, a faster kernel (1.07-1.27x measured on CPU).
+        # Same function, a faster kernel (benchmarks/activation_kernel.py, docs/PERFORMANCE.md).
         config.activation_function = "gelu_pytorch_tanh"
     from transformers.utils import logging as hf_logging
 
