@@ -12,12 +12,11 @@ checks the two compute the same function (largest difference of the final hidden
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
-from docs_block import write_block
+from docs_block import publish
 from machine import cpu_name
 from speed import experiment, gpt2_124m_random
 
@@ -94,11 +93,7 @@ def main() -> None:
     rows += ["", f"fused / own: {best['gelu_new'] / best['gelu_pytorch_tanh']:.2f}x faster; largest difference of the "
              f"final hidden states (fp32, one batch): {difference:.1e}", "",
              f"Machine: {cpu_name()}, {torch.get_num_threads()} threads."]
-    table = "\n".join(rows)
-    print(table)
-    if args.write:
-        command = "python benchmarks/activation_kernel.py " + " ".join(sys.argv[1:])
-        write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, f"```\n{command}\n```\n\n{table}\n")
+    publish("\n".join(rows), ROOT / "docs" / "PERFORMANCE.md", args.write)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,18 @@ def write_block(doc: Path, name: str, body: str, new_doc: str = "", require: boo
     else:
         text = text.rstrip() + f"\n\n{block}\n"
     write_text(doc, text)
+
+
+def command_block(command: str, text: str) -> str:
+    """A block's body: the command that made it (fenced, so it can be copied) and then its output."""
+    return f"```\n{command}\n```\n\n{text.rstrip(chr(10))}\n"
+
+
+def publish(text: str, doc: Path, name: str | None) -> None:
+    """Print a benchmark's output and, given a block NAME, write it into `doc` under the command that made it."""
+    import sys
+
+    print(text)
+    if name:
+        command = f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])
+        write_block(doc, name, command_block(command, text))

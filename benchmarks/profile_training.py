@@ -15,14 +15,13 @@ docs/PERFORMANCE.md.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
-from docs_block import write_block
+from docs_block import publish
 from speed import ROOT, experiment, gpt2_124m_random, matmul_peak, model_flops_per_token
 
 from sentitune.train import train
@@ -92,11 +91,7 @@ def main() -> None:
         out.append(f"| {group} | {us / 1e6:.2f} | {100 * us / total:.1f}% |")
     table = events.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=60)
     out += ["", f"Top {args.rows} operators by self CPU time:", "", "```", table.rstrip(), "```", ""]
-    text = "\n".join(out)
-    print(text)
-    if args.write:
-        command = "python benchmarks/profile_training.py " + " ".join(sys.argv[1:])
-        write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, f"```\n{command}\n```\n\n{text}")
+    publish("\n".join(out), ROOT / "docs" / "PERFORMANCE.md", args.write)
 
 
 if __name__ == "__main__":

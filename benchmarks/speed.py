@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from docs_block import write_block
+from docs_block import command_block, write_block
 from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -357,7 +357,7 @@ def main() -> None:
         table = format_report(report)
         print(table)
         if args.write:
-            write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, f"```\n{report['command']}\n```\n\n{table}\n")
+            write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, command_block(report["command"], table))
         return
     if args.rounds < 1:
         parser.error(f"--rounds: {args.rounds}: give 1 or more")
@@ -415,7 +415,7 @@ def main() -> None:
 
         write_json(args.out, report)
     if args.write:
-        write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, f"```\n{report['command']}\n```\n\n{table}\n")
+        write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, command_block(report["command"], table))
 
 
 def fastest_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
