@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from docs_block import publish
 from machine import cpu_name
-from speed import experiment, gpt2_124m_random
+from speed import experiment, gpt2_124m_random, speed_args
 
 from sentitune.data.batching import encode, encoding_args, iterate, sorted_batches
 from sentitune.data.sources import load_splits
@@ -67,10 +67,8 @@ def main() -> None:
     from transformers import GPT2Model
 
     folder = gpt2_124m_random()
-    speed_args = argparse.Namespace(method="partial", train=8, eval=args.eval, max_length=args.max_length, epochs=1,
-                                    batch_size=8, lr=1e-4, freeze=10, warmup_ratio=0.06, weight_decay=0.01,
-                                    pooling="auto")
-    cfg = experiment(speed_args, folder)  # the speed benchmark's data settings: the same test reviews
+    # the speed benchmark's data settings: the same test reviews
+    cfg = experiment(speed_args(eval=args.eval, max_length=args.max_length), folder)
     tokenizer = load_tokenizer(folder)
     test = encode(load_splits(cfg.data, cfg.train.seed).test, tokenizer, **encoding_args(cfg.data, True))
     batches = list(iterate(test, sorted_batches(test.lengths(), args.batch_size), tokenizer.pad_token_id))

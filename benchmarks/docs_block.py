@@ -6,6 +6,7 @@ is on sys.path), written atomically: a kill mid-write never leaves a doc cut in 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from sentitune.atomic import write_text
@@ -36,8 +37,6 @@ def command_block(command: str, text: str) -> str:
 
 def publish(text: str, doc: Path, name: str | None) -> None:
     """Print a benchmark's output and, given a block NAME, write it into `doc` under the command that made it."""
-    import sys
-
     print(text)
     if name:
         command = f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])

@@ -4,6 +4,7 @@ so this folder is on sys.path)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from pathlib import Path
 
@@ -15,3 +16,13 @@ def cpu_name() -> str:
         name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("model name")), name)
     return name
+
+
+# Caps on the instruction set the kernels may use. With them a CPU that has bf16 runs as one without (oneDNN
+# reports no native bf16, so `auto` picks fp32): the only such CPU some of us have.
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def isa_caps() -> dict[str, str]:
+    """The caps this process runs under (any value, not only AVX2's)."""
+    return {k: os.environ[k] for k in AVX2_ONLY if os.environ.get(k)}

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+from machine import AVX2_ONLY
 
 
 def scores(run: Path, texts: list[str], precision: str) -> dict[str, list[float]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from docs_block import publish
-from speed import ROOT, experiment, gpt2_124m_random, matmul_peak, model_flops_per_token
+from speed import ROOT, experiment, gpt2_124m_random, matmul_peak, model_flops_per_token, speed_args
 
 from sentitune.train import train
 
@@ -60,9 +60,8 @@ def main() -> None:
                         help="put the output into docs/PERFORMANCE.md (block "
                         "BLOCK, default profile-training)")
     args = parser.parse_args()
-    ns = argparse.Namespace(method="partial", train=args.train, eval=16, max_length=args.max_length,
-                            epochs=args.epochs, batch_size=args.batch_size, lr=1e-4, freeze=args.freeze,
-                            warmup_ratio=0.06, weight_decay=0.01, pooling="auto", eval_precision="auto")
+    ns = speed_args(train=args.train, eval=16, max_length=args.max_length, epochs=args.epochs,
+                    batch_size=args.batch_size, freeze=args.freeze)
     model = gpt2_124m_random()
     precision_peaks = {"bf16": matmul_peak("bfloat16"), "fp32": matmul_peak("float32")}  # on an idle process
     with tempfile.TemporaryDirectory() as tmp:

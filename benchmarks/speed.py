@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from docs_block import command_block, write_block
-from machine import cpu_name
+from machine import cpu_name, isa_caps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -288,17 +288,6 @@ TARGETS = {
 TARGETS_BY_REF = {"baseline": TARGETS_PADDED, "trainer-best": TARGETS}
 
 
-# Caps on the instruction set the kernels may use: with them a CPU that has bf16 runs as one without
-# (`auto` then picks fp32), the only such CPU some of us have.
-ISA_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
-
-
-def isa_caps() -> dict[str, str]:
-    import os
-
-    return {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}
-
-
 def machine() -> dict[str, Any]:
     """What the numbers depend on: the CPU, the cores this process may use, native bf16, and any cap on the
     instruction set the kernels may use."""
@@ -317,7 +306,17 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys}
 
 
-def main() -> None:
+def speed_args(**changes: Any) -> argparse.Namespace:
+    """This script's settings (its defaults, with `changes`), for scripts that build the same experiment."""
+    args = build_parser().parse_args([])
+    for key, value in changes.items():
+        if not hasattr(args, key):
+            raise AttributeError(f"speed.py has no setting {key!r}")
+        setattr(args, key, value)
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model spec (default: GPT-2-size random GPT-2)")
     parser.add_argument("--method", default="partial", choices=["partial", "lora", "probe"])
@@ -344,6 +343,11 @@ def main() -> None:
     parser.add_argument("--write", metavar="NAME", help="put the table into docs/PERFORMANCE.md under NAME")
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--render", type=Path, help="re-print (and --write) the table of a saved --out JSON")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.render:
         report = json.loads(args.render.read_text())

@@ -124,7 +124,8 @@ class ModelConfig:
     dropout: float = 0.1  # dropout before the head
     # Dropout on the attention probabilities of the blocks that train; None: the backbone's own (GPT-2, BERT,
     # MPNet: 0.1). 0 lets them use the fused attention kernel: on a CPU drawing the dropout masks over every
-    # (token, token) pair was 23% of later epochs' time (docs/PERFORMANCE.md, profile); frozen blocks use none.
+    # (token, token) pair was about a quarter of later epochs' time (docs/PERFORMANCE.md, profile); frozen blocks
+    # use none.
     attention_dropout: float | None = None
     window_pooling: str = "mean"  # data.windows > 1: mean | max | attention (a learned score per window)
 
