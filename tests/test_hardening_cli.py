@@ -113,16 +113,14 @@ def test_predict_output_neutralises_formula_cells(
     assert 0.0 <= float(row["prob_positive"]) <= 1.0  # numbers stay numbers
 
 
-def test_write_csv_guards_text_columns_only(tmp_path: Path) -> None:
-    """The one CSV writer: text columns get the quote, other cells (a negative number) are written as given."""
+def test_write_csv_guards_every_text_cell_and_leaves_numbers(tmp_path: Path) -> None:
+    """The one CSV writer: every text cell (header too) that a spreadsheet would run gets the quote, whatever its
+    column; numbers, and text that is a plain number (-0.5, -5), are written as given."""
     from sentitune.atomic import write_csv
 
     out = tmp_path / "out.csv"
-    write_csv(out, ["id", "score"], iter([["=1+1", "-0.5"], ["-note", -2]]), text_columns={"id"})
-    assert out.read_bytes() == b"id,score\r\n'=1+1,-0.5\r\n'-note,-2\r\n"
-    with pytest.raises(ValueError, match="not in the header"):
-        write_csv(tmp_path / "bad.csv", ["id"], [], text_columns={"text"})
-    assert not (tmp_path / "bad.csv").exists()
+    write_csv(out, ["id", "=score"], iter([["=1+1", "-0.5"], ["-note", -2], ["-5", "-1e-05"], ["@x", "-2+3"]]))
+    assert out.read_bytes() == b"id,'=score\r\n'=1+1,-0.5\r\n'-note,-2\r\n-5,-1e-05\r\n'@x,'-2+3\r\n"
 
 
 @pytest.mark.parametrize("writer", ["train-predictions.csv", "evaluate-predictions-test.csv"])
@@ -354,6 +352,22 @@ def test_checkpoint_write_on_a_full_disk_is_a_disk_full_error(small_disk: Path) 
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(run.checkpoint_path)
     assert run.checkpoint_path.read_bytes() == before  # the last good checkpoint survives
     assert sorted(f.name for f in run.path.iterdir()) == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_a_write_on_a_full_disk_names_the_file(small_disk: Path) -> None:
+    """write() and fsync() report a full disk without a file name: the error names the file being written
+    (the CLI's line then says which file, not only the run folder)."""
+    from sentitune.atomic import atomic_dir, write_text
+
+    target = small_disk / "run" / "metrics.json"
+    with pytest.raises(OSError) as caught:
+        write_text(target, "x" * 1_000_000)  # 1 MB on a 200 KiB disk
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    folder = small_disk / "run" / "model"
+    with pytest.raises(OSError) as caught, atomic_dir(folder) as tmp, (tmp / "weights.bin").open("wb") as f:
+        f.write(b"x" * 1_000_000)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(folder)
+    assert not folder.exists() and sorted(p.name for p in (small_disk / "run").iterdir()) == []
 
 
 def test_predict_output_disk_full_is_one_line(small_disk: Path, runs: dict[str, Path]) -> None:

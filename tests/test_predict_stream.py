@@ -184,7 +184,9 @@ def test_cli_chunks_give_the_same_csv_as_one_pass(run_dir: Path, table: Path, tm
                               "--output", str(chunked), "--chunk-size", "7", "--batch-size", "4"])
     assert code == 0 and err == "" and f"wrote 300 predictions to {chunked}" in out
     rows, again = read_output(whole), read_output(chunked)
-    assert list(rows[0]) == ["text", "label", "prob_positive"]
+    assert list(rows[0]) == ["text", "label", "prob_positive", "line"]
+    lines = [int(r["line"]) for r in rows]  # where each row starts in the file: after the header, rising
+    assert lines[0] == 2 and lines == sorted(set(lines)) and [r["line"] for r in again] == [r["line"] for r in rows]
     assert [r["text"] for r in rows] == [r["text"] for r in again] == reviews
     assert [r["prob_positive"] for r in rows] == [f"{p:.6f}" for p in expected]  # one chunk: predict's numbers
     assert [float(r["prob_positive"]) for r in again] == pytest.approx(expected, abs=FIXED + 1e-6)  # + 6 digits
@@ -323,7 +325,7 @@ def test_targets_stream_from_a_column_or_one_for_every_row(target_run: Path, res
                             "--target-column", "aspect", "--output", str(out), "--chunk-size", "7"])
     assert code == 0, err
     rows = read_output(out)
-    assert list(rows[0]) == ["text", "target", "label", *(f"prob_{n}" for n in THREE_CLASSES)]
+    assert list(rows[0]) == ["text", "target", "label", *(f"prob_{n}" for n in THREE_CLASSES), "line"]
     assert [(r["text"], r["target"], r["label"]) for r in rows] == [(p.text, p.target, p.label) for p in predicted]
     assert [float(r[f"prob_{n}"]) for r in rows for n in THREE_CLASSES] == \
            pytest.approx([p.probs[n] for p in predicted for n in THREE_CLASSES], abs=1e-6)

@@ -12,9 +12,10 @@ import csv
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +50,33 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        try:
+        with _naming(path):
             write(tmp)
-        except OSError:
-            raise
-        except Exception as e:  # torch.save on a full disk raises a RuntimeError with no errno: say what it was
-            if _disk_full(path.parent):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
-            raise
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
+            with tmp.open("rb+") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())  # after the fsync: a umask like 0o277 leaves no write bit
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OS error while `path` is written names `path`: a write() or fsync() that hits a full disk raises an
+    OSError with no file name, and torch.save or the Rust writers of tokenizers and safetensors raise a
+    RuntimeError with no errno at all; the user should read which file could not be written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+    except Exception as e:
+        if _disk_full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
 
 
 def _disk_full(folder: Path, slack: int = 1 << 20) -> bool:
@@ -93,8 +105,9 @@ def atomic_dir(path: Path, keep_theirs: str | None = None) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
-        _settle(tmp)
+        with _naming(path):
+            yield tmp
+            _settle(tmp)
         if keep_theirs is not None:
             try:
                 os.replace(tmp, path)  # fails if theirs is there: a folder is never renamed over a full one
@@ -160,39 +173,35 @@ def append_line(path: Path, line: str) -> None:
 
 # Characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection").
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"-?\d+(\.\d*)?([eE][-+]?\d+)?")  # -5, -0.25, -1e-05: numbers, not formulas
 
 
 def spreadsheet_safe(cell: str) -> str:
     """A text cell that Excel, LibreOffice or Google Sheets shows as text instead of running it as a formula.
 
-    Why: CSVs we write carry text we do not control (reviews, ids from the user's CSV); a cell such
-    as `=HYPERLINK("http://x","click")` would run when the file is opened in a spreadsheet (CSV or
-    formula injection). As OWASP recommends, a cell that starts with = + - @, a tab or a carriage return
-    gets a leading single quote: spreadsheets show it as text, and a program reading the CSV sees the
-    quote, which is the price (strip one leading "'" to get the original back). Quotes and commas inside
-    a cell need nothing more: csv.writer quotes such a field, so no new cell can start mid-text. Only
-    text cells go through this (see write_csv); the numbers we write (labels, probabilities) stay as they are.
+    Why: CSVs we write carry text we do not control (reviews, ids from the user's CSV, class names, a bench
+    row's published source); a cell such as `=HYPERLINK("http://x","click")` would run when the file is opened
+    in a spreadsheet (CSV or formula injection). As OWASP recommends, a cell that starts with = + - @, a tab or
+    a carriage return gets a leading single quote: spreadsheets show it as text, and a program reading the CSV
+    sees the quote, which is the price (strip one leading "'" to get the original back). A plain number such
+    as -0.25 is no formula and stays as it is. Quotes and commas inside a cell need nothing more: csv.writer
+    quotes such a field, so no new cell can start mid-text.
     """
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+    return "'" + cell if cell.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(cell) else cell
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: Collection[str]) -> None:
-    """Write a CSV atomically; the cells of `text_columns` are user text, written spreadsheet-safe.
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a CSV atomically; every text cell (and header cell) is written spreadsheet-safe, numbers as they are.
 
-    Every CSV sentitune writes goes through here, so none can forget the formula guard.
+    Every CSV sentitune writes goes through here, and no column is exempt, so none can forget the formula
+    guard: a new column of user text is safe without anyone naming it.
     """
-    if missing := set(text_columns) - set(header):
-        raise ValueError(f"text_columns {sorted(missing)} not in the header {list(header)}")
-    text = [i for i, name in enumerate(header) if name in text_columns]
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as f:  # csv writes its own \r\n line ends
             writer = csv.writer(f)
-            writer.writerow(header)
+            writer.writerow([spreadsheet_safe(str(h)) for h in header])
             for row in rows:
-                cells = list(row)
-                for i in text:
-                    cells[i] = spreadsheet_safe(str(cells[i]))
-                writer.writerow(cells)
+                writer.writerow([spreadsheet_safe(c) if isinstance(c, str) else c for c in row])
 
     write_atomic(path, write)

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sentitune import markdown as md
 from sentitune.atomic import write_csv, write_json, write_text
 from sentitune.claims import GRACE_SECONDS, Claims, ClaimsError
 from sentitune.config import ExperimentConfig, load_config, to_dict
@@ -212,21 +213,30 @@ def read_yaml(path: Path, error: type[SentituneError] = BenchError, what: str = 
 
 
 def load_bench(path: str | Path) -> Bench:
-    """Read and check a bench file; every row's config is built (and validated) before anything runs."""
+    """Read and check a bench file; every row's config is built (and validated) before anything runs.
+
+    Every row is checked, and the bad ones are named together on one line: a user who fixes the first bad
+    row of a long bench should not meet the next one only on the following try.
+    """
     path = Path(path)
     data = read_yaml(path)
     name, base_path, common = read_header(path, data, _BENCH_KEYS, BenchError, "name, matrix and/or rows")
-    rows = []
-    for row_name, overrides, row_base, published in expand(data, str(path)):
+    rows, bad = [], []
+    expanded = expand(data, str(path))
+    for row_name, overrides, row_base, published in expanded:
         config_path = (path.parent / row_base) if row_base else base_path  # base_path: checked by read_header
-        if row_base and not config_path.is_file():
-            raise BenchError(f"{path}: row {row_name}: config: {config_path} not found")
         everything = [*common, *overrides, f"name={row_name}"]
         try:
+            if row_base and not config_path.is_file():
+                raise BenchError(f"config: {config_path} not found")
             cfg = load_config(config_path, everything)
         except SentituneError as e:
-            raise BenchError(f"{path}: row {row_name}: {e}") from None
+            bad.append(f"row {row_name}: {_one_line(e)}")
+            continue
         rows.append(BenchRow(row_name, everything, cfg, config_path, published))
+    if bad:
+        count = f"{len(bad)} of {len(expanded)} rows {'is' if len(bad) == 1 else 'are'} invalid"
+        raise BenchError(f"{path}: {count}, nothing ran: {'; '.join(bad)}")
     return Bench(name, path, base_path, rows)
 
 
@@ -540,7 +550,7 @@ def markdown(results: dict[str, Any]) -> str:
     head = ["run", "model", "method", "seed", "n", "accuracy", "95% CI", "precision", "recall", "F1", "macro-F1",
             "ROC AUC", "trainable / total", "train s", "test s", "whole row", "tokens/s", "McNemar p",
             *(["published"] if published else [])]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = []
     for r in results["rows"]:
         ci = f"[{_cell(r['accuracy_ci_low'], 3)}, {_cell(r['accuracy_ci_high'], 3)}]"
         params = (f"{r['trainable_parameters']:,} / {r['total_parameters']:,}"
@@ -554,21 +564,23 @@ def markdown(results: dict[str, Any]) -> str:
         if published:
             cells.append(f"{_cell(r.get('published_accuracy'))} ({r['published_source']})"
                          if r.get("published_accuracy") is not None else "")
-        lines.append("| " + " | ".join(cells) + " |")
+        table.append(cells)
+    lines += md.table(head, table)  # every cell escaped: names and sources are the bench author's text
     if classes:
-        lines += ["", "## F1 per class", "", "| " + " | ".join(["run", *class_heads(results), "macro-F1"]) + " |",
-                  "|" + "---|" * (len(classes) + 2)]
-        lines += ["| " + " | ".join([r["name"], *(_cell(class_cell(r, n)) for n in classes), _cell(r["macro_f1"])])
-                  + " |" for r in results["rows"]]
+        lines += ["", "## F1 per class", ""]
+        lines += md.table(["run", *class_heads(results), "macro-F1"],
+                          ([r["name"], *(_cell(class_cell(r, n)) for n in classes), _cell(r["macro_f1"])]
+                           for r in results["rows"]))
     if results["seed_groups"]:
         lines += ["", "## Across seeds (mean ± sd)", "", "Rows that differ only in train.seed (which also draws "
-                  "the data subsamples).", "", "| runs | seeds | accuracy | macro-F1 | ROC AUC |",
-                  "|---|---|---|---|---|"]
-        for g in results["seed_groups"]:
-            spread = [f"{_cell(g.get(f'{m}_mean'))} ± {_cell(g.get(f'{m}_sd'))}" for m in SEED_METRICS]
-            lines.append(f"| {g['group']} | {_cell(g['seeds'])} | " + " | ".join(spread) + " |")
+                  "the data subsamples).", ""]
+        lines += md.table(["runs", "seeds", "accuracy", "macro-F1", "ROC AUC"],
+                          ([g["group"], _cell(g["seeds"]),
+                            *(f"{_cell(g.get(f'{m}_mean'))} ± {_cell(g.get(f'{m}_sd'))}" for m in SEED_METRICS)]
+                           for g in results["seed_groups"]))
     if results["not_reported"]:
-        lines += ["", "Not reported:", ""] + [f"- {name}: {why}" for name, why in results["not_reported"].items()]
+        lines += ["", "Not reported:", ""] + [f"- {md.cell(name)}: {md.cell(why)}"
+                                              for name, why in results["not_reported"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -600,7 +612,6 @@ def write_results(bench: Bench, out: Path) -> dict[str, Any]:
     def value(r: dict[str, Any], column: str) -> Any:
         return class_cell(r, column[3:]) if column.startswith("f1_") else r[column]
 
-    write_csv(out / "results.csv", columns, ([_cell(value(r, c), 6) for c in columns] for r in results["rows"]),
-              text_columns={"name", "model"})
+    write_csv(out / "results.csv", columns, ([_cell(value(r, c), 6) for c in columns] for r in results["rows"]))
     write_text(out / "results.md", markdown(results))
     return results

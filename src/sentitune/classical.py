@@ -68,12 +68,13 @@ class TfidfClassifier:
         if settings.variant not in ("lr", "nb"):
             raise ConfigError(f"method.tfidf.variant: {settings.variant!r} is not one of lr, nb")
         vectorizer = _vectorizer(settings)
-        features = vectorizer.fit_transform(texts)
+        features = _fit_features(vectorizer, texts, settings, "reviews")
         target_vectorizer = None
         if targets is not None:
             target_vectorizer = _vectorizer(settings)
             contexts = target_contexts(texts, targets, spans, settings.target_window)
-            features = sparse.hstack([features, target_vectorizer.fit_transform(contexts)], format="csr")
+            features = sparse.hstack([features, _fit_features(target_vectorizer, contexts, settings, "targets")],
+                                     format="csr")
         y = np.asarray(labels)
         classes = np.unique(y)
         ratios = None
@@ -263,6 +264,19 @@ def _metrics(labels: list[int], scores: np.ndarray, names: list[str]) -> dict[st
     return classification_metrics(labels, scores, loss=loss, names=names)
 
 
+def _fit_features(vectorizer: Any, texts: list[str], settings: TfidfSettings, what: str) -> Any:
+    """The vectorizer fitted on `texts`; training texts with no n-gram it counts (one-letter words under the
+    default token pattern, or min_df above every n-gram's count) are an input error, not a traceback."""
+    try:
+        return vectorizer.fit_transform(texts)
+    except ValueError as e:
+        if "vocabulary" not in str(e) and "min_df" not in str(e):
+            raise
+        raise DataError(f"tfidf: the training {what} contain no n-gram that method.tfidf counts "
+                        f"(token_pattern {settings.token_pattern!r}, min_df {settings.min_df}): {len(texts)} texts, "
+                        "e.g. only one-letter words; set method.tfidf.token_pattern or min_df") from None
+
+
 def run_tfidf(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False,
               report: Report = lambda s: None) -> dict[str, Any]:
     """Fit on the run's training split, report validation, evaluate test once; a run directory like any."""
@@ -273,11 +287,11 @@ def run_tfidf(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False,
     report(f"data: train {len(splits.train)}, validation {len(splits.validation)}, test {len(splits.test)}")
     for warning in splits.warnings:
         report(f"warning: {warning}")
-    run = RunDir.create(Path(run_dir), cfg, overwrite=overwrite)
     fit_started = time.perf_counter()
     names = list(cfg.data.labels)
     classifier = TfidfClassifier.fit_examples(splits.train, cfg.method.tfidf, cfg.train.seed, names)
     train_seconds = time.perf_counter() - fit_started
+    run = RunDir.create(Path(run_dir), cfg, overwrite=overwrite)  # after the fit: a refused one writes nothing
     history = []
     if splits.validation:
         val = _metrics([e.label for e in splits.validation], classifier.proba_examples(splits.validation), names)

@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run_dir", type=Path, help="a run directory, or a model folder (RUN/model)")
     x.add_argument("--format", dest="fmt", choices=["hf", "onnx"], default="hf")
     x.add_argument("--out", type=Path, required=True,
-                   help="folder to write: new, empty, or an earlier export (replaced atomically)")
+                   help="folder to write: new, empty, or an earlier export holding only its own files "
+                        "(replaced atomically; a folder with anything else in it is refused)")
     x.add_argument("--quantize", choices=["none", "int8"], default="none",
                    help="onnx only: dynamic int8 quantization of the weights (a 4x smaller graph, slightly less exact)")
 
@@ -433,10 +434,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from sentitune.errors import DataError
     from sentitune.inference import Predictor, Review, count_reviews, iter_reviews, write_predictions_csv
-    from sentitune.paths import ensure_writable_dir
+    from sentitune.paths import ensure_writable_file
 
     if args.output:
-        ensure_writable_dir(args.output.parent)  # before the model loads, not after
+        ensure_writable_file(args.output)  # before the model loads, not after
         args.target = args.output
     texts, given = list(args.texts), list(args.targets or [])
     if len(texts) == 1 and len(given) > 1:
@@ -450,7 +451,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if given and not texts and (len(given) > 1 or args.target_column):
         raise DataError("predict: with --file, give one --target for every row, or each row's in --target-column")
     reviews = [Review(t, targets[i] if targets else None) for i, t in enumerate(texts)]
-    in_file = iter_reviews(args.file, args.text_column, args.target_column) if args.file else iter([])
+    review_file = iter_reviews(args.file, args.text_column, args.target_column) if args.file else None
+    in_file: Any = review_file or iter([])
     if args.file and len(given) == 1 and not args.target_column:
         in_file = (dataclasses.replace(r, target=given[0]) for r in in_file)  # the one --target, for every row
     if not texts and not args.file:
@@ -469,7 +471,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictions = itertools.chain([first], stream)
     if args.output:
         count = write_predictions_csv(args.output, predictions)
-        print(f"wrote {count} predictions to {args.output}")
+        print(f"wrote {count} predictions to {args.output}{_skipped(review_file)}")
         return 0
     width = max(8, *map(len, predictor.labels))
     for pred in predictions:
@@ -479,13 +481,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if len(pred.probs) == 2:
                 record["prob_positive"] = round(pred.prob_positive, 6)
             print(json.dumps({**record, **({"target": pred.target} if pred.target is not None else {}),
-                              "text": pred.text}), flush=True)
+                              "text": pred.text, **({"line": pred.line} if pred.line is not None else {})}),
+                  flush=True)
         else:
             short = pred.text if len(pred.text) <= 70 else pred.text[:67] + "..."
             about = f"[{pred.target}] " if pred.target is not None else ""
             shown = pred.prob_positive if len(pred.probs) == 2 else pred.probability
             print(f"{pred.label:{width}s} {shown:.4f}  {about}{short}", flush=True)
+    if note := _skipped(review_file):
+        print(f"sentitune: {args.file}{note}", file=sys.stderr)
     return 0
+
+
+def _skipped(review_file: Any) -> str:
+    """' (N blank lines skipped; ...)' when a .txt file had blank lines: never silent, and each row says its line."""
+    n = getattr(review_file, "skipped", 0)
+    return f" ({n} blank line{'s' * (n != 1)} skipped; each prediction's line is in 'line')" if n else ""
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -708,8 +719,29 @@ def _check_launch(args: argparse.Namespace) -> None:
                                "accelerate launch or torchrun")
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; `predict`'s reviews may stand anywhere among its flags (`predict RUN --json "text"`):
+    argparse alone takes positionals only before the first flag. After `--`, every word is a review."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "predict":
+        rest, after_dashes = [], False
+        for word in extra:
+            if word == "--" and not after_dashes:
+                after_dashes = True
+            elif after_dashes or not word.startswith("-"):
+                rest.append(word)
+            else:
+                break
+        else:
+            args.texts, extra = [*args.texts, *rest], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
     # PEFT reads a property transformers 5 deprecated: two stderr lines on every LoRA load, nothing to act on.

@@ -220,6 +220,7 @@ class ExperimentConfig:
         return [PhaseConfig(self.method.name, self.train.epochs, self.train.lr)]
 
     def validate(self) -> ExperimentConfig:
+        _check_name(self.name)
         _check_choice("method.name", self.method.name, METHODS)
         _check_choice("model.pooling", self.model.pooling, POOLINGS)
         _check_choice("model.head", self.model.head, HEADS)
@@ -260,11 +261,12 @@ class ExperimentConfig:
             raise ConfigError(f"data.val_size: must be >= 0, got {self.data.val_size}")
         if self.data.val_size >= 1 and self.data.val_size != int(self.data.val_size):
             raise ConfigError(f"data.val_size: a fraction (< 1) or a whole count (>= 1), got {self.data.val_size}")
-        if self.data.head_tokens is not None and self.data.head_tokens < 0:
-            raise ConfigError(f"data.head_tokens: must be >= 0, got {self.data.head_tokens}")
+        self._validate_head_tokens()
         _positive("data.max_chars", self.data.max_chars, minimum=1)
         self._validate_windows()
         _positive("train.epochs", self.train.epochs)
+        if not 0 <= self.train.seed < 2**32:  # numpy's seeds; a wider one would fail minutes later, in a traceback
+            raise ConfigError(f"train.seed: must be in 0..{2**32 - 1}, got {self.train.seed}")
         _positive("train.lr", self.train.lr)
         _positive("train.batch_size", self.train.batch_size, minimum=1)
         _positive("train.eval_batch_size", self.train.eval_batch_size, minimum=1)
@@ -319,6 +321,20 @@ class ExperimentConfig:
             raise ConfigError(f"method.freeze_layers: must be >= 0, got {self.method.freeze_layers}")
         return self
 
+    def _validate_head_tokens(self) -> None:
+        """data.head_tokens splits one window between head and tail: it must do something, and fit. The exact
+        bound (max_length less the tokenizer's special tokens) is checked when the tokenizer is known
+        (data.batching.check_head_tokens)."""
+        head = self.data.head_tokens
+        if head is None:
+            return
+        if self.data.truncation != "head+tail":
+            raise ConfigError(f"data.head_tokens: only applies to data.truncation=head+tail (got "
+                              f"{self.data.truncation}); remove it or set the truncation")
+        if not 0 <= head < self.data.max_length:
+            raise ConfigError(f"data.head_tokens: must be in 0..{self.data.max_length - 1} (below data.max_length="
+                              f"{self.data.max_length}, so some tokens come from the tail), got {head}")
+
     def _validate_windows(self) -> None:
         """Window settings: a setting that would do nothing, or be silently overruled, is an error."""
         data = self.data
@@ -343,6 +359,14 @@ class ExperimentConfig:
         if self.method.name in ("zero-shot", "tfidf"):
             raise ConfigError(f"data.windows: {self.method.name} does not read windows; windows are for trained "
                               "transformer classifiers")
+
+
+def _check_name(name: str) -> None:
+    """The run's name is a folder under runs/ (and a bench row's under the bench's --out): one plain path
+    part, so a name such as `../x` or `/tmp/x` cannot put the run anywhere else."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
+        raise ConfigError(f"name: {name!r} is not a plain folder name (no /, \\, .. or surrounding spaces); "
+                          "use --out to choose where the run goes")
 
 
 def _binary_only_decisions(zs: ZeroShotConfig, classes: int) -> None:
@@ -456,6 +480,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         try:
+            if path.is_dir():
+                raise ConfigError(f"{path}: is a folder; --config takes an experiment YAML file")
             if not path.is_file():
                 raise ConfigError(f"{path}: config file not found")
             text = path.read_text(encoding="utf-8")

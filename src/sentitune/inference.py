@@ -152,6 +152,7 @@ class Prediction:
     probability: float  # of `label`
     probs: dict[str, float]  # class name -> probability, in data.labels order
     target: str | None = None
+    line: int | None = None  # the review's line in its file (a CSV row: where it starts); None: not from a file
 
     @property
     def prob_positive(self) -> float:
@@ -166,37 +167,57 @@ class Review:
     text: str
     target: str | None = None
     where: str | None = None  # "reviews.csv:7"; None: "review N", its position in the stream
+    line: int | None = None  # 7: the line in its file, written beside its prediction so rows match lines
 
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".ndjson")
 
 
-def iter_reviews(path: Path, text_column: str = "text", target_column: str | None = None) -> Iterator[Review]:
+def iter_reviews(path: Path, text_column: str = "text", target_column: str | None = None) -> ReviewFile:
     """The reviews of a file, read lazily: one per non-blank line (.txt), or a column of a CSV/TSV/JSONL file
     (with each row's target from `target_column`). A missing or unreadable file fails here, at the call; a
     bad row fails when the reader reaches it, naming its line, so a huge file never has to fit in memory."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.suffix.lower() in TABLE_SUFFIXES:
-        return _table_reviews(path, text_column, target_column)
-    if target_column:
-        raise DataError(f"{path}: --target-column needs a CSV/TSV/JSONL file, not one review per line")
-    return _line_reviews(path)
+    return ReviewFile(path, text_column, target_column)
 
 
-def _line_reviews(path: Path) -> Iterator[Review]:
-    try:
-        handle = path.open(encoding="utf-8-sig")  # a byte-order mark is not part of the first review
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror})") from None
-    with handle:
+class ReviewFile(Iterator[Review]):
+    """A file's reviews, each with its line; `skipped` counts the blank lines passed over (a .txt file), so
+    the caller can say how many, and every prediction carries the line it came from."""
+
+    def __init__(self, path: Path, text_column: str = "text", target_column: str | None = None) -> None:
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        if path.is_dir():
+            raise DataError(f"{path}: is a folder; give a file of reviews")
+        self.path, self.skipped = path, 0
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            self._reviews = _table_reviews(path, text_column, target_column)
+        elif target_column:
+            raise DataError(f"{path}: --target-column needs a CSV/TSV/JSONL file, not one review per line")
+        else:
+            self._reviews = self._line_reviews()
+
+    def __next__(self) -> Review:
+        return next(self._reviews)
+
+    def _line_reviews(self) -> Iterator[Review]:
+        path = self.path
         try:
-            for line_no, line in enumerate(handle, start=1):
-                text = line.rstrip("\r\n")
-                if text.strip():
-                    yield Review(text, where=f"{path}:{line_no}")
-        except UnicodeDecodeError:
-            raise DataError(not_utf8(path)) from None
+            # newline="\n": a line ends at LF (or CRLF) only, as count_reviews counts them; a bare CR (or another
+            # Unicode line break) inside a review stays part of it instead of splitting it in two
+            handle = path.open(encoding="utf-8-sig", newline="\n")  # a byte-order mark is not part of the review
+        except OSError as e:
+            raise DataError(f"{path}: cannot open ({e.strerror})") from None
+        with handle:
+            try:
+                for line_no, line in enumerate(handle, start=1):
+                    text = line.removesuffix("\n").removesuffix("\r")
+                    if text.strip():
+                        yield Review(text, where=f"{path}:{line_no}", line=line_no)
+                    else:
+                        self.skipped += 1
+            except UnicodeDecodeError:
+                raise DataError(not_utf8(path)) from None
 
 
 def _table_reviews(path: Path, text_column: str, target_column: str | None) -> Iterator[Review]:
@@ -204,7 +225,8 @@ def _table_reviews(path: Path, text_column: str, target_column: str | None) -> I
         for column in (text_column, *([target_column] if target_column else [])):
             if row.get(column) is None:  # absent, or a short CSV row: never classify the text "None"
                 raise DataError(f"{path}:{line}: missing field {column!r}")
-        yield Review(str(row[text_column]), str(row[target_column]) if target_column else None, f"{path}:{line}")
+        yield Review(str(row[text_column]), str(row[target_column]) if target_column else None, f"{path}:{line}",
+                     line)
 
 
 def count_reviews(path: Path) -> int | None:
@@ -218,7 +240,7 @@ def count_reviews(path: Path) -> int | None:
                            if row)
                 return max(0, rows - 1)  # the header
         with path.open("rb") as g:
-            return sum(1 for raw in g if raw.strip())
+            return sum(1 for raw in g if raw.decode("utf-8-sig").strip())
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
 
@@ -298,7 +320,7 @@ class Predictor:
         reviews = [r if isinstance(r, Review) else Review(r) for r in chunk]
         examples = [self._example(r, r.where or f"review {offset + i + 1}") for i, r in enumerate(reviews)]
         probs = self._probabilities(examples, batch_size)
-        return [self._prediction(r.text, p, e.target) for r, p, e in zip(reviews, probs, examples, strict=True)]
+        return [self._prediction(r.text, p, e.target, r.line) for r, p, e in zip(reviews, probs, examples, strict=True)]
 
     def _example(self, review: Review, where: str) -> Example:
         """The review as the run's data pipeline saw its examples: cleaned, with its target located."""
@@ -339,11 +361,11 @@ class Predictor:
             return self.onnx.score(data, batch_size, self.tokenizer.pad_token_id)[0]
         return score(self.model, data, batch_size, self.tokenizer.pad_token_id, self.dtype)[0]
 
-    def _prediction(self, text: str, p: float | list[float], target: str | None) -> Prediction:
+    def _prediction(self, text: str, p: float | list[float], target: str | None, line: int | None) -> Prediction:
         row = p if isinstance(p, list) else [1 - p, p]  # two classes: argmax is p > 0.5 (a tie goes to class 0)
         best = max(range(len(row)), key=row.__getitem__)
         return Prediction(text, self.labels[best], float(row[best]), dict(zip(self.labels, map(float, row),
-                                                                               strict=True)), target)
+                                                                               strict=True)), target, line)
 
 
 def predict_texts(run_dir: Path, texts: list[str], batch_size: int = 32, precision: str | None = None,
@@ -359,6 +381,8 @@ def write_predictions_csv(path: Path, predictions: Iterable[Prediction]) -> int:
     The reviews are user text: written spreadsheet-safe, atomically (see atomic.write_csv), so a failure
     midway leaves no half file under `path`. Two classes: text, label, prob_positive as always; more: a
     prob_<class> column each (and target for a target-dependent run): the first prediction sets the header.
+    `line`: the review's line in its file (blank for a text given on the command line), so every row can be
+    matched to its input line even where blank lines were skipped.
     """
     stream = iter(predictions)
     first = next(stream, None)
@@ -366,7 +390,7 @@ def write_predictions_csv(path: Path, predictions: Iterable[Prediction]) -> int:
     binary = len(names) == 2
     targets = first is not None and first.target is not None
     header = ["text", *(["target"] if targets else []), "label",
-              *(["prob_positive"] if binary else [f"prob_{n}" for n in names])]
+              *(["prob_positive"] if binary else [f"prob_{n}" for n in names]), "line"]
     count = 0
 
     def rows() -> Iterator[list[Any]]:
@@ -374,7 +398,7 @@ def write_predictions_csv(path: Path, predictions: Iterable[Prediction]) -> int:
         for p in itertools.chain([first] if first else [], stream):
             count += 1
             yield [p.text, *([p.target] if targets else []), p.label,
-                   *([f"{p.prob_positive:.6f}"] if binary else [f"{p.probs[n]:.6f}" for n in names])]
+                   *([f"{p.prob_positive:.6f}"] if binary else [f"{p.probs[n]:.6f}" for n in names]), p.line]
 
-    write_csv(path, header, rows(), text_columns={"text", "target"} & set(header))
+    write_csv(path, header, rows())
     return count

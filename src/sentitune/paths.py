@@ -35,3 +35,11 @@ def ensure_writable_dir(path: Path) -> None:
         raise RunError(f"{folder}: not writable ({e.strerror})") from None
     os.close(fd)
     os.unlink(name)
+
+
+def ensure_writable_file(path: Path) -> None:
+    """`path` will be written as a file: refuse a folder there now (not after the model loaded and the
+    reviews were classified), and check that its folder accepts a new file (ensure_writable_dir)."""
+    if Path(path).is_dir():
+        raise RunError(f"{path}: is a folder; give the name of a file to write")
+    ensure_writable_dir(Path(path).parent)

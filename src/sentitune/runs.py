@@ -158,7 +158,7 @@ class RunDir:
             return [e.id, *([e.target] if targets else []), e.label, *probs, pred, len(e.text.split())]
 
         rows = (row(e, s) for e, s in zip(examples, scores, strict=True))
-        write_csv(self.path / name, header, rows, text_columns={"id", "target"} & set(header))
+        write_csv(self.path / name, header, rows)
 
     # ------------------------------------------------------------------ checkpoints
     @property

@@ -48,6 +48,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from sentitune import markdown as md
 from sentitune.atomic import write_json, write_text
 from sentitune.bench import _one_line, _override, _strings, read_header, read_yaml
 from sentitune.claims import GRACE_SECONDS, Beat, Claims, ClaimsError, heartbeat_interval, local_and_gone
@@ -522,15 +523,12 @@ def markdown(result: dict[str, Any]) -> str:
              f"({result['direction']}d) of the kept weights (lowest validation loss); storage "
              f"`{result['storage']}`.", ""]
     head = ["trial", "state", result["metric"], *keys, "run"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t in result["trials"]:
-        value = "" if t["value"] is None else f"{t['value']:.4f}"
-        params = [_cell(t["params"].get(k)) for k in keys]
-        lines.append("| " + " | ".join([str(t["number"]), t["state"].lower(), value, *params, t["run"] or ""]) + " |")
+    lines += md.table(head, ([str(t["number"]), t["state"].lower(), "" if t["value"] is None else f"{t['value']:.4f}",
+                              *(_cell(t["params"].get(k)) for k in keys), t["run"] or ""] for t in result["trials"]))
     best = result["best"]
     if best:
         lines += ["", f"Best: trial {best['trial']}, validation {result['metric']} {best['value']:.4f}: "
-                  + ", ".join(f"{k}={_cell(v)}" for k, v in best["params"].items()) + "."]
+                  + md.cell(", ".join(f"{k}={_cell(v)}" for k, v in best["params"].items())) + "."]
         test = best["test"]
         if test:
             lines += ["", f"Test ({test['n']} reviews, `best/`, trained once with these settings): accuracy "

@@ -119,6 +119,12 @@ def encode(
             raise ConfigError(f"data.windows: {windows} windows are for whole reviews; a target-dependent example "
                               f"({examples[0].id}) is read as one window (data.windows=1)")
         return _encode_targets(examples, tokenizer, max_length, side, head_tokens, target or TargetInput())
+    if side == "head+tail" and head_tokens is not None:
+        budget = max_length - tokenizer.num_special_tokens_to_add()
+        if head_tokens >= budget:  # all from the head: the same as truncation head, which is not what was asked
+            raise ConfigError(f"data.head_tokens: {head_tokens} leaves no tokens for the tail: a review gets "
+                              f"{budget} (data.max_length={max_length} less {max_length - budget} special tokens); "
+                              f"use at most {budget - 1}")
     out: list[list[int]] = []
     review: list[int] = []
     for start in range(0, len(examples), chunk):

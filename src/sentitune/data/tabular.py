@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ def parse_label(value: Any, where: str, labels: list[str] | None = None) -> int:
                 number = float(value)
             except (TypeError, ValueError):
                 number = None
-            if number is not None and number == int(number) and 0 <= number < len(labels):
+            # a finite whole number only: int() of nan or inf raises (a "nan" cell of a spreadsheet export)
+            if number is not None and math.isfinite(number) and number == int(number) and 0 <= number < len(labels):
                 return int(number)
         raise DataError(f"{where}: label {value!r} is not one of {', '.join(labels)} (data.labels) or "
                         f"0..{len(labels) - 1}")
@@ -42,8 +44,15 @@ def parse_label(value: Any, where: str, labels: list[str] | None = None) -> int:
 
 
 def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) pairs from a .csv/.tsv or .jsonl/.json file."""
+    """(line number, row) pairs from a .csv/.tsv or .jsonl/.json file.
+
+    Strict: a row is never silently reshaped. A duplicate column (which one would be read?), a row with more
+    fields than the header, and a quote that is not closed where a field ends (it would swallow the next
+    rows into one review) are errors naming the line where the row starts.
+    """
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".ndjson", ".csv", ".tsv"):
+        raise DataError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
     try:
         # utf-8-sig: spreadsheet exports start with a byte-order mark that would rename the first column.
         handle = path.open(encoding="utf-8-sig", newline="")
@@ -51,32 +60,88 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DataError(f"{path}: cannot open ({e.strerror})") from None
     with handle:
         try:
-            if suffix in (".jsonl", ".json", ".ndjson"):
-                for line_no, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-                    if not isinstance(row, dict):
-                        raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-                    yield line_no, row
-            elif suffix in (".csv", ".tsv"):
-                # No 128 KiB cap per field: data.max_chars is the limit, with a message naming the review.
-                csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
-                reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-                _ = reader.fieldnames  # read the header, so line_num is where the first row starts
-                start = reader.line_num + 1
-                for row in reader:
-                    yield start, row  # the row's first line: a quoted review may run over several
-                    start = reader.line_num + 1
+            if suffix in (".csv", ".tsv"):
+                yield from _csv_rows(path, handle, "\t" if suffix == ".tsv" else ",")
             else:
-                raise DataError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
+                yield from _json_rows(path, handle)
         except UnicodeDecodeError:
             raise DataError(not_utf8(path)) from None
-        except csv.Error as e:
-            raise DataError(f"{path}: malformed CSV ({e})") from None
+
+
+def _json_rows(path: Path, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line_no, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, object_pairs_hook=_unique_keys)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+        except _DuplicateKey as e:
+            raise DataError(f"{path}:{line_no}: field {e.args[0]!r} appears twice in the object") from None
+        except RecursionError:
+            raise DataError(f"{path}:{line_no}: not valid JSON (nested too deeply)") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+        yield line_no, row
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads keeps the last of two equal keys without a word; which text was meant is the user's call."""
+    row: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in row:
+            raise _DuplicateKey(key)
+        row[key] = value
+    return row
+
+
+def _csv_rows(path: Path, handle: Any, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    # No 128 KiB cap per field: data.max_chars is the limit, with a message naming the review.
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+    reader = csv.DictReader(handle, delimiter=delimiter, strict=True)
+    start = 1
+    try:
+        header = reader.fieldnames or []  # reads the header, so line_num is where the first row starts
+        seen: set[str] = set()
+        for name in header:
+            if name in seen:
+                raise DataError(f"{path}:1: column {name!r} appears twice in the header (which one to read?)")
+            seen.add(name)
+        start = reader.line_num + 1
+        for row in reader:
+            if None in row:  # DictReader's restkey: fields beyond the header's
+                raise DataError(f"{path}:{start}: {len(header) + len(row[None])} fields, the header has "
+                                f"{len(header)} ({', '.join(header)}); quote a field that contains {delimiter!r}")
+            yield start, row  # the row's first line: a quoted review may run over several
+            start = reader.line_num + 1
+    except csv.Error as e:
+        why = ("a quoted field opened here is never closed" if "unexpected end of data" in str(e)
+               else f"{e}: a quote inside a quoted field is written twice (\"\")")
+        raise DataError(f"{path}:{start}: malformed CSV ({why})") from None
+
+
+def _merged_rows(text: str, columns: list[str], text_column: str, label_column: str, labels: list[str] | None,
+                 delimiter: str) -> bool:
+    """Whether a quoted review over several lines is two rows glued by an unclosed quote (`"good film,1` then
+    `next review",0`): its first line holds the rest of a row, the fields after the text ending in a label.
+    A review over several lines is valid CSV; one whose first line ends in `,<label>` is taken for a merge."""
+    if "\n" not in text or text_column not in columns:
+        return False
+    after = columns[columns.index(text_column):]
+    if label_column not in after:
+        return False
+    parts = next(csv.reader([text.split("\n", 1)[0].rstrip("\r")], delimiter=delimiter))
+    if len(parts) != len(after):
+        return False
+    try:
+        parse_label(parts[after.index(label_column)], "", labels)
+    except DataError:
+        return False
+    return True
 
 
 def not_utf8(path: Path) -> str:
@@ -115,6 +180,13 @@ def read_table(
         if not isinstance(text, str):
             raise DataError(f"{where}: field {text_column!r} is not text: {text!r}")
         label = parse_label(row[label_column], f"{where}: field {label_column!r}", labels)
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        if path.suffix.lower() in (".csv", ".tsv") and _merged_rows(text, list(row), text_column, label_column,
+                                                                  labels, delimiter):
+            first = text.split("\n", 1)[0]
+            raise DataError(f"{where}: malformed CSV (field {text_column!r} runs over {text.count(chr(10)) + 1} lines "
+                            f"and its first line reads as a whole row, {first[:60]!r}: a quote opened there closes "
+                            "only on a later line, merging rows into one review)")
         rid = str(row[id_column]) if id_column else f"{path.name}:{line_no}"
         target, span = None, None
         if target_column:

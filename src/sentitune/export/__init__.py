@@ -4,7 +4,9 @@ a sentitune.json (provenance, preprocessing, the export check) and a model card.
 
 from __future__ import annotations
 
+import fnmatch
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,61 @@ def check_trained(path: Path, cfg: ExperimentConfig) -> None:
                        "window, so export, the ONNX backend and quantize are for runs with data.windows=1")
 
 
+# Slow tokenizers' vocabularies, which save_pretrained writes beside tokenizer.json for the architectures an
+# export takes (BERT/MPNet vocab.txt; GPT-2/RoBERTa vocab.json + merges.txt; XLM-R/CamemBERT/Llama sentencepiece).
+_VOCABULARIES = ("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
+
+
+@cache
+def export_entries() -> tuple[frozenset[str], frozenset[str]]:
+    """(file name patterns, folder names) of everything an hf or onnx export writes at the top of its folder.
+
+    Why from transformers' own constants: the tokenizer and the model are written by its save_pretrained, so a
+    name it changes is followed here; the rest are what hf.py and onnx.py write themselves.
+    """
+    from transformers.tokenization_utils_base import (
+        ADDED_TOKENS_FILE,
+        FULL_TOKENIZER_FILE,
+        SPECIAL_TOKENS_MAP_FILE,
+        TOKENIZER_CONFIG_FILE,
+    )
+    from transformers.tokenization_utils_sentencepiece import VOCAB_FILES_NAMES as SENTENCEPIECE_FILES
+    from transformers.tokenization_utils_tokenizers import VOCAB_FILES_NAMES as TOKENIZERS_FILES
+    from transformers.utils import CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+    from transformers.utils.hub import CHAT_TEMPLATE_DIR, CHAT_TEMPLATE_FILE, LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE
+
+    from sentitune.export.onnx import int8_path
+
+    weights = Path(SAFE_WEIGHTS_NAME)
+    files = {
+        MODEL_META, "README.md",  # export_record and the model card (hf.py, onnx.py)
+        CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME,  # the hf model
+        f"{weights.stem}-[0-9]*-of-[0-9]*{weights.suffix}",  # its shards, model-00001-of-00002.safetensors
+        "model.onnx", int8_path(Path("model.onnx")).name,  # the onnx graph, fp32 or int8
+        TOKENIZER_CONFIG_FILE, FULL_TOKENIZER_FILE, SPECIAL_TOKENS_MAP_FILE, ADDED_TOKENS_FILE,  # the tokenizer
+        CHAT_TEMPLATE_FILE, LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE,
+        *TOKENIZERS_FILES.values(), *SENTENCEPIECE_FILES.values(), *_VOCABULARIES,
+    }
+    return frozenset(files), frozenset({CHAT_TEMPLATE_DIR})
+
+
+def foreign_entries(dest: Path) -> list[str]:
+    """The names in `dest` that no export writes (sorted): what replacing the folder would delete."""
+    files, folders = export_entries()
+    foreign = []
+    for entry in sorted(dest.iterdir(), key=lambda e: e.name):
+        allowed = folders if entry.is_dir() and not entry.is_symlink() else files
+        if not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in allowed):
+            foreign.append(entry.name)
+    return foreign
+
+
 def check_destination(dest: Path) -> None:
     """An export replaces its folder whole: only a new or empty folder, or an earlier export, may be it.
 
-    Why: `--out ~/models` (a folder of other things) or `--out runs` would otherwise be swapped out and deleted.
+    Why: `--out ~/models` (a folder of other things) or `--out runs` would otherwise be swapped out and deleted,
+    and so would a file of the user's put beside an earlier export (notes, an evaluation): any name that no
+    export writes makes the folder not an earlier export's alone.
     """
     if not dest.exists():
         return
@@ -51,6 +104,10 @@ def check_destination(dest: Path) -> None:
     if previous not in FORMATS:
         raise RunError(f"export: --out {dest} exists and is not an earlier sentitune export (it would be replaced "
                        "whole); choose a new or empty folder")
+    if foreign := foreign_entries(dest):
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise RunError(f"export: --out {dest} holds files that are not an earlier export's ({foreign[0]}{more}); "
+                       "they would be deleted: choose a new or empty folder")
 
 
 def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = None) -> dict[str, Any]:

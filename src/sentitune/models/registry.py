@@ -122,7 +122,20 @@ def load_tokenizer(source: str) -> Any:
     """The tokenizer, with a pad token set when it has none (GPT-2): EOS doubles as padding."""
     from transformers import AutoTokenizer
 
-    return ensure_pad_token(AutoTokenizer.from_pretrained(source), source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{source}: cannot load its tokenizer ({_first_line(e)})") from None
+    # A model folder without tokenizer files still "loads" (transformers builds an empty vocabulary) and then
+    # turns every review into zero tokens; found here, it is one line before any run folder exists.
+    if not tokenizer("A good film.", add_special_tokens=False)["input_ids"]:
+        raise ModelError(f"{source}: its tokenizer is empty (no tokenizer files: tokenizer.json, vocab.json + "
+                         "merges.txt, vocab.txt, or tokenizer.model); save the tokenizer into the model folder")
+    return ensure_pad_token(tokenizer, source)
+
+
+def _first_line(error: BaseException) -> str:
+    return next(iter(str(error).strip().splitlines()), type(error).__name__)
 
 
 def ensure_pad_token(tokenizer: Any, where: str, pad_token_id: int | None = None) -> Any:

@@ -124,10 +124,19 @@ def save_tokenizer(tokenizer: Any, dest: Path, max_length: int | None, truncatio
     tokenizer.save_pretrained(dest)
 
 
+# LoraConfig fields PEFT holds as sets and writes as list(set): their order follows string hashing, which
+# differs between processes, so two runs of one config would write different adapter_config.json files.
+SET_FIELDS = ("target_modules", "exclude_modules")
+
+
 def _name_base(adapter_config: Path, base: str) -> None:
-    """PEFT writes the base's load path (a folder in the creator's cache); a hub id loads anywhere."""
+    """PEFT writes the base's load path (a folder in the creator's cache); a hub id loads anywhere. Its
+    set-valued fields are written sorted, so the same run writes the same bytes."""
     record = json.loads(adapter_config.read_text())
     record["base_model_name_or_path"] = base
+    for key in SET_FIELDS:
+        if isinstance(record.get(key), list):
+            record[key] = sorted(record[key])
     adapter_config.write_text(json.dumps(record, indent=2, sort_keys=True))
 
 

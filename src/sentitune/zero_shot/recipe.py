@@ -182,4 +182,4 @@ def _write_margins(path: Path, examples: Sequence[Example], margins: np.ndarray,
     """The raw scores: a margin per example, or (K > 2 classes) a log-probability per class."""
     columns = ["margin"] if margins.ndim == 1 else [f"logp_{c}" for c in classes]
     rows = ([e.id, e.label, *(f"{x:.6f}" for x in np.atleast_1d(m))] for e, m in zip(examples, margins, strict=True))
-    write_csv(path, ["id", "label", *columns], rows, text_columns={"id"})  # ids can be the user's
+    write_csv(path, ["id", "label", *columns], rows)  # ids can be the user's: written spreadsheet-safe

@@ -1,0 +1,24 @@
+"""Markdown tables of text we do not control (class names, row names, a published source, search choices).
+
+Why: a `|` in a cell starts a new column and shifts every later one; `<script>` or `<img onerror=...>` is
+raw HTML that many Markdown viewers render. Every cell goes through `cell`, so neither can happen.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def cell(value: Any) -> str:
+    """One table cell: HTML escaped (& < > as entities), `|` escaped, line breaks as spaces."""
+    text = html.escape(str(value), quote=False)
+    return " ".join(text.replace("\\", "\\\\").replace("|", "\\|").split())
+
+
+def table(head: Sequence[Any], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """The lines of a Markdown table; every cell, head included, through `cell`."""
+    lines = ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return lines
