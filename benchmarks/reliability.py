@@ -1,7 +1,8 @@
 """Run the fault-injection suites and print the counts quoted in docs/RELIABILITY.md.
 
-    .venv/bin/python benchmarks/reliability.py            # every suite (~5-6 min on 2 CPU cores)
+    .venv/bin/python benchmarks/reliability.py            # every suite (~7-8 min on 2 CPU cores)
     .venv/bin/python benchmarks/reliability.py --only faults --only hardening
+    .venv/bin/python benchmarks/reliability.py --write reliability-counts   # and into docs/RELIABILITY.md
 
 Counts come from pytest's JUnit XML, one test case per bad input / kill / reproduced run, so the
 table can only claim what a passing test checked.
@@ -10,6 +11,7 @@ table can only claim what a passing test checked.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,12 +19,16 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from docs_block import publish
+from machine import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = {
     "faults": "tests/test_faults.py",
     "kills": "tests/test_kill_resume.py",
     "properties": "tests/test_properties.py",
     "hardening": "tests/test_hardening_data.py tests/test_hardening_runs.py tests/test_hardening_cli.py",
+    "hardening2": "tests/test_hardening2.py tests/test_hardening2_serve_export_bench.py",
     "precision": "tests/test_precision.py",
 }
 # The hardening issue's regression cases, by the file that holds them.
@@ -30,7 +36,11 @@ HARDENING = {
     "test_hardening_data.py": "hardening: corrupt archives, checksums, one class, sizes",
     "test_hardening_runs.py": "hardening: --overwrite, checkpoints, resume, leftovers, modes",
     "test_hardening_cli.py": "hardening: CSV injection, damaged runs, permissions, disk full",
+    # the second hostile pass (issue 26)
+    "test_hardening2.py": "hardening 2: tables, settings, models, predict files, CSV and Markdown escaping",
+    "test_hardening2_serve_export_bench.py": "hardening 2: serve JSON bodies, export folders, bench rows",
 }
+DOC = ROOT / "docs" / "RELIABILITY.md"
 
 
 def run_suite(paths: str) -> tuple[list[tuple[str, str, bool]], float]:
@@ -54,6 +64,7 @@ def run_suite(paths: str) -> tuple[list[tuple[str, str, bool]], float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(SUITES), action="append", help="run only these suites")
+    parser.add_argument("--write", metavar="BLOCK", help="also write the table into docs/RELIABILITY.md's BLOCK")
     args = parser.parse_args()
     rows: list[tuple[str, int, int, str]] = []
     ok = True
@@ -77,10 +88,11 @@ def main() -> int:
             rows.append(("kills survived (SIGKILL / SIGINT, then --resume)", survived, n_kills, timing))
             rows.append(("runs reproduced bit-for-bit (metrics, predictions, weights)", sum(p for _, p in cases),
                          len(cases), ""))
-        elif name == "hardening":
-            for file, label in HARDENING.items():
+        elif name.startswith("hardening"):
+            files = [f for f in HARDENING if f"tests/{f}" in SUITES[name].split()]
+            for file in files:
                 mine = [p for f, _, p in found if f == file]
-                rows.append((label, sum(mine), len(mine), timing if file.endswith("data.py") else ""))
+                rows.append((HARDENING[file], sum(mine), len(mine), timing if file == files[0] else ""))
         elif name == "precision":
             rows.append(("precision: auto, fp32 inference the same across batches and CPUs", sum(p for _, p in cases),
                          len(cases), timing))
@@ -88,10 +100,10 @@ def main() -> int:
             rows.append(("property tests passed (hypothesis, 25 examples each)", sum(p for _, p in cases),
                          len(cases), timing))
     width = max(len(r[0]) for r in rows)
-    print(f"| {'check':{width}} | passed | tried | suite time |")
-    print(f"|{'-' * (width + 2)}|--------|-------|------------|")
-    for label, passed, tried, timing in rows:
-        print(f"| {label:{width}} | {passed:6d} | {tried:5d} | {timing:>10} |")
+    lines = [f"{cpu_name()}, {os.cpu_count()} cores", "", f"| {'check':{width}} | passed | tried | suite time |",
+             f"|{'-' * (width + 2)}|--------|-------|------------|"]
+    lines += [f"| {label:{width}} | {passed:6d} | {tried:5d} | {timing:>10} |" for label, passed, tried, timing in rows]
+    publish("\n".join(lines), DOC, args.write)
     return 0 if ok else 1
 
 

@@ -6,14 +6,14 @@ raw HTML that many Markdown viewers render. Every cell goes through `cell`, so n
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 
 def cell(value: Any) -> str:
-    """One table cell: HTML escaped (& < > as entities), `|` escaped, line breaks as spaces."""
-    text = html.escape(str(value), quote=False)
+    """One table cell: `<` and `>` as entities (no tag can open; `&` stays readable, as in "Wang & Manning"),
+    `\\` and `|` escaped, line breaks as spaces."""
+    text = str(value).replace("<", "&lt;").replace(">", "&gt;")
     return " ".join(text.replace("\\", "\\\\").replace("|", "\\|").split())
 
 
