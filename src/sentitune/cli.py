@@ -725,16 +725,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "predict":
-        rest, after_dashes = [], False
+        texts, unknown, after_dashes = [], [], False
         for word in extra:
             if word == "--" and not after_dashes:
                 after_dashes = True
-            elif after_dashes or not word.startswith("-"):
-                rest.append(word)
             else:
-                break
-        else:
-            args.texts, extra = [*args.texts, *rest], []
+                (texts if after_dashes or not word.startswith("-") else unknown).append(word)
+        args.texts, extra = [*args.texts, *texts], unknown
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
