@@ -21,8 +21,9 @@ from docs_block import write_block
 
 from sentitune.config import LoraSettings, MethodConfig
 from sentitune.errors import ModelError
-from sentitune.models.adapt import add_lora, count_parameters
+from sentitune.models.blocks import count_parameters
 from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.lora import add_lora
 from sentitune.models.methods import method
 from sentitune.models.registry import default_lora_targets, load_backbone, resolve
 

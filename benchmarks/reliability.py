@@ -36,7 +36,7 @@ HARDENING = {
     "test_hardening_data.py": "hardening: corrupt archives, checksums, one class, sizes",
     "test_hardening_runs.py": "hardening: --overwrite, checkpoints, resume, leftovers, modes",
     "test_hardening_cli.py": "hardening: CSV injection, damaged runs, permissions, disk full",
-    # the second hostile pass (issue 26)
+    # the second hostile pass
     "test_hardening2.py": "hardening 2: tables, settings, models, predict files, CSV and Markdown escaping",
     "test_hardening2_serve_export_bench.py": "hardening 2: serve JSON bodies, export folders, bench rows",
 }

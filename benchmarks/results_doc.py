@@ -106,7 +106,7 @@ def model_shape(spec: str) -> tuple[int, int]:
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from sentitune.models.adapt import num_blocks
+    from sentitune.models.blocks import num_blocks
     from sentitune.models.registry import resolve
 
     with torch.device("meta"):

@@ -1,4 +1,4 @@
-"""The second hostile pass (issue 26): each case it found, through the real CLI, as the user met it.
+"""The second hostile pass: each case it found, through the real CLI, as the user met it.
 
 Numbered cases are the issue's table; the others are its "smaller ones". Every test here failed on the code
 before its fix. The tiny settings `T` of the issue: 48 training reviews, 32 test reviews, 64 tokens, no baseline,

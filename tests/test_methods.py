@@ -4,7 +4,7 @@ The models are tiny random-init transformers with real tokenizers: the packaged 
 (GPT-2 code path, Conv1D, no pad token) and a 2-layer BERT built here with MiniLM's real WordPiece
 files. Each run goes through `sentitune.train.train` on real IMDb reviews, is saved, and is loaded
 back through `sentitune.models.saving.load_model`. What must train and what must not is written out here per
-architecture by parameter name, independently of how models/adapt.py decides it.
+architecture by parameter name, independently of how models/blocks.py decides it.
 """
 
 from __future__ import annotations
@@ -432,7 +432,7 @@ def _tiny(family: str) -> tuple[torch.nn.Module, str, tuple[str, ...]]:
 def test_partial_and_lora_select_the_right_parameters(family: str) -> None:
     """The structural rules hold beyond GPT-2 and BERT: DistilBERT, MPNet and Llama layouts."""
     from sentitune.config import LoraSettings, MethodConfig
-    from sentitune.models.adapt import add_lora
+    from sentitune.models.lora import add_lora
     from sentitune.models.methods import method
 
     backbone, model_type, frozen = _tiny(family)

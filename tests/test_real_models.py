@@ -17,8 +17,9 @@ import torch
 from conftest import take, write_archive
 
 from sentitune.config import LoraSettings, MethodConfig, load_config
-from sentitune.models.adapt import add_lora, count_parameters
+from sentitune.models.blocks import count_parameters
 from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.lora import add_lora
 from sentitune.models.methods import method
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
 from sentitune.models.saving import load_model

@@ -42,13 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from sentitune import markdown as md
 from sentitune.atomic import write_csv, write_json, write_text
 from sentitune.claims import GRACE_SECONDS, Claims, ClaimsError
 from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.errors import SentituneError
+from sentitune.runset import SAFE_NAME, one_line, override, read_header, read_yaml, strings
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -59,7 +59,6 @@ RESULT_COLUMNS = ("name", "model", "method", "seed", "n", "accuracy", "accuracy_
 SEED_METRICS = ("accuracy", "macro_f1", "roc_auc")  # mean ± sd across seeds
 SEED_COLUMNS = ("group", "runs", "seeds", *(f"{m}_{s}" for m in SEED_METRICS for s in ("mean", "sd")))
 _BENCH_KEYS = ("name", "base", "set", "matrix", "rows")
-_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class BenchError(SentituneError):
@@ -110,11 +109,6 @@ def _piece(key: str, value: Any) -> str:
     return slug(value)
 
 
-def _override(key: str, value: Any) -> str:
-    """`key=value` with the value as JSON (which is YAML): a string such as `yes` stays a string."""
-    return f"{key}={json.dumps(value)}"
-
-
 def _unique(names: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
@@ -122,33 +116,6 @@ def _unique(names: list[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
     return out
-
-
-def _strings(value: Any, where: str, error: type[SentituneError] = BenchError) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise error(f"{where}: expected a list of key=value strings, got {value!r}")
-    return list(value)
-
-
-def read_header(path: Path, data: Any, keys: tuple[str, ...], error: type[SentituneError],
-                shape: str) -> tuple[str, Path | None, list[str]]:
-    """name, base (resolved next to the file) and set: what bench and search files share, checked."""
-    if not isinstance(data, dict):
-        raise error(f"{path}: top level must be a mapping with {shape}")
-    if unknown := sorted(set(data) - set(keys)):
-        raise error(f"{path}: unknown key {unknown[0]} (known: {', '.join(keys)})")
-    name = data.get("name")
-    if not isinstance(name, str) or not _SAFE.fullmatch(name):
-        raise error(f"{path}: name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
-    base = data.get("base")
-    if base is not None and not isinstance(base, str):
-        raise error(f"{path}: base: expected a path to an experiment YAML, got {base!r}")
-    base_path = (path.parent / base) if base else None
-    if base_path is not None and not base_path.is_file():
-        raise error(f"{path}: base: {base_path} not found")
-    return name, base_path, _strings(data.get("set"), f"{path}: set", error)
 
 
 def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str], str | None, dict[str, Any] | None]]:
@@ -165,7 +132,7 @@ def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str], str |
         keys = list(matrix)
         combos = list(itertools.product(*(matrix[k] for k in keys)))
         names = _unique(["-".join(_piece(k, v) for k, v in zip(keys, combo, strict=True)) for combo in combos])
-        rows = [(n, [_override(k, v) for k, v in zip(keys, combo, strict=True)], None, None)
+        rows = [(n, [override(k, v) for k, v in zip(keys, combo, strict=True)], None, None)
                 for n, combo in zip(names, combos, strict=True)]
     extra = data.get("rows") or []
     if not isinstance(extra, list):
@@ -185,31 +152,15 @@ def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str], str |
         if config is not None and not isinstance(config, str):
             raise BenchError(f"{where}: rows[{i}].config: expected a path to an experiment YAML, got {config!r}")
         name = row.get("name")
-        if not isinstance(name, str) or not _SAFE.fullmatch(name):
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
             raise BenchError(f"{where}: rows[{i}].name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
-        rows.append((name, _strings(row.get("set"), f"{where}: rows[{i}].set"), config, published))
+        rows.append((name, strings(row.get("set"), f"{where}: rows[{i}].set", BenchError), config, published))
     taken = [n for n, *_ in rows]
     if dup := next((n for n in taken if taken.count(n) > 1), None):
         raise BenchError(f"{where}: rows: the name {dup!r} is used twice")
     if not rows:
         raise BenchError(f"{where}: no rows: give a matrix, rows, or both")
     return rows
-
-
-def read_yaml(path: Path, error: type[SentituneError] = BenchError, what: str = "bench file") -> Any:
-    """A YAML file's content, or `error` with one line naming the file (and the line, for a syntax error)."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{path}: {what} not found") from None
-    except OSError as e:
-        raise error(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise error(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise error(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({problem})") from None
 
 
 def load_bench(path: str | Path) -> Bench:
@@ -219,7 +170,7 @@ def load_bench(path: str | Path) -> Bench:
     row of a long bench should not meet the next one only on the following try.
     """
     path = Path(path)
-    data = read_yaml(path)
+    data = read_yaml(path, BenchError, "bench file")
     name, base_path, common = read_header(path, data, _BENCH_KEYS, BenchError, "name, matrix and/or rows")
     rows, bad = [], []
     expanded = expand(data, str(path))
@@ -231,7 +182,7 @@ def load_bench(path: str | Path) -> Bench:
                 raise BenchError(f"config: {config_path} not found")
             cfg = load_config(config_path, everything)
         except SentituneError as e:
-            bad.append(f"row {row_name}: {_one_line(e)}")
+            bad.append(f"row {row_name}: {one_line(e)}")
             continue
         rows.append(BenchRow(row_name, everything, cfg, config_path, published))
     if bad:
@@ -257,14 +208,6 @@ def _run_row(row: BenchRow, run_dir: Path, resume: bool, progress: bool) -> dict
     from sentitune.train import train
 
     return train(row.config, run_dir, resume=resume, overwrite=not resume, progress=progress)
-
-
-def _one_line(error: BaseException) -> str:
-    """Our errors are one line already; anything else gets its type in front (it may be a bug)."""
-    first = next(iter(str(error).strip().splitlines()), "")
-    if isinstance(error, SentituneError):
-        return first or type(error).__name__
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _finished_row(row: BenchRow, run_dir: Path) -> bool:
@@ -329,14 +272,14 @@ def run_bench(bench: Bench, out: Path, progress: bool = False,
                 except (Interrupted, KeyboardInterrupt):
                     raise
                 except Exception as e:  # noqa: BLE001 - one failed row must not stop the bench
-                    held.failed(_one_line(e))
+                    held.failed(one_line(e))
                     raise
                 held.done()
                 return Outcome(row.name, "resumed" if resume else "ran", metrics=metrics)
         except (Interrupted, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - one failed row must not stop the bench
-            return Outcome(row.name, "failed", _one_line(e))
+            return Outcome(row.name, "failed", one_line(e))
 
     def record(outcome: Outcome) -> None:
         outcomes.append(outcome)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from sentitune.atomic import atomic_dir
 from sentitune.data.batching import Encoded, iterate, sorted_batches
-from sentitune.models.adapt import base_model
+from sentitune.models.blocks import base_model
 from sentitune.models.split import Prefix, prefix_forward
 from sentitune.paths import cache_dir
 from sentitune.precision import autocast
@@ -46,7 +46,7 @@ def prefix_fingerprint(backbone: nn.Module, n: int) -> str:
 
     Values, not file names: a two-phase run whose first phase changed the prefix gets a new key.
     """
-    from sentitune.models.adapt import frozen_prefix, num_blocks
+    from sentitune.models.blocks import frozen_prefix, num_blocks
 
     model = base_model(backbone)
     params = list(model.parameters()) if n >= num_blocks(backbone) else frozen_prefix(backbone, n)[0]

@@ -26,7 +26,7 @@ from sentitune.errors import DataError
 from sentitune.evaluation import evaluate, score
 from sentitune.export import check_trained
 from sentitune.export.onnx import OnnxScorer, check_quantize, run_graph
-from sentitune.models.adapt import count_parameters
+from sentitune.models.blocks import count_parameters
 from sentitune.models.methods import build_classifier
 from sentitune.models.registry import is_decoder
 from sentitune.models.saving import load_model, saved_entry, saved_precision

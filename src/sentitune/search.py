@@ -50,11 +50,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sentitune import markdown as md
 from sentitune.atomic import write_json, write_text
-from sentitune.bench import _one_line, _override, _strings, read_header, read_yaml
 from sentitune.claims import GRACE_SECONDS, Beat, Claims, ClaimsError, heartbeat_interval, local_and_gone
 from sentitune.claims import safe_url as safe_url
 from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.errors import SentituneError
+from sentitune.runset import one_line, override, read_header, read_yaml, strings
 
 METRICS = {"loss": "minimize", "accuracy": "maximize", "macro_f1": "maximize", "roc_auc": "maximize"}
 TRIAL_FORCED = ["train.baseline=false", "train.evaluate_test=false"]  # trials never score test
@@ -160,7 +160,7 @@ def load_search(path: str | Path) -> Search:
     path = Path(path)
     data = read_yaml(path, SearchError, "search file")
     name, base_path, common = read_header(path, data, _KEYS, SearchError, "name and search")
-    trial_set = _strings(data.get("trial_set"), f"{path}: trial_set", SearchError)
+    trial_set = strings(data.get("trial_set"), f"{path}: trial_set", SearchError)
     s = data.get("search")
     if not isinstance(s, dict):
         raise SearchError(f"{path}: search: expected a mapping with trials, metric, seed, storage and space")
@@ -211,7 +211,7 @@ def check(search: Search) -> None:
 
 
 def _param_overrides(params: dict[str, Any]) -> list[str]:
-    return [_override(k, params[k]) for k in sorted(params)]
+    return [override(k, params[k]) for k in sorted(params)]
 
 
 def trial_overrides(search: Search, params: dict[str, Any]) -> list[str]:
@@ -317,7 +317,7 @@ def open_study(search: Search, storage: str | optuna.storages.BaseStorage) -> op
         study = optuna.create_study(study_name=search.name, storage=storage, direction=search.direction,
                                     load_if_exists=True)
     except Exception as e:  # noqa: BLE001 - a bad URL or driver surfaces as many types; one line either way
-        raise SearchError(f"storage {safe_url(url)}: cannot open ({_one_line(e)})") from None
+        raise SearchError(f"storage {safe_url(url)}: cannot open ({one_line(e)})") from None
     mark = fingerprint(search)
     made = study.user_attrs.get("fingerprint")
     if made is None and not study.trials:
@@ -424,9 +424,9 @@ def run_trial(w: Worker, trial: optuna.Trial, out: Path, progress: bool) -> Tria
                 held.done()
             value = objective(metrics, search.metric)
         except SentituneError as e:
-            trial.set_user_attr("error", _one_line(e))
+            trial.set_user_attr("error", one_line(e))
             study.tell(trial, state=TrialState.FAIL)
-            return TrialOutcome(trial.number, params, "failed", run, message=_one_line(e))
+            return TrialOutcome(trial.number, params, "failed", run, message=one_line(e))
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             study.enqueue_trial(params)
@@ -456,7 +456,7 @@ def run_final(w: Worker, out: Path, progress: bool) -> FinalOutcome:
     except (Interrupted, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - reported as the search's failure (exit 1), like a bench row
-        outcome.status, outcome.message = "failed", _one_line(e)
+        outcome.status, outcome.message = "failed", one_line(e)
     return outcome
 
 
@@ -473,7 +473,7 @@ def run_search(search: Search, out: Path, trials: int | None = None, storage: st
     try:
         rdb = open_storage(url, grace, requeue)
     except Exception as e:  # noqa: BLE001 - a bad URL or driver surfaces as many types; one line either way
-        raise SearchError(f"storage {safe_url(url)}: cannot open ({_one_line(e)})") from None
+        raise SearchError(f"storage {safe_url(url)}: cannot open ({one_line(e)})") from None
     study = open_study(search, rdb)
     try:
         claims = Claims(url, grace)

@@ -40,7 +40,7 @@ from torch import nn
 from sentitune import __version__
 from sentitune.atomic import atomic_dir
 from sentitune.errors import ModelError
-from sentitune.models.card import _front_matter, metrics_table, preprocessing_lines
+from sentitune.models.card import front_matter, metrics_table, preprocessing_lines
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.registry import is_decoder
 from sentitune.models.saving import MODEL_META, save_tokenizer
@@ -428,7 +428,7 @@ def hf_card(record: dict[str, Any], metrics: dict[str, Any] | None, architecture
     max_length = (record.get("preprocessing") or {}).get("max_length")
     labels = record.get("labels") or []
     parts = [
-        _front_matter({**record, "format": "hf"}),
+        front_matter({**record, "format": "hf"}),
         "# Sentiment classifier (exported by sentitune)\n",
         f"A plain transformers `{architecture}` with classes {', '.join(labels)}, exported by sentitune "
         f"{record['sentitune_version']} from a classifier on `{record.get('base')}`. It loads with transformers "

@@ -12,7 +12,7 @@ from typing import Any
 _FLOAT_METRICS = ("accuracy", "macro_f1", "f1", "precision", "recall", "roc_auc", "loss")
 
 
-def _front_matter(meta: dict[str, Any], pipeline_tag: str = "text-classification") -> str:
+def front_matter(meta: dict[str, Any], pipeline_tag: str = "text-classification") -> str:
     base = meta.get("base")
     lines = ["---", "library_name: " + ("transformers" if meta.get("format") == "hf" else "sentitune"),
              f"pipeline_tag: {pipeline_tag}", "tags:", "- sentiment-analysis", "- sentitune"]
@@ -64,7 +64,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None) -> str:
                "base": "the base model, untouched"}.get(meta.get("weights", ""), meta.get("weights", ""))
     packaged = f" (loaded offline from sentitune's packaged copy `{meta['packaged']}`)" if meta.get("packaged") else ""
     parts = [
-        _front_matter(meta),
+        front_matter(meta),
         f"# {config.get('name') or 'sentitune classifier'}\n",
         f"A {len(meta.get('labels') or [])}-class sentiment classifier trained with "
         f"sentitune {meta.get('sentitune_version', '')}: method `{method}` "
@@ -113,7 +113,7 @@ def onnx_card(record: dict[str, Any], metrics: dict[str, Any] | None) -> str:
                  f"by up to {record['check']['max_probability_difference']:.3f} on the export check."
                  if record.get("quantize") else "")
     parts = [
-        _front_matter({**record, "format": "onnx"}),
+        front_matter({**record, "format": "onnx"}),
         "# Sentiment classifier (ONNX, exported by sentitune)\n",
         f"`{graph}`: the classifier of a sentitune {record.get('sentitune_version', '')} run on "
         f"`{record.get('base')}` (backbone, {record.get('pooling')} pooling, linear head; LoRA merged) as one ONNX "

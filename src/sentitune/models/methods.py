@@ -2,7 +2,7 @@
 
 The recipe (train.py), the feature cache (how much of the forward pass can be computed once) and
 saving (which form of the backbone to write) all read these classes, so a method is described in one
-place. Freezing is by structure (models/adapt.py): the embeddings and the first N transformer blocks.
+place. Freezing is by structure (models/blocks.py): the embeddings and the first N transformer blocks.
 Methods are pure: `trainable` and `frozen_modules` only look at the model; `apply` is the one call
 that sets requires_grad, so counting parameters never changes what trains.
 """
@@ -16,8 +16,9 @@ from torch import nn
 
 from sentitune.config import PHASE_METHODS, ExperimentConfig, MethodConfig
 from sentitune.errors import ModelError
-from sentitune.models.adapt import add_lora, frozen_prefix, has_lora, num_blocks
+from sentitune.models.blocks import frozen_prefix, num_blocks
 from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.lora import add_lora, has_lora
 from sentitune.models.registry import ResolvedModel, load_backbone
 
 

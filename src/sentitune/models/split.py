@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sentitune.models.adapt import base_model, blocks_of
+from sentitune.models.blocks import base_model, blocks_of
 
 
 @dataclass(frozen=True)

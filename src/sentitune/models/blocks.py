@@ -1,24 +1,16 @@
-"""Structure of a backbone and LoRA: find its blocks, its frozen prefix, add adapters — on any architecture.
-
-The methods themselves (what each trains) are in models/methods.py, built on these helpers.
+"""A backbone's structure, on any architecture: its transformer blocks, its frozen prefix, its parameters.
 
 Freezing is by structure, not by parameter-name lists: the transformer blocks are the ModuleList
 with `num_hidden_layers` entries; what sits outside them is either embedding (frozen with the
-prefix) or the final norm (trains with the top blocks).
+prefix) or the final norm (trains with the top blocks). The methods themselves (what each trains) are in
+models/methods.py, built on these helpers; LoRA adapters are models/lora.py.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from torch import nn
 
-from sentitune.config import LoraSettings
 from sentitune.errors import ModelError
-from sentitune.models.registry import default_lora_targets
-
-if TYPE_CHECKING:
-    from sentitune.models.classifier import SentimentClassifier
 
 EMBEDDING_NAMES = {"embeddings", "wte", "wpe", "embed_tokens", "embed_positions", "drop", "relative_attention_bias"}
 
@@ -65,10 +57,6 @@ def num_blocks(backbone: nn.Module) -> int:
     return len(blocks_of(backbone)[1])
 
 
-def has_lora(model: SentimentClassifier) -> bool:
-    return any("lora_" in name for name, _ in model.backbone.named_parameters())
-
-
 def linear_module_names(backbone: nn.Module) -> list[str]:
     """Short names of the layers LoRA can adapt (Linear and GPT-2's Conv1D)."""
     names = set()
@@ -76,37 +64,6 @@ def linear_module_names(backbone: nn.Module) -> list[str]:
         if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
             names.add(name.split(".")[-1])
     return sorted(names)
-
-
-def add_lora(model: SentimentClassifier, settings: LoraSettings, model_type: str) -> Any:
-    """Wrap the backbone with PEFT LoRA adapters; the head stays ours and is saved beside them."""
-    from peft import LoraConfig, get_peft_model
-
-    targets = settings.target_modules or default_lora_targets(model_type)
-    available = linear_module_names(model.backbone)
-    missing = [t for t in targets if t not in available]
-    if missing:
-        raise ModelError(
-            f"method.lora.target_modules: {', '.join(missing)} not in this {model_type} model; "
-            f"it has: {', '.join(available)}"
-        )
-    block_name, blocks = blocks_of(model.backbone)
-    layers = None
-    if settings.top_layers is not None:
-        if settings.top_layers > len(blocks):
-            raise ModelError(f"method.lora.top_layers={settings.top_layers} but the model has {len(blocks)} blocks")
-        layers = list(range(len(blocks) - settings.top_layers, len(blocks)))
-    config = LoraConfig(
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=targets,
-        layers_to_transform=layers,
-        layers_pattern=block_name.split(".")[-1] if layers else None,
-        fan_in_fan_out=model_type == "gpt2",  # GPT-2's Conv1D stores weights transposed
-    )
-    model.backbone = get_peft_model(model.backbone, config)
-    return config
 
 
 def count_parameters(model: nn.Module) -> dict[str, float]:

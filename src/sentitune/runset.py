@@ -1,0 +1,72 @@
+"""What bench and search files share: the header (name, base, set), `key=value` lists, the YAML reading, and
+the one-line form of a run's failure. Each file type passes its own error class, so its messages stay its own."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sentitune.errors import SentituneError
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a bench, search or row name: one folder under --out
+
+
+def one_line(error: BaseException) -> str:
+    """Our errors are one line already; anything else gets its type in front (it may be a bug)."""
+    first = next(iter(str(error).strip().splitlines()), "")
+    if isinstance(error, SentituneError):
+        return first or type(error).__name__
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def override(key: str, value: Any) -> str:
+    """`key=value` with the value as JSON (which is YAML): a string such as `yes` stays a string."""
+    return f"{key}={json.dumps(value)}"
+
+
+def strings(value: Any, where: str, error: type[SentituneError]) -> list[str]:
+    """A list of `key=value` strings (a file's `set`), or `error` naming where."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise error(f"{where}: expected a list of key=value strings, got {value!r}")
+    return list(value)
+
+
+def read_yaml(path: Path, error: type[SentituneError], what: str) -> Any:
+    """A YAML file's content, or `error` with one line naming the file (and the line, for a syntax error)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise error(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({problem})") from None
+
+
+def read_header(path: Path, data: Any, keys: tuple[str, ...], error: type[SentituneError],
+                shape: str) -> tuple[str, Path | None, list[str]]:
+    """name, base (resolved next to the file) and set: what bench and search files share, checked."""
+    if not isinstance(data, dict):
+        raise error(f"{path}: top level must be a mapping with {shape}")
+    if unknown := sorted(set(data) - set(keys)):
+        raise error(f"{path}: unknown key {unknown[0]} (known: {', '.join(keys)})")
+    name = data.get("name")
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise error(f"{path}: name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
+    base = data.get("base")
+    if base is not None and not isinstance(base, str):
+        raise error(f"{path}: base: expected a path to an experiment YAML, got {base!r}")
+    base_path = (path.parent / base) if base else None
+    if base_path is not None and not base_path.is_file():
+        raise error(f"{path}: base: {base_path} not found")
+    return name, base_path, strings(data.get("set"), f"{path}: set", error)
