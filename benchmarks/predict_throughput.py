@@ -89,7 +89,7 @@ def throughput(run: Path, texts: list[str], batch_size: int, repeats: int) -> di
     list(predictor.predict_stream(texts[:batch_size], batch_size))  # warm-up: first-call allocations
     arms = {"sorted by length (chunks of 2,048)": 2048, "input order (chunk = batch)": batch_size}
     examples = [Example(str(i), clean_text(t), 0) for i, t in enumerate(texts)]
-    lengths = [len(x) for x in encode(examples, predictor.tokenizer,
+    lengths = [len(x) for x in encode(examples, predictor.scorer.tokenizer,
                                       **encoding_args(predictor.cfg.data, False)).input_ids]
     layouts = {2048: sorted_batches(lengths, batch_size),
                batch_size: [list(range(i, min(i + batch_size, len(texts)))) for i in range(0, len(texts), batch_size)]}

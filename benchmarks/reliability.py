@@ -31,7 +31,7 @@ SUITES = {
     "hardening2": "tests/test_hardening2.py tests/test_hardening2_serve_export_bench.py",
     "precision": "tests/test_precision.py",
 }
-# The hardening issue's regression cases, by the file that holds them.
+# The hostile passes' regression cases, by the file that holds them.
 HARDENING = {
     "test_hardening_data.py": "hardening: corrupt archives, checksums, one class, sizes",
     "test_hardening_runs.py": "hardening: --overwrite, checkpoints, resume, leftovers, modes",

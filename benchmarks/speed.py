@@ -12,7 +12,7 @@ method and optimizer recipe:
 Every arm freezes with requires_grad=False (or PEFT LoRA) and runs in the precision sentitune's `auto`
 picks on this CPU (bf16 autocast where oneDNN has native bf16, else fp32; `$SENTITUNE_PRECISION=fp32`
 forces fp32 everywhere), for training and evaluation alike. The parent prints epoch times, training
-tokens/s, evaluation reviews/s, peak memory, sentitune's ratio to each Trainer arm, the issue targets,
+tokens/s, evaluation reviews/s, peak memory, sentitune's ratio to each Trainer arm, the speed targets,
 the machine, and achieved FLOP/s against the measured matmul peak of the precision each arm ran in.
 
     python benchmarks/speed.py --method partial --train 128 --eval 128 --epochs 3 --out speed-partial.json
@@ -275,8 +275,8 @@ def run_arm(arm: str, args: argparse.Namespace, model: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the report
 
 # Speed targets: sentitune / a Trainer arm on the same machine, in one run, for a GPT-2-size model at 512
-# tokens. Against the padded Trainer: the first performance issue's. Against the best-configured Trainer:
-# issue 17's. LoRA has targets against the padded Trainer only: its gains are length-grouped batches and
+# tokens. Against the padded Trainer: the first speed targets. Against the best-configured Trainer:
+# the later, stricter ones. LoRA has targets against the padded Trainer only: its gains are length-grouped batches and
 # dynamic padding, which the best-configured Trainer has too (no cache: every block carries adapters).
 TARGETS_PADDED = {
     "partial": {"later epochs (s, mean)": 5.0, "epoch 1 (s)": 1.5, "eval reviews/s": 2.0},
@@ -501,9 +501,9 @@ def format_report(r: dict[str, Any]) -> str:
         if not checks:
             continue
         verdicts = "; ".join(f"{name}: {value} ({'met' if ok else 'NOT met'})" for name, ok, value in checks)
-        head = "Issue targets" if legacy else {
-            "baseline": "Targets against the padded Trainer (first performance issue)",
-            "trainer-best": "Targets against the best-configured Trainer (issue 17)"}[ref]
+        head = "Targets" if legacy else {
+            "baseline": "Targets against the padded Trainer",
+            "trainer-best": "Targets against the best-configured Trainer"}[ref]
         rows.append(f"\n{head}: {verdicts}")
     counts = {len(r["arms"][a].get("rounds", [None])) for a in arms}
     if counts != {1}:

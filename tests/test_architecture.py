@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sentitune"
 # Bottom to top. A module may import from its own layer or a lower one, never from a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ground floor", ("errors", "paths", "atomic", "markdown", "claims", "metrics", "runtime", "distributed")),
-    ("settings", ("config", "precision")),
+    ("settings", ("kinds", "config", "precision")),
     ("data", ("data",)),
     ("models", ("models",)),
     ("feature cache", ("features",)),
@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("run directory", ("runs",)),
     ("recipes", ("train", "zero_shot", "classical", "ensemble")),
     ("export", ("export",)),
-    ("using a run", ("inference",)),
+    ("using a run", ("scorers", "recipes", "inference")),
     ("serving", ("serve",)),
     ("bench", ("runset", "bench", "plots", "report", "search")),
     ("command line", ("cli", "__main__")),

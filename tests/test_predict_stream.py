@@ -54,8 +54,9 @@ def reviews(imdb_full: dict[str, list[Example]]) -> list[str]:
 def expected(predictor: Predictor, reviews: list[str]) -> list[float]:
     """P(positive) the way predict computed it before streaming: every review encoded at once, one score()."""
     examples = [Example(str(i), clean_text(t), 0) for i, t in enumerate(reviews)]
-    data = encode(examples, predictor.tokenizer, **encoding_args(predictor.cfg.data, False))
-    return score(predictor.model, data, 32, predictor.tokenizer.pad_token_id, predictor.dtype)[0].tolist()
+    scorer = predictor.scorer
+    data = encode(examples, scorer.tokenizer, **encoding_args(predictor.cfg.data, False))
+    return score(scorer.model, data, 32, scorer.tokenizer.pad_token_id, scorer.dtype)[0].tolist()
 
 
 def write_table(path: Path, header: list[str], rows: list[list[str]]) -> Path:
@@ -94,13 +95,13 @@ def test_each_chunk_is_batched_longest_first_and_padded_per_batch(
         predictor: Predictor, reviews: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 50 in batches of 10: the model sees 6 runs of 5 batches, each run sorted by token length."""
     seen: list[tuple[int, int]] = []  # (padded width, longest real review) of each batch
-    forward = predictor.model.forward
+    forward = predictor.scorer.model.forward
 
     def spy(input_ids: torch.Tensor, attention_mask: torch.Tensor, *args: object, **kwargs: object) -> object:
         seen.append((input_ids.shape[1], int(attention_mask.sum(1).max())))
         return forward(input_ids, attention_mask, *args, **kwargs)
 
-    monkeypatch.setattr(predictor.model, "forward", spy)
+    monkeypatch.setattr(predictor.scorer.model, "forward", spy)
     assert len(list(predictor.predict_stream(reviews, batch_size=10, chunk_size=50))) == 300
     assert len(seen) == 30
     assert all(width == longest for width, longest in seen)  # padded to the batch's own longest review

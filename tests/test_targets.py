@@ -296,7 +296,7 @@ def test_every_method_trains_on_targets(method: str, extra: list[str], tiny_targ
     saved = [[float(r[f"prob_{n}"]) for n in THREE_CLASSES] for r in rows]
     by_id = {e.id: e for e in read_target_lines(test_file, THREE_CLASSES)}
     predictor = Predictor(tmp_path / "run")
-    assert predictor.model.head.out_features == 3 and predictor.model.labels == THREE_CLASSES
+    assert predictor.scorer.model.head.out_features == 3 and predictor.scorer.model.labels == THREE_CLASSES
     got = predictor.predict([by_id[r["id"]].text for r in rows], targets=[r["target"] for r in rows])
     tolerance = 2e-3 if method == "probe" else 2e-6  # the probe scores test from bf16 cached states
     for p, s in zip(got, saved, strict=True):

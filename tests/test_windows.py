@@ -307,7 +307,7 @@ def test_attention_scorer_is_trained_saved_and_loaded(attention_run: Path) -> No
     texts, _ = saved_probabilities(attention_run)
     before = [p.prob_positive for p in predictor.predict([*texts, *SHORT])]
     with torch.no_grad():
-        predictor.model.window_scorer.weight.mul_(-3)
+        predictor.scorer.model.window_scorer.weight.mul_(-3)
     after = [p.prob_positive for p in predictor.predict([*texts, *SHORT])]
     assert after[len(texts):] == before[len(texts):]  # one window: its weight is 1 whatever the scorer says
     assert any(abs(a - b) > 1e-4 for a, b in zip(after[: len(texts)], before[: len(texts)], strict=True))

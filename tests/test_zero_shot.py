@@ -191,7 +191,7 @@ def test_run_and_cli_write_a_complete_run(tiny: tuple, imdb_slice_archive: Path,
     # The recipe for trained methods says where zero-shot runs instead of failing somewhere inside.
     from sentitune.train import train
 
-    with pytest.raises(ConfigError, match="method.name=zero-shot trains nothing"):
+    with pytest.raises(ConfigError, match="method.name=zero-shot trains no transformer"):
         train(cfg, tmp_path / "not-trained")
     assert not (tmp_path / "not-trained").exists()
     # What the run is comes from its config.yaml: without zero_shot.json, predict names the missing file.

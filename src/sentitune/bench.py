@@ -195,19 +195,10 @@ def load_bench(path: str | Path) -> Bench:
 
 
 def _run_row(row: BenchRow, run_dir: Path, resume: bool, progress: bool) -> dict[str, Any]:
-    """The library function of the row's method; an unfinished row without a checkpoint starts over."""
-    method = row.config.method.name
-    if method == "zero-shot":
-        from sentitune.zero_shot.recipe import run_zero_shot
+    """The row's recipe (recipes.py); an unfinished row without a checkpoint starts over."""
+    from sentitune.recipes import recipe_of
 
-        return run_zero_shot(row.config, run_dir, overwrite=True, progress=progress)
-    if method == "tfidf":
-        from sentitune.classical import run_tfidf
-
-        return run_tfidf(row.config, run_dir, overwrite=True)
-    from sentitune.train import train
-
-    return train(row.config, run_dir, resume=resume, overwrite=not resume, progress=progress)
+    return recipe_of(row.config).run(row.config, run_dir, resume, not resume, progress, lambda s: None)
 
 
 def _finished_row(row: BenchRow, run_dir: Path) -> bool:

@@ -326,67 +326,35 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sentitune.config import dump_yaml
-    from sentitune.metrics import format_table
-    from sentitune.paths import ensure_writable_dir
-    from sentitune.train import train
 
     cfg = _train_config(args)
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    out = Path(args.out or Path("runs") / cfg.name)
+    return _run(cfg, Path(args.out or Path("runs") / cfg.name), args)
+
+
+def _run(cfg: Any, out: Path, args: argparse.Namespace) -> int:
+    """Any kind of run (the recipe registry knows how), then its summary, printed by the main process."""
+    from sentitune.kinds import kind_of
+    from sentitune.paths import ensure_writable_dir
+    from sentitune.recipes import recipe_of
+
     args.target = out  # where main's one-line OS error points when the error names no file
-    if cfg.method.name == "zero-shot":
-        return _zero_shot(cfg, out, args.overwrite, not args.no_progress)
     ensure_writable_dir(out)  # before minutes of data and model loading, not after
-    if cfg.method.name == "tfidf":
-        return _tfidf(cfg, out, args.overwrite)
-    args.resumable = True  # a full disk once the run started: --resume continues it
-    metrics = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-                    report=lambda s: print(s, flush=True))
+    args.resumable = kind_of(cfg).trains  # a full disk once the run started: --resume continues it
+    recipe = recipe_of(cfg)
+    result = recipe.run(cfg, out, getattr(args, "resume", False), args.overwrite, not args.no_progress,
+                        lambda s: print(s, flush=True))
     if int(os.environ.get("RANK", "0")):  # one of several processes (accelerate launch): the main one prints
         return 0
-    rows = {"untrained (baseline)": metrics["baseline"]} if metrics["baseline"] else {}
-    members = (metrics.get("ensemble") or {}).get("test") or {}
-    for member, label in (("transformer", f"{cfg.method.name} alone"), ("ngram", "n-gram alone")):
-        if member in members:  # an ensemble: each model's accuracy on its own, then both together
-            rows[label] = members[member]
-    if metrics["test"] is not None:
-        rows[f"{cfg.method.name} + n-gram" if members else f"{cfg.method.name} (trained)"] = metrics["test"]
-        print(f"\ntest set, {_count(metrics['test'])} ({cfg.model.spec}, {cfg.method.name}):")
-    else:
-        print("\nno test pass (train.evaluate_test=false)" + (":" if rows else ""))
-    if rows:
-        print(format_table(rows, _columns(metrics["test"] or metrics["baseline"])))
-    par = metrics["parameters"]
-    print(f"parameters: {par['trainable']:,} trainable of {par['total']:,} ({100 * par['trainable_ratio']:.3f}%)")
-    if metrics["test"] is not None:
-        print(_confusion(metrics["test"]))
-    print(f"training: {metrics['train_tokens']:,} tokens in {metrics['train_seconds']:.0f} s "
-          f"({metrics['train_tokens_per_second']} tokens/s, {metrics['precision']}); "
-          f"wall {metrics['wall_seconds']:.0f} s")
-    print(f"run directory: {out}")
-    return 0
-
-
-def _tfidf(cfg: Any, out: Path, overwrite: bool) -> int:
-    from sentitune.classical import run_tfidf
-    from sentitune.metrics import format_table
-
-    metrics = run_tfidf(cfg, out, overwrite=overwrite, report=lambda s: print(s, flush=True))
-    print(f"\ntest set, {_count(metrics['test'])} ({metrics['model']}):")
-    print(format_table({"tfidf (trained)": metrics["test"]}, _columns(metrics["test"])))
-    print(f"features: {metrics['parameters']['features']:,} n-grams")
-    print(_confusion(metrics["test"]))
-    print(f"training: {metrics['train_seconds']:.1f} s; test {metrics['test_seconds']:.1f} s; "
-          f"wall {metrics['wall_seconds']:.0f} s")
-    print(f"run directory: {out}")
+    print(recipe.summary(cfg, result, out))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from sentitune.inference import evaluate_run
-    from sentitune.metrics import format_table
+    from sentitune.metrics import confusion_line, count_line, format_table, table_columns
 
     args.target = args.run_dir  # evaluate_run checks up front that eval-*.json can be written there
     result = evaluate_run(args.run_dir, args.split, args.data, args.eval_size, not args.no_baseline,
@@ -399,31 +367,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                               f"saved model ({onnx})": result["model"]}
     if "baseline" in result:
         rows = {"untrained (baseline)": result["baseline"], **rows}
-    print(f"{args.split} split, {_count(result['model'])}:")
-    print(format_table(rows, _columns(result["model"])))
-    print(_confusion(result["model"]))
+    print(f"{args.split} split, {count_line(result['model'])}:")
+    print(format_table(rows, table_columns(result["model"])))
+    print(confusion_line(result["model"]))
     if onnx:
         print(f"{onnx}: accuracy {result['model']['accuracy']:.4f} (fp32 {result['fp32']['accuracy']:.4f}, "
               f"{result['accuracy_change']:+.4f}); graph {result['graph']}")
     return 0
-
-
-def _count(metrics: dict[str, Any]) -> str:
-    return f"{metrics['n']} {'reviews' if 'labels' not in metrics else 'examples'}"
-
-
-def _columns(metrics: dict[str, Any] | None) -> tuple[str, ...]:
-    """Two classes: the positive class's precision, recall, F1; more: macro averages, and each class's F1."""
-    if not metrics or "labels" not in metrics:
-        return ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
-    return ("accuracy", "macro_f1", "roc_auc", "loss", *(f"f1_{name}" for name in metrics["labels"]))
-
-
-def _confusion(metrics: dict[str, Any]) -> str:
-    if "labels" not in metrics:
-        return f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['confusion_matrix']}"
-    return (f"confusion matrix (rows: true, columns: predicted; {', '.join(metrics['labels'])}): "
-            f"{metrics['confusion_matrix']}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -533,38 +483,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _zero_shot(cfg: Any, out: Path, overwrite: bool, progress: bool) -> int:
-    from sentitune.metrics import format_table
-    from sentitune.paths import ensure_writable_dir
-    from sentitune.zero_shot.recipe import run_zero_shot
-
-    ensure_writable_dir(out)  # before the data and the model load, not after
-    result = run_zero_shot(cfg, out, overwrite=overwrite, progress=progress, report=lambda s: print(s, flush=True))
-    for name, info in result["label_words"].items():
-        print(f"label word {name}: {info['word']!r} -> tokens {info['tokens']}")
-    binary = "threshold" in result["test"]  # K > 2 classes: macro averages, a bias per class
-    if "sweep" in result:
-        print(format_table(result["sweep"]["validation"], ("accuracy", "calibrated_accuracy", "roc_auc",
-                                                           "positive_rate") if binary else ("accuracy", "macro_f1",
-                                                                                            "roc_auc")))
-        print(f"selected template: {result['sweep']['selected']} (by validation {result['sweep']['metric']})")
-    print(f"\ntest set, {result['test']['n']} reviews ({cfg.model.spec}, template {result['template']['name']}):")
-    print(format_table(result["rows"], ("accuracy", "precision", "recall", "f1", "roc_auc", "positive_rate",
-                                        "threshold") if binary else ("accuracy", "precision", "recall", "macro_f1",
-                                                                     "roc_auc")))
-    if not binary:
-        print("precision, recall: macro averages over the classes; roc_auc: one-vs-rest")
-    print(f"predictions ({result['decision']} {'threshold' if binary else 'bias'}) and margins in {out}")
-    return 0
-
-
 def cmd_zero_shot(args: argparse.Namespace) -> int:
     from sentitune.config import load_config
 
     overrides = ["method.name=zero-shot", *_flag_overrides(args, ZERO_SHOT_FLAGS)]
     cfg = load_config(args.config, overrides + args.overrides)
-    args.target = Path(args.out or Path("runs") / cfg.name)
-    return _zero_shot(cfg, args.target, args.overwrite, not args.no_progress)
+    return _run(cfg, Path(args.out or Path("runs") / cfg.name), args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -713,9 +637,11 @@ def _check_launch(args: argparse.Namespace) -> None:
     if args.command != "train":
         raise DistributedError(f"`sentitune {args.command}` runs in one process: start it without accelerate launch "
                                "or torchrun (only `sentitune train` trains data parallel)")
-    method = _train_config(args).method.name
-    if method in ("zero-shot", "tfidf"):
-        raise DistributedError(f"method.name={method} trains no network: run it in one process, without "
+    from sentitune.kinds import kind_of
+
+    cfg = _train_config(args)
+    if not kind_of(cfg).trains:
+        raise DistributedError(f"method.name={cfg.method.name} trains no network: run it in one process, without "
                                "accelerate launch or torchrun")
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 
 from sentitune.errors import SentituneError
+from sentitune.kinds import METHODS, PHASE_METHODS, ZERO_SHOT, kind_of
 
-PHASE_METHODS = ("probe", "partial", "full", "lora")  # one class each in models/methods.py
-METHODS = (*PHASE_METHODS, "two-phase", "zero-shot", "tfidf")
+__all__ = ["METHODS", "PHASE_METHODS"]  # the methods of each kind are kinds.py's; settings name them
 POOLINGS = ("auto", "mean", "cls", "last")
 HEADS = ("softmax", "sigmoid")
 TRUNCATIONS = ("head", "tail", "head+tail")
@@ -244,7 +244,8 @@ class ExperimentConfig:
             raise ConfigError("data.target_start_column: needs data.target_column")
         _check_choice("train.precision", self.train.precision, PRECISIONS)
         _check_choice("train.eval_precision", self.train.eval_precision, PRECISIONS)
-        if not self.train.evaluate_test and self.method.name in ("zero-shot", "tfidf"):
+        kind = kind_of(self)
+        if not self.train.evaluate_test and not kind.trains:
             raise ConfigError(f"train.evaluate_test: false is for trained methods; {self.method.name} always "
                               "scores test")
         if self.method.name == "two-phase" and not self.method.phases:
@@ -300,7 +301,7 @@ class ExperimentConfig:
         _check_pattern("method.tfidf.token_pattern", tf.token_pattern)
         _check_choice("ensemble.ngram_data", self.ensemble.ngram_data, ("all", "train"))
         if self.ensemble.ngram:
-            if self.method.name in ("zero-shot", "tfidf"):
+            if not kind.trains:
                 raise ConfigError(f"ensemble.ngram: combines a trained transformer with an n-gram model; method "
                                   f"{self.method.name} is not a trained transformer")
             if not self.data.val_size:
@@ -315,7 +316,7 @@ class ExperimentConfig:
         _positive("zero_shot.batch_size", zs.batch_size, minimum=1)
         if zs.shots < 0:
             raise ConfigError(f"zero_shot.shots: must be >= 0, got {zs.shots}")
-        if self.method.name == "zero-shot" and len(labels) > 2:
+        if kind is ZERO_SHOT and len(labels) > 2:  # the zero_shot section is read by zero-shot runs only
             _binary_only_decisions(zs, len(labels))
         if self.method.freeze_layers < 0:
             raise ConfigError(f"method.freeze_layers: must be >= 0, got {self.method.freeze_layers}")
@@ -356,7 +357,7 @@ class ExperimentConfig:
             raise ConfigError(f"data.truncation: {data.truncation} (and data.head_tokens) cut one window; with "
                               f"data.windows={data.windows} the first windows come from the head and the last from "
                               "the tail: leave truncation at head")
-        if self.method.name in ("zero-shot", "tfidf"):
+        if not kind_of(self).trains:
             raise ConfigError(f"data.windows: {self.method.name} does not read windows; windows are for trained "
                               "transformer classifiers")
 

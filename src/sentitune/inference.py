@@ -9,32 +9,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from sentitune.atomic import write_csv
-from sentitune.classical import TfidfClassifier
 from sentitune.config import ConfigError, replace
-from sentitune.data.batching import Encoded, encode, encoding_args
 from sentitune.data.records import Example
 from sentitune.data.sources import has_targets, load_splits
 from sentitune.data.tabular import iter_rows, not_utf8
 from sentitune.data.targets import locate
 from sentitune.data.text import clean_text
-from sentitune.ensemble import NgramMember, ensemble_metrics, load_member
 from sentitune.errors import DataError
-from sentitune.evaluation import evaluate, score
 from sentitune.export import check_trained
-from sentitune.export.onnx import OnnxScorer, check_quantize, run_graph
-from sentitune.models.blocks import count_parameters
-from sentitune.models.methods import build_classifier
-from sentitune.models.registry import is_decoder
-from sentitune.models.saving import load_model, saved_entry, saved_precision
+from sentitune.export.onnx import check_quantize
+from sentitune.kinds import kind_of
 from sentitune.paths import ensure_writable_dir
-from sentitune.precision import pick_precision
+from sentitune.recipes import recipe_of
 from sentitune.runs import RunDir, open_saved
-from sentitune.runtime import device, seed_everything
-from sentitune.zero_shot.predictor import SavedPrompt
+from sentitune.scorers import Scorer
 
 
 def uses_onnx(backend: str | None, quantize: str | None, precision: str | None) -> bool:
@@ -77,70 +68,9 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: str | None = Non
     examples = getattr(splits, split)
     if not examples:
         raise DataError(f"{run_dir}: the {split} split is empty for this run's data settings (data.val_size?)")
-    if cfg.method.name == "zero-shot":  # the run's own config says what it is, not a file's presence
-        return _evaluate_zero_shot(run, examples, split, progress)
-    if cfg.method.name == "tfidf":
-        return _evaluate_tfidf(run, examples, split, splits.warnings)
-    model, tokenizer = load_model(run.model_dir)
-    model.to(device())
-    data = encode(examples, tokenizer, **encoding_args(cfg.data, is_decoder(model.backbone.config)))
-    chosen = precision or saved_precision(run.model_dir)
-    dtype = pick_precision(chosen, device())
-    result: dict[str, Any] = {"run": str(run_dir), "split": split, "precision": chosen,
-                              "warnings": splits.warnings}
-    batch_size, pad_id = cfg.train.eval_batch_size, tokenizer.pad_token_id
-    suffix = ""
-    if onnx:
-        from sentitune.metrics import classification_metrics
-
-        graph = run_graph(run.model_dir, model, quantize)
-        scores, loss = OnnxScorer(graph).score(data, batch_size, pad_id, split, progress)
-        result["model"] = classification_metrics(data.labels, scores, loss=loss, names=model.labels)
-        result["fp32"], _ = evaluate(model, data, batch_size, pad_id, None, "fp32", progress)
-        result.update(precision=quantize or "fp32", backend="onnxruntime", graph=str(graph),
-                      accuracy_change=result["model"]["accuracy"] - result["fp32"]["accuracy"])
-        suffix = f"-{quantize or 'onnx'}"
-    else:
-        result["model"], scores = evaluate(model, data, batch_size, pad_id, dtype, split, progress)
-    member = load_member(run.model_dir, saved_entry(run.model_dir, "ensemble"))
-    if member is not None:  # an ensemble run: the transformer's scores, then both models' together
-        result["transformer"] = result["model"]
-        scores = member.combine(scores, examples)
-        result["model"] = ensemble_metrics(data.labels, scores, model.labels)
-    result["parameters"] = {"total": count_parameters(model)["total"]}
-    if baseline:
-        seed_everything(cfg.train.seed)
-        from sentitune.models.registry import resolve
-
-        untrained = build_classifier(cfg, resolve(cfg.model.spec), tokenizer.pad_token_id).to(device())
-        result["baseline"], _ = evaluate(untrained, data, batch_size, pad_id, dtype, "baseline", progress)
-    run.write_metrics(result, f"eval-{split}{suffix}.json")
-    run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}{suffix}.csv", labels=model.labels)
-    return result
-
-
-def _evaluate_tfidf(run: RunDir, examples: list[Example], split: str, warnings: list[str]) -> dict[str, Any]:
-    """A tfidf run: its saved vocabulary, weights and classifier score the split (no baseline: nothing untrained)."""
-    from sentitune.metrics import classification_metrics
-
-    tfidf = TfidfClassifier.load(run.model_dir)
-    scores = tfidf.proba_examples(examples)
-    labels = [e.label for e in examples]
-    result: dict[str, Any] = {"run": str(run.path), "split": split, "warnings": warnings,
-                              "model": classification_metrics(labels, scores.tolist(), names=tfidf.labels)}
-    run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}.csv", labels=tfidf.labels)
-    return result
-
-
-def _evaluate_zero_shot(run: RunDir, examples: list[Example], split: str, progress: bool) -> dict[str, Any]:
-    """A zero-shot run has no trained weights: re-score the split with its saved prompt and decision."""
-    prompt = SavedPrompt(run.path, progress=progress)
-    metrics, probs = prompt.evaluate(examples)
-    result: dict[str, Any] = {"run": str(run.path), "split": split, "model": metrics}
-    run.write_metrics(result, f"eval-{split}.json")
-    run.write_predictions(examples, probs, name=f"predictions-{split}.csv", labels=prompt.labels)
-    return result
+    # the run's own config says what it is (recipes.py), not a file's presence
+    scorer = recipe_of(cfg).scorer(run.path, cfg, run.model_dir, precision, onnx, quantize, progress)
+    return scorer.evaluate(run, examples, split, baseline, splits.warnings)
 
 
 @dataclass
@@ -251,34 +181,23 @@ def read_reviews(path: Path, text_column: str = "text") -> list[str]:
 
 
 class Predictor:
-    """A saved run, loaded once, that classifies any number of reviews (trained, zero-shot or tfidf).
+    """A saved run, loaded once, that classifies any number of reviews (any kind: recipes.py loads its scorer).
 
     precision None computes in the precision the model was saved with: fp32 by default, which gives
     the same probabilities on any CPU and whatever reviews share a batch (sentitune.precision).
-    Everything goes through `predict_stream` (chunks); a backend computes a chunk's class probabilities
-    in `_probabilities` (a transformer run: `_score_encoded`, the one place that runs the model).
-    backend "onnx" / quantize "int8": ONNX Runtime scores the run's exported graph (sentitune.export.onnx).
+    Everything goes through `predict_stream` (chunks); the scorer (scorers.py) computes a chunk's class
+    probabilities. backend "onnx" / quantize "int8": ONNX Runtime scores the run's exported graph.
     """
 
     def __init__(self, run_dir: Path, precision: str | None = None, backend: str | None = None,
                  quantize: str | None = None) -> None:
         onnx = uses_onnx(backend, quantize, precision)
         self.path, self.cfg, self.model_dir = open_saved(Path(run_dir))
-        self.kind = self.cfg.method.name  # the run's own config says what it is, not a file's presence
+        self.kind = kind_of(self.cfg)  # the run's own config says what it is, not a file's presence
         if onnx:
             check_trained(self.path, self.cfg)
-        self.onnx: OnnxScorer | None = None
-        if self.kind == "zero-shot":  # a prompt and a threshold, no trained weights
-            self.prompt = SavedPrompt(self.path)
-        elif self.kind == "tfidf":
-            self.tfidf = TfidfClassifier.load(self.model_dir)
-        else:
-            self.model, self.tokenizer = load_model(self.model_dir)
-            self.model.to(device())
-            self.ngram: NgramMember | None = load_member(self.model_dir, saved_entry(self.model_dir, "ensemble"))
-            self.dtype = pick_precision(precision or saved_precision(self.model_dir), device())
-            if onnx:
-                self.onnx = OnnxScorer(run_graph(self.model_dir, self.model, quantize))
+        self.scorer: Scorer = recipe_of(self.cfg).scorer(self.path, self.cfg, self.model_dir, precision, onnx,
+                                                         quantize)
 
     @property
     def labels(self) -> list[str]:
@@ -346,20 +265,7 @@ class Predictor:
 
     def _probabilities(self, examples: list[Example], batch_size: int) -> list[float] | list[list[float]]:
         """Class probabilities of one chunk (two classes: P(positive) each; more: a row per example)."""
-        if self.kind == "zero-shot":  # the causal LM scores its own prompts, longest first, in its own batches
-            return self.prompt.probabilities([e.text for e in examples], [e.target for e in examples])
-        if self.kind == "tfidf":
-            return self.tfidf.proba_examples(examples).tolist()
-        data = encode(examples, self.tokenizer, **encoding_args(self.cfg.data, is_decoder(self.model.backbone.config)))
-        scores = self._score_encoded(data, batch_size)
-        return (scores if self.ngram is None else self.ngram.combine(scores, examples)).tolist()
-
-    def _score_encoded(self, data: Encoded, batch_size: int) -> np.ndarray:
-        """The backend: class probabilities of encoded reviews, in their order, computed in batches sorted by
-        token length (evaluation.score). Another backend (an exported graph) replaces only this."""
-        if self.onnx is not None:
-            return self.onnx.score(data, batch_size, self.tokenizer.pad_token_id)[0]
-        return score(self.model, data, batch_size, self.tokenizer.pad_token_id, self.dtype)[0]
+        return self.scorer.probabilities(examples, batch_size)
 
     def _prediction(self, text: str, p: float | list[float], target: str | None, line: int | None) -> Prediction:
         row = p if isinstance(p, list) else [1 - p, p]  # two classes: argmax is p > 0.5 (a tie goes to class 0)

@@ -9,6 +9,7 @@ precision/recall/F1 are macro averages (per class in `per_class`), ROC AUC is on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -98,3 +99,24 @@ def format_table(rows: dict[str, dict[str, object]], columns: Sequence[str] = ("
     text = [" | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in lines]
     text.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(text)
+
+
+# ------------------------------------------------------------------------- metrics as people read them
+
+
+def count_line(metrics: dict[str, Any]) -> str:
+    return f"{metrics['n']} {'reviews' if 'labels' not in metrics else 'examples'}"
+
+
+def table_columns(metrics: dict[str, Any] | None) -> tuple[str, ...]:
+    """Two classes: the positive class's precision, recall, F1; more: macro averages, and each class's F1."""
+    if not metrics or "labels" not in metrics:
+        return ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
+    return ("accuracy", "macro_f1", "roc_auc", "loss", *(f"f1_{name}" for name in metrics["labels"]))
+
+
+def confusion_line(metrics: dict[str, Any]) -> str:
+    if "labels" not in metrics:
+        return f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['confusion_matrix']}"
+    return (f"confusion matrix (rows: true, columns: predicted; {', '.join(metrics['labels'])}): "
+            f"{metrics['confusion_matrix']}")

@@ -54,6 +54,7 @@ from sentitune.claims import GRACE_SECONDS, Beat, Claims, ClaimsError, heartbeat
 from sentitune.claims import safe_url as safe_url
 from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.errors import SentituneError
+from sentitune.kinds import kind_of
 from sentitune.runset import one_line, override, read_header, read_yaml, strings
 
 METRICS = {"loss": "minimize", "accuracy": "maximize", "macro_f1": "maximize", "roc_auc": "maximize"}
@@ -195,7 +196,7 @@ def check(search: Search) -> None:
     """Build the trial and final configs with each end (or choice) of every space key: a typo or an
     impossible value is one line now, not a failed trial an hour in."""
     cfg = _config(search, [*search.common, *search.trial_set], "base, set and trial_set")
-    if cfg.method.name in ("zero-shot", "tfidf"):
+    if not kind_of(cfg).trains:
         raise SearchError(f"{search.path}: method.name={cfg.method.name}: a search tunes trained methods only")
     if cfg.data.val_size == 0:
         raise SearchError(f"{search.path}: data.val_size is 0: a search chooses on validation and needs one")

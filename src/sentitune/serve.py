@@ -36,7 +36,6 @@ from sentitune.config import ConfigError
 from sentitune.errors import RunError, SentituneError
 from sentitune.inference import Prediction, Predictor
 from sentitune.models.registry import base_record
-from sentitune.precision import name as precision_name
 
 # --------------------------------------------------------------------------------------------- limits
 
@@ -484,13 +483,13 @@ def create_app(run_dir: Path, precision: str | None = None, limits: Limits | Non
     predictor = predictor or Predictor(Path(run_dir), precision)
     batcher = Batcher(lambda texts, targets: predictor.predict(texts, limits.max_batch, targets), limits)
     cfg = predictor.cfg
-    transformer = predictor.kind not in ("tfidf", "zero-shot")  # a trained classifier, with a dtype
+    tokens = predictor.kind.reads_tokens  # a transformer reads the text: it has a base model and a max length
     metadata = MetadataOut(
         run=cfg.name, method=cfg.method.name,
-        base_model=None if predictor.kind == "tfidf" else str(base_record(cfg.model.spec)["base"]),
-        labels=predictor.labels, max_length=None if predictor.kind == "tfidf" else cfg.data.max_length,
+        base_model=str(base_record(cfg.model.spec)["base"]) if tokens else None,
+        labels=predictor.labels, max_length=cfg.data.max_length if tokens else None,
         truncation=cfg.data.truncation, windows=cfg.data.windows, needs_target=predictor.needs_target,
-        precision=precision_name(predictor.dtype) if transformer else None,
+        precision=predictor.scorer.precision,  # what a trained classifier computes in; None for the others
         version=__version__, limits=asdict(limits))
 
     @contextlib.asynccontextmanager

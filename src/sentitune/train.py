@@ -26,6 +26,7 @@ from sentitune.ensemble import NgramMember, ensemble_metrics, fit_member, member
 from sentitune.errors import DataError
 from sentitune.evaluation import evaluate, review_of, score
 from sentitune.features import Features, build_cache, hold_if_fits, prefix_fingerprint, prefix_of
+from sentitune.kinds import kind_of
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.methods import build_classifier, method, saved_form
 from sentitune.models.registry import ResolvedModel, load_tokenizer, resolve
@@ -208,9 +209,9 @@ def train(
     Under `accelerate launch` / torchrun every process runs this; they train data parallel and only the
     main process writes `run_dir` (sentitune.distributed)."""
     started = time.perf_counter()
-    if cfg.method.name == "zero-shot":  # nothing trains: the prompting recipe runs it (`sentitune zero-shot`)
-        raise ConfigError("method.name=zero-shot trains nothing: run it with sentitune.zero_shot.run_zero_shot "
-                          "(the CLI's `train` and `zero-shot` commands both do)")
+    if not kind_of(cfg).trains:  # nothing to train: its own recipe runs it (recipes.recipe_of)
+        raise ConfigError(f"method.name={cfg.method.name} trains no transformer: run it with "
+                          "sentitune.recipes.recipe_of(cfg).run (the CLI's `train` does)")
     cl = cluster()
     if not cl.main:  # one voice: the main process reports and draws the progress bars
         report, progress = (lambda s: None), False

@@ -14,6 +14,7 @@ from sentitune.config import ExperimentConfig, to_dict
 from sentitune.data.batching import target_input
 from sentitune.data.sources import has_targets
 from sentitune.errors import RunError
+from sentitune.kinds import kind_of
 from sentitune.models.registry import is_decoder
 from sentitune.models.saving import MODEL_META, load_model, preprocessing_of
 from sentitune.runs import open_saved
@@ -25,10 +26,9 @@ def check_trained(path: Path, cfg: ExperimentConfig) -> None:
     """Exports, the ONNX backend and quantize need a trained transformer classifier (not a prompt or tfidf)
     that reads a review as one window: a plain *ForSequenceClassification, or its ONNX graph, cannot cut a
     review into windows and pool their logits."""
-    kind = cfg.method.name
-    if kind in ("zero-shot", "tfidf"):
-        raise RunError(f"{path}: a {kind} run has no trained classifier to export; export, the ONNX backend and "
-                       "quantize are for trained transformer runs")
+    if not kind_of(cfg).trains:
+        raise RunError(f"{path}: a {cfg.method.name} run has no trained classifier to export; export, the ONNX "
+                       "backend and quantize are for trained transformer runs")
     if cfg.data.windows > 1:
         raise RunError(f"{path}: the run reads a review as up to {cfg.data.windows} windows and pools their logits "
                        f"({cfg.model.window_pooling}); an exported *ForSequenceClassification or ONNX graph reads one "
