@@ -220,8 +220,17 @@ class ExperimentConfig:
         return [PhaseConfig(self.method.name, self.train.epochs, self.train.lr)]
 
     def validate(self) -> ExperimentConfig:
+        """Every field in range and every combination meaningful, or a ConfigError naming the field."""
         _check_name(self.name)
         _check_choice("method.name", self.method.name, METHODS)
+        self._validate_data()
+        self._validate_training()
+        self._validate_methods()
+        self._validate_zero_shot()
+        return self
+
+    def _validate_data(self) -> None:
+        """Choices, class names, target settings, sizes and lengths of the data section."""
         _check_choice("model.pooling", self.model.pooling, POOLINGS)
         _check_choice("model.head", self.model.head, HEADS)
         _check_choice("data.truncation", self.data.truncation, TRUNCATIONS)
@@ -242,17 +251,6 @@ class ExperimentConfig:
             raise ConfigError("data.target_start_column and data.target_end_column: give both or neither")
         if self.data.target_start_column and not self.data.target_column:
             raise ConfigError("data.target_start_column: needs data.target_column")
-        _check_choice("train.precision", self.train.precision, PRECISIONS)
-        _check_choice("train.eval_precision", self.train.eval_precision, PRECISIONS)
-        kind = kind_of(self)
-        if not self.train.evaluate_test and not kind.trains:
-            raise ConfigError(f"train.evaluate_test: false is for trained methods; {self.method.name} always "
-                              "scores test")
-        if self.method.name == "two-phase" and not self.method.phases:
-            raise ConfigError("method.phases: two-phase needs at least one phase")
-        for i, p in enumerate(self.method.phases):
-            _check_choice(f"method.phases[{i}].method", p.method, PHASE_METHODS)
-            _positive(f"method.phases[{i}].epochs", p.epochs)
         _positive("data.max_length", self.data.max_length, minimum=8)
         if self.data.train_size is not None:
             _positive("data.train_size", self.data.train_size, minimum=2)
@@ -265,6 +263,16 @@ class ExperimentConfig:
         self._validate_head_tokens()
         _positive("data.max_chars", self.data.max_chars, minimum=1)
         self._validate_windows()
+
+    def _validate_training(self) -> None:
+        """The training loop's settings: precisions, phases, epochs, rates, sizes, seeds, dropouts."""
+        _check_choice("train.precision", self.train.precision, PRECISIONS)
+        _check_choice("train.eval_precision", self.train.eval_precision, PRECISIONS)
+        if self.method.name == "two-phase" and not self.method.phases:
+            raise ConfigError("method.phases: two-phase needs at least one phase")
+        for i, p in enumerate(self.method.phases):
+            _check_choice(f"method.phases[{i}].method", p.method, PHASE_METHODS)
+            _positive(f"method.phases[{i}].epochs", p.epochs)
         _positive("train.epochs", self.train.epochs)
         if not 0 <= self.train.seed < 2**32:  # numpy's seeds; a wider one would fail minutes later, in a traceback
             raise ConfigError(f"train.seed: must be in 0..{2**32 - 1}, got {self.train.seed}")
@@ -282,6 +290,13 @@ class ExperimentConfig:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
         if self.model.attention_dropout is not None and not 0 <= self.model.attention_dropout < 1:
             raise ConfigError(f"model.attention_dropout: must be in [0, 1) or null, got {self.model.attention_dropout}")
+
+    def _validate_methods(self) -> None:
+        """Each method's section (LoRA, tfidf, the ensemble, partial's freeze depth) and what the kind allows."""
+        kind = kind_of(self)
+        if not self.train.evaluate_test and not kind.trains:
+            raise ConfigError(f"train.evaluate_test: false is for trained methods; {self.method.name} always "
+                              "scores test")
         lora = self.method.lora
         _positive("method.lora.r", lora.r, minimum=1)
         _positive("method.lora.alpha", lora.alpha)
@@ -306,6 +321,13 @@ class ExperimentConfig:
                                   f"{self.method.name} is not a trained transformer")
             if not self.data.val_size:
                 raise ConfigError("ensemble.ngram: the weights are fitted on validation; data.val_size is 0")
+        if self.method.freeze_layers < 0:
+            raise ConfigError(f"method.freeze_layers: must be >= 0, got {self.method.freeze_layers}")
+
+    def _validate_zero_shot(self) -> None:
+        """The zero_shot section (read by zero-shot runs; its N-class rules only there)."""
+        labels = self.data.labels
+        kind = kind_of(self)
         zs = self.zero_shot
         _check_choice("zero_shot.truncation", zs.truncation, TRUNCATIONS)
         _check_choice("zero_shot.decision", zs.decision, ("raw", "contextual", "validation", "label-free"))
@@ -318,9 +340,6 @@ class ExperimentConfig:
             raise ConfigError(f"zero_shot.shots: must be >= 0, got {zs.shots}")
         if kind is ZERO_SHOT and len(labels) > 2:  # the zero_shot section is read by zero-shot runs only
             _binary_only_decisions(zs, len(labels))
-        if self.method.freeze_layers < 0:
-            raise ConfigError(f"method.freeze_layers: must be >= 0, got {self.method.freeze_layers}")
-        return self
 
     def _validate_head_tokens(self) -> None:
         """data.head_tokens splits one window between head and tail: it must do something, and fit. The exact

@@ -40,7 +40,7 @@ from torch import nn
 from sentitune import __version__
 from sentitune.atomic import atomic_dir
 from sentitune.errors import ModelError
-from sentitune.models.card import front_matter, metrics_table, preprocessing_lines
+from sentitune.models.card import hf_card
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.registry import is_decoder
 from sentitune.models.saving import MODEL_META, save_tokenizer
@@ -409,43 +409,3 @@ def portable_tokenizer(folder: Path, clean_html: bool) -> None:
     existing = record.get("normalizer")
     record["normalizer"] = {"type": "Sequence", "normalizers": ours + ([existing] if existing else [])}
     tokenizer_json.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-
-
-def _usage(pair: bool) -> str:
-    if pair:
-        return ("A target-dependent classifier: give the sentence and the target as a pair; only the sentence is "
-                "truncated.\n\n```python\nfrom transformers import pipeline\n\n"
-                "classify = pipeline(\"text-classification\", model=\"path/to/this/folder\", "
-                "truncation=\"only_first\", top_k=None)\n"
-                "classify({\"text\": \"The food was great but the service was slow.\", \"text_pair\": \"service\"})"
-                "\n```\n")
-    return ("```python\nfrom transformers import pipeline\n\n"
-            "classify = pipeline(\"text-classification\", model=\"path/to/this/folder\", truncation=True, top_k=None)\n"
-            "classify(\"A quietly brilliant film.\")\n```\n")
-
-
-def hf_card(record: dict[str, Any], metrics: dict[str, Any] | None, architecture: str) -> str:
-    max_length = (record.get("preprocessing") or {}).get("max_length")
-    labels = record.get("labels") or []
-    parts = [
-        front_matter({**record, "format": "hf"}),
-        "# Sentiment classifier (exported by sentitune)\n",
-        f"A plain transformers `{architecture}` with classes {', '.join(labels)}, exported by sentitune "
-        f"{record['sentitune_version']} from a classifier on `{record.get('base')}`. It loads with transformers "
-        "alone (no sentitune, no remote code).\n",
-        metrics_table(metrics),
-        "## Use\n",
-        _usage(record.get("input") == "text_pair"),
-        f"Pass `truncation=True`: the tokenizer's `model_max_length` ({max_length}) and `truncation_side` are the "
-        "run's. The tokenizer's normalizer does sentitune's HTML clean-up (`<br />` to spaces).\n",
-        "## Preprocessing\n",
-        "\n".join(preprocessing_lines(record)) + "\n",
-        "## How the head is written (exactly, in a standard architecture)\n",
-        f"sentitune pools with `{record.get('pooling')}` pooling and applies a linear head. The export writes that "
-        "computation into the architecture's own head (tanh units used in their linear range with a Richardson "
-        "correction; mean pooling as one extra encoder layer with uniform attention; a GPT-2 head bias moved into "
-        "the final layer norm). Logits may differ from sentitune's by a shift common to all classes; probabilities "
-        f"agree (max difference on the export check: {record['check']['max_probability_difference']:.1e}). "
-        "Load it in float32 (the default): the extra layer's weights are large by design.\n",
-    ]
-    return "\n".join(p for p in parts if p)

@@ -37,6 +37,59 @@ from sentitune.serve.schemas import (
 )
 
 
+def _metadata(predictor: Predictor, limits: Limits) -> MetadataOut:
+    """What /metadata says of the run served (a transformer reads the text: it has a base model, a max length)."""
+    cfg, tokens = predictor.cfg, predictor.kind.reads_tokens
+    return MetadataOut(
+        run=cfg.name, method=cfg.method.name,
+        base_model=str(base_record(cfg.model.spec)["base"]) if tokens else None,
+        labels=predictor.labels, max_length=cfg.data.max_length if tokens else None,
+        truncation=cfg.data.truncation, windows=cfg.data.windows, needs_target=predictor.needs_target,
+        precision=predictor.scorer.precision,  # what a trained classifier computes in; None for the others
+        version=__version__, limits=asdict(limits))
+
+
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Every error a one-line JSON {"error": ...}: HTTP errors, invalid requests (422), and bugs (500)."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        return error_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        errors = list(e.errors())
+        return JSONResponse({"error": _validation_message(errors), "detail": _plain(errors)}, 422)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, e: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, 500)
+
+
+def _checked(body: PredictRequest, limits: Limits, predictor: Predictor
+             ) -> tuple[bool, list[str], list[str] | None]:
+    """(one text?, the texts, their targets) of a request within the limits (413) that the run can classify
+    (422: a target where none is read, or none where one is needed)."""
+    single = body.text is not None
+    texts = [body.text] if body.text is not None else list(body.texts or [])
+    targets = [body.target] if single and body.target is not None else body.targets
+    field_name, run = ("text" if single else "texts"), predictor.cfg.name
+    if len(texts) > limits.max_texts:
+        raise HTTPException(413, f"texts: {len(texts)} texts, over --max-texts ({limits.max_texts} per request)")
+    for i, text in enumerate(texts):
+        if len(text) > limits.max_chars:
+            where = field_name if single else f"texts[{i}]"
+            raise HTTPException(413, f"{where}: {len(text):,} characters, over --max-chars "
+                                     f"({limits.max_chars:,} per text)")
+    if predictor.needs_target and targets is None:
+        raise HTTPException(422, f"{'target' if single else 'targets'}: run {run} classifies the sentiment "
+                                 "toward a target: give one per text")
+    if not predictor.needs_target and targets is not None:
+        raise HTTPException(422, f"{'target' if single else 'targets'}: run {run} classifies whole texts; "
+                                 "it was not trained with targets")
+    return single, texts, targets
+
+
 def _validation_message(errors: list[dict[str, Any]]) -> str:
     """FastAPI's validation errors as one line: `texts[2]: Input should be a valid string; ...`."""
     parts = []
@@ -65,14 +118,7 @@ def create_app(run_dir: Path, precision: str | None = None, limits: Limits | Non
     predictor = predictor or Predictor(Path(run_dir), precision)
     batcher = Batcher(lambda texts, targets: predictor.predict(texts, limits.max_batch, targets), limits)
     cfg = predictor.cfg
-    tokens = predictor.kind.reads_tokens  # a transformer reads the text: it has a base model and a max length
-    metadata = MetadataOut(
-        run=cfg.name, method=cfg.method.name,
-        base_model=str(base_record(cfg.model.spec)["base"]) if tokens else None,
-        labels=predictor.labels, max_length=cfg.data.max_length if tokens else None,
-        truncation=cfg.data.truncation, windows=cfg.data.windows, needs_target=predictor.needs_target,
-        precision=predictor.scorer.precision,  # what a trained classifier computes in; None for the others
-        version=__version__, limits=asdict(limits))
+    metadata = _metadata(predictor, limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,20 +135,7 @@ def create_app(run_dir: Path, precision: str | None = None, limits: Limits | Non
     app.state.batcher = batcher
     app.state.predictor = predictor
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
-        return error_response(e)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        errors = list(e.errors())
-        return JSONResponse({"error": _validation_message(errors), "detail": _plain(errors)}, 422)
-
-    @app.exception_handler(Exception)
-    async def bug(request: Request, e: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, 500)
-
+    _answer_errors_as_json(app)
     errors: dict[int | str, dict[str, Any]] = {
         413: {"model": ErrorOut, "description": "body, texts per request or characters per text over a limit"},
         422: {"model": ErrorOut, "description": "malformed JSON, a wrong or missing field, or a text the run "
@@ -112,23 +145,7 @@ def create_app(run_dir: Path, precision: str | None = None, limits: Limits | Non
     @app.post("/predict", response_model=PredictionOut | PredictionsOut, response_model_exclude_none=True,
               responses=errors, summary="classify one review or several")
     async def predict(body: PredictRequest) -> PredictionOut | PredictionsOut:
-        single = body.text is not None
-        texts = [body.text] if body.text is not None else list(body.texts or [])
-        targets = [body.target] if single and body.target is not None else body.targets
-        field_name = "text" if single else "texts"
-        if len(texts) > limits.max_texts:
-            raise HTTPException(413, f"texts: {len(texts)} texts, over --max-texts ({limits.max_texts} per request)")
-        for i, text in enumerate(texts):
-            if len(text) > limits.max_chars:
-                where = field_name if single else f"texts[{i}]"
-                raise HTTPException(413, f"{where}: {len(text):,} characters, over --max-chars "
-                                         f"({limits.max_chars:,} per text)")
-        if predictor.needs_target and targets is None:
-            raise HTTPException(422, f"{'target' if single else 'targets'}: run {cfg.name} classifies the sentiment "
-                                     "toward a target: give one per text")
-        if not predictor.needs_target and targets is not None:
-            raise HTTPException(422, f"{'target' if single else 'targets'}: run {cfg.name} classifies whole texts; "
-                                     "it was not trained with targets")
+        single, texts, targets = _checked(body, limits, predictor)
         try:
             future = batcher.submit(texts, targets)
         except QueueFull as e:
