@@ -399,8 +399,10 @@ def next_trial(w: Worker, total: int, report: Callable[[str], None]) -> optuna.T
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "heartbeat ... supposed to be used with Study.optimize"
                     trial = w.study.ask(dict(w.search.space))
-                trial.set_user_attr("worker", w.claims.worker)
+                # The heartbeat before the worker's name: a trial that names a worker always has a beat, so a
+                # kill between the two leaves one that fail_stale can judge (no name: failed after a second).
                 w.storage.record_heartbeat(trial._trial_id)
+                trial.set_user_attr("worker", w.claims.worker)
                 return trial
             if not running:
                 return None

@@ -215,35 +215,12 @@ def train(
     cl = cluster()
     if not cl.main:  # one voice: the main process reports and draws the progress bars
         report, progress = (lambda s: None), False
-    run: RunDir = FollowerRun(Path(run_dir))
-    if cl.main and resume:
-        run = RunDir.create(Path(run_dir), cfg, resume=True)
-    elif cl.main:
-        RunDir(Path(run_dir)).check_free(overwrite)
-    p = prepare(cfg, report, cl)
+    run, p = _start(cfg, Path(run_dir), resume, overwrite, report, cl)
     model, pad_id, dev = p.model, p.tokenizer.pad_token_id, device()
     precision = pick_precision(cfg.train.precision, dev)  # training (and validation) autocast
     eval_precision = pick_precision(cfg.train.eval_precision, dev)  # baseline and test: what predict uses
     names = tracked_names(model, cfg)
-    if len(p.encoded["train"]) == 0:
-        raise DataError("no training examples after filtering")
-    from transformers import SchedulerType
-
-    if cfg.train.scheduler not in {s.value for s in SchedulerType}:
-        raise ConfigError(f"train.scheduler: {cfg.train.scheduler!r} is not one of "
-                          f"{', '.join(s.value for s in SchedulerType)}")
-    if cl.main and not resume:  # written only once every check has passed: a failed start leaves nothing behind
-        run = RunDir.create(Path(run_dir), cfg, overwrite=overwrite)
-
-    state = State()
-    checkpoint = run.load_checkpoint(State) if resume else None  # State is stored as a dict (weights_only)
-    if checkpoint is not None:
-        if checkpoint.get("world", 1) != cl.world:
-            raise DistributedError(f"{run.checkpoint_path}: written by {checkpoint.get('world', 1)} process(es); "
-                                   f"resume with the same number (this launch has {cl.world})")
-        state = checkpoint["state"]
-        restore(model, checkpoint["params"])
-        report(f"resuming: phase {state.phase + 1}, step {state.step}")
+    state, checkpoint = _resume(run, model, resume, report, cl)
     phases = cfg.phases()
     method(phases[state.phase].method).apply(model, cfg.method)
     features, features_phase = phase_features(p, cfg, phases[state.phase], progress), state.phase
@@ -259,8 +236,8 @@ def train(
         while state.phase < len(phases):
             if state.phase != features_phase:  # the first phase's states were built before the baseline
                 features, features_phase = phase_features(p, cfg, phases[state.phase], progress), state.phase
-            _train_phase(p, cfg, run, state, names, phases[state.phase], checkpoint, precision, progress, report,
-                         features)
+            PhaseLoop(p, cfg, run, state, names, phases[state.phase], precision, progress, report,
+                      features).run(checkpoint)
             checkpoint = None
             # The next phase starts from the best weights so far, as the final model does.
             if state.best_params is not None:
@@ -280,24 +257,88 @@ def train(
         run.log({"event": "ensemble", **ensemble})
     test_metrics, test_scores, test_seconds = None, None, None
     if cfg.train.evaluate_test:  # off: the test set is never scored (search trials choose on validation only)
-        test_started = time.perf_counter()
-        test_metrics, test_scores = evaluate(model, p.encoded["test"], cfg.train.eval_batch_size, pad_id,
-                                             eval_precision, "test", progress, features and features["test"], cl)
-        if member is not None and ensemble is not None:
-            names, labels = list(cfg.data.labels), p.encoded["test"].labels
-            ngram_scores = member.model.proba_examples(p.splits.test)
-            ensemble["test"] = member_metrics(labels, names, test_scores, ngram_scores)
-            test_scores = member.combine_scores(test_scores, ngram_scores)
-            test_metrics = ensemble_metrics(labels, test_scores, names)
-        test_seconds = round(time.perf_counter() - test_started
-                             + (features["test"].build_seconds if features else 0.0), 2)
+        test_metrics, test_scores, test_seconds = _score_test(p, eval_precision, progress, features, member, ensemble)
         run.log({"event": "final", "split": "test", **test_metrics})
     method(phases[-1].method).apply(model, cfg.method)
+    metrics = _metrics(p, state, params, test_metrics, test_seconds, ensemble, precision, eval_precision, features,
+                       time.perf_counter() - started)
+    if test_scores is not None:
+        run.write_predictions(p.splits.test, test_scores.tolist(), labels=cfg.data.labels)
+    form = saved_form([phase.method for phase in phases], cfg.method)
+    if cl.main:
+        save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision),
+                   config=to_dict(cfg), metrics=metrics, extra=member.save if member else None)
+    run.write_metrics(metrics)
+    run.clear_checkpoint()
+    cl.barrier()  # the others return once the main process has written the run
+    return metrics
+
+
+def _start(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool, report: Report,
+           cl: Cluster) -> tuple[RunDir, Prepared]:
+    """The run directory and everything before the first step, every check made before the directory is
+    written: a failed start leaves nothing behind (only the main process writes; the others follow)."""
+    run: RunDir = FollowerRun(run_dir)
+    if cl.main and resume:
+        run = RunDir.create(run_dir, cfg, resume=True)
+    elif cl.main:
+        RunDir(run_dir).check_free(overwrite)
+    p = prepare(cfg, report, cl)
+    if len(p.encoded["train"]) == 0:
+        raise DataError("no training examples after filtering")
+    from transformers import SchedulerType
+
+    if cfg.train.scheduler not in {s.value for s in SchedulerType}:
+        raise ConfigError(f"train.scheduler: {cfg.train.scheduler!r} is not one of "
+                          f"{', '.join(s.value for s in SchedulerType)}")
+    if cl.main and not resume:
+        run = RunDir.create(run_dir, cfg, overwrite=overwrite)
+    return run, p
+
+
+def _resume(run: RunDir, model: SentimentClassifier, resume: bool, report: Report,
+            cl: Cluster) -> tuple[State, dict[str, Any] | None]:
+    """A fresh state, or a checkpoint's (its weights restored into `model`); the checkpoint, for the phase loop."""
+    checkpoint = run.load_checkpoint(State) if resume else None  # State is stored as a dict (weights_only)
+    if checkpoint is None:
+        return State(), None
+    if checkpoint.get("world", 1) != cl.world:
+        raise DistributedError(f"{run.checkpoint_path}: written by {checkpoint.get('world', 1)} process(es); "
+                               f"resume with the same number (this launch has {cl.world})")
+    state = checkpoint["state"]
+    restore(model, checkpoint["params"])
+    report(f"resuming: phase {state.phase + 1}, step {state.step}")
+    return state, checkpoint
+
+
+def _score_test(p: Prepared, precision: torch.dtype | None, progress: bool, features: dict[str, Features] | None,
+                member: NgramMember | None, ensemble: dict[str, Any] | None
+                ) -> tuple[dict[str, Any], Any, float]:
+    """The final test pass (with an ensemble: each model alone and both together): metrics, scores, seconds."""
+    started = time.perf_counter()
+    cfg = p.cfg
+    metrics, scores = evaluate(p.model, p.encoded["test"], cfg.train.eval_batch_size, p.tokenizer.pad_token_id,
+                               precision, "test", progress, features and features["test"], p.cluster)
+    if member is not None and ensemble is not None:
+        names, labels = list(cfg.data.labels), p.encoded["test"].labels
+        ngram_scores = member.model.proba_examples(p.splits.test)
+        ensemble["test"] = member_metrics(labels, names, scores, ngram_scores)
+        scores = member.combine_scores(scores, ngram_scores)
+        metrics = ensemble_metrics(labels, scores, names)
+    seconds = round(time.perf_counter() - started + (features["test"].build_seconds if features else 0.0), 2)
+    return metrics, scores, seconds
+
+
+def _metrics(p: Prepared, state: State, params: dict[str, Any], test: dict[str, Any] | None,
+             test_seconds: float | None, ensemble: dict[str, Any] | None, precision: torch.dtype | None,
+             eval_precision: torch.dtype | None, features: dict[str, Features] | None, wall: float) -> dict[str, Any]:
+    """metrics.json: test and baseline metrics, the validation history, parameters, data, precisions, timings."""
+    cfg = p.cfg
     metrics = {
         "name": cfg.name,
         "model": cfg.model.spec,
         "method": cfg.method.name,
-        "test": test_metrics,
+        "test": test,
         "baseline": state.baseline,
         "validation": state.history,
         "parameters": params,
@@ -310,19 +351,10 @@ def train(
         "epoch_seconds": [round(x, 2) for x in state.epoch_seconds],
         "test_seconds": test_seconds,
         "feature_cache": bool(features),
-        "wall_seconds": round(time.perf_counter() - started, 2),
+        "wall_seconds": round(wall, 2),
     }
     if ensemble is not None:
         metrics["ensemble"] = ensemble
-    if test_scores is not None:
-        run.write_predictions(p.splits.test, test_scores.tolist(), labels=cfg.data.labels)
-    form = saved_form([phase.method for phase in phases], cfg.method)
-    if cl.main:
-        save_model(model, p.tokenizer, cfg.model.spec, form, run.model_dir, precision_name(eval_precision),
-                   config=to_dict(cfg), metrics=metrics, extra=member.save if member else None)
-    run.write_metrics(metrics)
-    run.clear_checkpoint()
-    cl.barrier()  # the others return once the main process has written the run
     return metrics
 
 
@@ -345,158 +377,188 @@ def _fit_ngram(p: Prepared, precision: torch.dtype | None, progress: bool, featu
     return member, record
 
 
-def _train_phase(
-    p: Prepared,
-    cfg: ExperimentConfig,
-    run: RunDir,
-    state: State,
-    names: list[str],
-    phase: PhaseConfig,
-    checkpoint: dict[str, Any] | None,
-    precision: torch.dtype | None,
-    progress: bool,
-    report: Report,
-    features: dict[str, Features] | None = None,
-) -> None:
-    model, data, pad_id, dev, cl = p.model, p.encoded["train"], p.tokenizer.pad_token_id, device(), p.cluster
-    method(phase.method).apply(model, cfg.method)
-    net = cl.wrap(model, dev)  # per phase: DDP averages the gradients of the parameters this phase trains
-    features = features or {}
-    if "train" in features and state.micro == 0:  # computing the cache is part of the first epoch's cost
-        state.train_seconds += features["train"].build_seconds
-    accum = cfg.train.grad_accum
-    per_epoch = math.ceil(len(data) / cfg.train.batch_size)
-    total_micro = max(1, round(phase.epochs * per_epoch))
-    total_steps = math.ceil(total_micro / accum)
-    optimizer = make_optimizer(model, cfg, phase.lr or cfg.train.lr)
-    from transformers import get_scheduler
+class PhaseLoop:
+    """One phase of training, from where `state` stands to the phase's end (or an early stop).
 
-    warmup = int(cfg.train.warmup_ratio * total_steps)
-    scheduler = get_scheduler(cfg.train.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
-    # fp16 (GPUs without bf16) needs loss scaling or small gradients underflow to zero; a no-op otherwise.
-    scaler = torch.amp.GradScaler(dev.type, enabled=precision == torch.float16)
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
+    Read `run` top to bottom: micro-batches go forward and backward; every `train.grad_accum` of them make an
+    optimizer step; after a step come the training-loss record, then a validation (an epoch ended, or
+    `train.eval_every`) or a checkpoint. The RNG state is taken at each step boundary, so a checkpoint (and a
+    resume from it) replays exactly what an uninterrupted run does.
+    """
+
+    def __init__(self, p: Prepared, cfg: ExperimentConfig, rundir: RunDir, state: State, names: list[str],
+                 phase: PhaseConfig, precision: torch.dtype | None, progress: bool, report: Report,
+                 features: dict[str, Features] | None = None) -> None:
+        self.p, self.cfg, self.rundir, self.state, self.names, self.phase = p, cfg, rundir, state, names, phase
+        self.precision, self.progress, self.report = precision, progress, report
+        self.model, self.data, self.cl = p.model, p.encoded["train"], p.cluster
+        self.pad_id, self.dev = p.tokenizer.pad_token_id, device()
+        method(phase.method).apply(self.model, cfg.method)
+        self.net = self.cl.wrap(self.model, self.dev)  # per phase: DDP averages the gradients this phase trains
+        self.features = features or {}
+        if "train" in self.features and state.micro == 0:  # computing the cache is part of the first epoch's cost
+            state.train_seconds += self.features["train"].build_seconds
+        self.per_epoch = math.ceil(len(self.data) / cfg.train.batch_size)
+        self.total_micro = max(1, round(phase.epochs * self.per_epoch))
+        self.total_steps = math.ceil(self.total_micro / cfg.train.grad_accum)
+        self.optimizer = make_optimizer(self.model, cfg, phase.lr or cfg.train.lr)
+        from transformers import get_scheduler
+
+        self.scheduler = get_scheduler(cfg.train.scheduler, self.optimizer,
+                                       num_warmup_steps=int(cfg.train.warmup_ratio * self.total_steps),
+                                       num_training_steps=self.total_steps)
+        # fp16 (GPUs without bf16) needs loss scaling or small gradients underflow to zero; a no-op otherwise.
+        self.scaler = torch.amp.GradScaler(self.dev.type, enabled=precision == torch.float16)
+        params = dict(self.model.named_parameters())
+        self.trainable = [params[n] for n in names if params[n].requires_grad]
+        self.pending_tokens = 0  # tokens of a step still accumulating: counted only once the step is taken
+        self.window = [0.0, 0.0]  # loss x reviews, reviews since the last training-loss record (not checkpointed)
+
+    def run(self, checkpoint: dict[str, Any] | None) -> None:
+        state, accum = self.state, self.cfg.train.grad_accum
+        if checkpoint is not None:
+            self.restore(checkpoint)
+        if state.stopped_early:
+            return
+        self.model.train()
+        self.mark_boundary()
+        self.bar = tqdm(total=self.total_steps, initial=state.step, desc=f"phase {state.phase + 1}/"
+                        f"{len(self.cfg.phases())} {self.phase.method}", disable=not self.progress, unit="step")
+        self.tick = time.perf_counter()
+        try:
+            if state.pending_validation:  # interrupted during a validation: run it before going on
+                if self.after_validation(self.validate()):
+                    return
+                self.tick = time.perf_counter()
+            for micro, batch, weight, tokens in micro_batches(self.data, self.cfg, state.phase, state.micro,
+                                                              self.total_micro, self.pad_id, self.cl):
+                done = micro + 1
+                sync = not (done % accum and done != self.total_micro)  # the step's last micro-batch: all-reduced
+                loss = self.forward_backward(batch, weight, sync)
+                self.pending_tokens += tokens
+                if sync and self.after_step(loss, self.optimizer_step(done)):
+                    return
+        except KeyboardInterrupt:
+            self.optimizer.zero_grad(set_to_none=True)  # drop a half-accumulated step: resume redoes it
+            if self.cl.world == 1:  # several processes may stop at different steps: their last common checkpoint
+                self.save_checkpoint()
+            raise
+        finally:
+            self.bar.close()
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """The optimizer, scheduler, loss scaler and RNG states of a checkpoint (this process's, with several)."""
+        cl = self.cl
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint.get("scaler"):
-            scaler.load_state_dict(checkpoint["scaler"])
+            self.scaler.load_state_dict(checkpoint["scaler"])
         torch.set_rng_state(checkpoint["rng"] if cl.world == 1 else checkpoint["rngs"][cl.rank])
         if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng"] if cl.world == 1 else checkpoint["cuda_rngs"][cl.rank])
-    if state.stopped_early:
-        return
-    params = dict(model.named_parameters())
-    trainable = [params[n] for n in names if params[n].requires_grad]
 
-    def save_checkpoint() -> None:
-        """Every process calls it at the same step: the others' RNG states are gathered into the main's file."""
-        extra: dict[str, Any] = {}
-        if cl.world > 1:
-            rngs = cl.gather((boundary_rng, boundary_cuda_rng))
-            extra = {"world": cl.world, "rngs": [r for r, _ in rngs], "cuda_rngs": [c for _, c in rngs]}
-        run.save_checkpoint({"state": state, "params": snapshot(model, names), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": boundary_rng,
-                             "cuda_rng": boundary_cuda_rng, **extra})
+    def mark_boundary(self) -> None:
+        """The RNG state at a step boundary: what a checkpoint stores, so a resume draws the same dropout."""
+        self.boundary_rng = torch.get_rng_state()
+        self.boundary_cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
 
-    def validate() -> bool:
+    def forward_backward(self, batch: dict[str, torch.Tensor], weight: float, sync: bool) -> torch.Tensor:
+        """One micro-batch (this process's share of it): the loss, its gradients accumulated."""
+        dev = self.dev
+        with self.cl.no_sync(self.net, sync):
+            with autocast(dev, self.precision):
+                logits = self.net(to_device(batch["input_ids"], dev), to_device(batch["attention_mask"], dev),
+                                  prefix_of(self.features.get("train"), batch, dev), review_of(batch, dev))
+            loss = self.model.loss(logits, to_device(batch["labels"], dev))  # per review (window logits pooled)
+            self.scaler.scale(loss * (weight / self.cfg.train.grad_accum)).backward()
+        reviews = len(batch["labels"]) if weight else 0
+        self.window[0], self.window[1] = self.window[0] + loss.item() * reviews, self.window[1] + reviews
+        return loss
+
+    def optimizer_step(self, done: int) -> bool:
+        """Clip, step, and move the state on, uninterruptible; True when an epoch ended inside this step."""
+        state, cfg = self.state, self.cfg
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(self.trainable, cfg.train.max_grad_norm)
+        every = cfg.train.eval_every
+        with deferred_interrupt():
+            self.scaler.step(self.optimizer)  # skips the step if fp16 gradients overflowed
+            self.scaler.update()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            # An epoch ends inside this step when a boundary lies in (previous micro, done]: with
+            # gradient accumulation the step need not end exactly on it.
+            epoch_end = done // self.per_epoch > state.micro // self.per_epoch or done == self.total_micro
+            state.micro, state.step = done, state.step + 1
+            state.train_tokens, self.pending_tokens = state.train_tokens + self.pending_tokens, 0
+            self.mark_boundary()
+            now = time.perf_counter()
+            state.train_seconds, self.tick = state.train_seconds + now - self.tick, now
+            state.pending_validation = bool(epoch_end or (every and state.step % every == 0))
+            if epoch_end:
+                state.epoch_seconds.append(state.train_seconds - state.epoch_mark)
+                state.epoch_mark = state.train_seconds
+        return epoch_end
+
+    def after_step(self, loss: torch.Tensor, epoch_end: bool) -> bool:
+        """The training-loss record, then a validation or a checkpoint; True when the phase stops early."""
+        state, cfg = self.state, self.cfg
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss.item():.4f}")
+        if cfg.train.log_every and (state.step % cfg.train.log_every == 0 or epoch_end):
+            total, reviews = self.cl.sum(self.window)  # every process's reviews: the same for any world size
+            self.rundir.log({"event": "train", "phase": state.phase + 1, "step": state.step,
+                             "epoch": round(state.micro / self.per_epoch, 3), "loss": total / max(1.0, reviews),
+                             "lr": self.scheduler.get_last_lr()[0]})
+            self.window = [0.0, 0.0]
+        if state.pending_validation:
+            stop = self.after_validation(self.validate())
+            self.tick = time.perf_counter()
+            return stop
+        if cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
+            self.save_checkpoint()
+            self.tick = time.perf_counter()
+        return False
+
+    def validate(self) -> bool:
         """Evaluate on validation, keep the best parameters; True when early stopping says stop."""
+        state, cfg, p = self.state, self.cfg, self.p
         if not len(p.encoded["validation"]):
             state.pending_validation = False
             return False
-        metrics, _ = evaluate(model, p.encoded["validation"], cfg.train.eval_batch_size, pad_id, precision,
-                              "validation", progress, features.get("validation"), cl)
+        metrics, _ = evaluate(self.model, p.encoded["validation"], cfg.train.eval_batch_size, self.pad_id,
+                              self.precision, "validation", self.progress, self.features.get("validation"), self.cl)
         record = {"event": "validation", "phase": state.phase + 1, "step": state.step,
-                  "epoch": round(state.micro / per_epoch, 3), **metrics}
+                  "epoch": round(state.micro / self.per_epoch, 3), **metrics}
         with deferred_interrupt():  # the record, the best weights and the flag change together
             state.history.append({k: record[k] for k in ("phase", "step", "epoch", "loss", "accuracy", "macro_f1",
                                                          "roc_auc")})
-            run.log(record)
+            self.rundir.log(record)
             if metrics["loss"] < state.best_loss:
-                state.best_loss, state.best_params, state.bad_evals = metrics["loss"], snapshot(model, names), 0
+                state.best_loss, state.best_params, state.bad_evals = metrics["loss"], snapshot(self.model,
+                                                                                                self.names), 0
             else:
                 state.bad_evals += 1
             state.pending_validation = False
-        report(f"phase {state.phase + 1} epoch {record['epoch']:.2f}: validation loss {metrics['loss']:.4f}, "
-               f"accuracy {metrics['accuracy']:.4f}")
+        self.report(f"phase {state.phase + 1} epoch {record['epoch']:.2f}: validation loss {metrics['loss']:.4f}, "
+                    f"accuracy {metrics['accuracy']:.4f}")
         return cfg.train.patience is not None and state.bad_evals >= cfg.train.patience
 
-    def after_validation(stop: bool) -> bool:
+    def after_validation(self, stop: bool) -> bool:
         """Checkpoint after a validation; True when training this phase ends here (early stop)."""
         if stop:
-            state.stopped_early = True
-            report(f"early stopping: no validation improvement in {cfg.train.patience} evaluations")
-        save_checkpoint()
+            self.state.stopped_early = True
+            self.report(f"early stopping: no validation improvement in {self.cfg.train.patience} evaluations")
+        self.save_checkpoint()
         return stop
 
-    model.train()
-    boundary_rng = torch.get_rng_state()
-    boundary_cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    bar = tqdm(total=total_steps, initial=state.step, desc=f"phase {state.phase + 1}/{len(cfg.phases())} "
-               f"{phase.method}", disable=not progress, unit="step")
-    tick = time.perf_counter()
-    pending_tokens = 0  # tokens of a step still accumulating: counted only once the step is taken
-    window = [0.0, 0.0]  # loss x reviews, reviews since the last training-loss record (not checkpointed)
-    try:
-        if state.pending_validation:  # interrupted during a validation: run it before going on
-            if after_validation(validate()):
-                return
-            tick = time.perf_counter()
-        for micro, batch, weight, tokens in micro_batches(data, cfg, state.phase, state.micro, total_micro, pad_id,
-                                                          cl):
-            done = micro + 1
-            sync = not (done % accum and done != total_micro)  # the step's last micro-batch: gradients all-reduced
-            with cl.no_sync(net, sync):
-                with autocast(dev, precision):
-                    logits = net(to_device(batch["input_ids"], dev), to_device(batch["attention_mask"], dev),
-                                 prefix_of(features.get("train"), batch, dev), review_of(batch, dev))
-                loss = model.loss(logits, to_device(batch["labels"], dev))  # per review (window logits pooled)
-                scaler.scale(loss * (weight / accum)).backward()
-            reviews = len(batch["labels"]) if weight else 0
-            window[0], window[1] = window[0] + loss.item() * reviews, window[1] + reviews
-            pending_tokens += tokens
-            if not sync:
-                continue
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
-            every = cfg.train.eval_every
-            with deferred_interrupt():
-                scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                # An epoch ends inside this step when a boundary lies in (previous micro, done]: with
-                # gradient accumulation the step need not end exactly on it.
-                epoch_end = done // per_epoch > state.micro // per_epoch or done == total_micro
-                state.micro, state.step = done, state.step + 1
-                state.train_tokens, pending_tokens = state.train_tokens + pending_tokens, 0
-                boundary_rng = torch.get_rng_state()
-                boundary_cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-                now = time.perf_counter()
-                state.train_seconds, tick = state.train_seconds + now - tick, now
-                state.pending_validation = bool(epoch_end or (every and state.step % every == 0))
-                if epoch_end:
-                    state.epoch_seconds.append(state.train_seconds - state.epoch_mark)
-                    state.epoch_mark = state.train_seconds
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if cfg.train.log_every and (state.step % cfg.train.log_every == 0 or epoch_end):
-                total, reviews = cl.sum(window)  # every process's reviews: the same number for any world size
-                run.log({"event": "train", "phase": state.phase + 1, "step": state.step,
-                         "epoch": round(state.micro / per_epoch, 3), "loss": total / max(1.0, reviews),
-                         "lr": scheduler.get_last_lr()[0]})
-                window = [0.0, 0.0]
-            if state.pending_validation:
-                stop = after_validation(validate())
-                tick = time.perf_counter()
-                if stop:
-                    return
-            elif cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
-                save_checkpoint()
-                tick = time.perf_counter()
-    except KeyboardInterrupt:
-        optimizer.zero_grad(set_to_none=True)  # drop a half-accumulated step: resume redoes it
-        if cl.world == 1:  # several processes may be stopped at different steps: their last common checkpoint stays
-            save_checkpoint()
-        raise
-    finally:
-        bar.close()
+    def save_checkpoint(self) -> None:
+        """Every process calls it at the same step: the others' RNG states are gathered into the main's file."""
+        cl, extra = self.cl, {}
+        if cl.world > 1:
+            rngs = cl.gather((self.boundary_rng, self.boundary_cuda_rng))
+            extra = {"world": cl.world, "rngs": [r for r, _ in rngs], "cuda_rngs": [c for _, c in rngs]}
+        self.rundir.save_checkpoint({"state": self.state, "params": snapshot(self.model, self.names),
+                                     "optimizer": self.optimizer.state_dict(),
+                                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                                     "rng": self.boundary_rng, "cuda_rng": self.boundary_cuda_rng, **extra})
