@@ -215,11 +215,10 @@ def train(
     cl = cluster()
     if not cl.main:  # one voice: the main process reports and draws the progress bars
         report, progress = (lambda s: None), False
-    run, p = _start(cfg, Path(run_dir), resume, overwrite, report, cl)
+    run, p, names = _start(cfg, Path(run_dir), resume, overwrite, report, cl)
     model, pad_id, dev = p.model, p.tokenizer.pad_token_id, device()
     precision = pick_precision(cfg.train.precision, dev)  # training (and validation) autocast
     eval_precision = pick_precision(cfg.train.eval_precision, dev)  # baseline and test: what predict uses
-    names = tracked_names(model, cfg)
     state, checkpoint = _resume(run, model, resume, report, cl)
     phases = cfg.phases()
     method(phases[state.phase].method).apply(model, cfg.method)
@@ -275,15 +274,17 @@ def train(
 
 
 def _start(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool, report: Report,
-           cl: Cluster) -> tuple[RunDir, Prepared]:
-    """The run directory and everything before the first step, every check made before the directory is
-    written: a failed start leaves nothing behind (only the main process writes; the others follow)."""
+           cl: Cluster) -> tuple[RunDir, Prepared, list[str]]:
+    """The run directory, everything before the first step and the names of the parameters any phase trains,
+    every check made before the directory is written (a method's own, such as partial's freeze depth, too): a
+    failed start leaves nothing behind (only the main process writes; the others follow)."""
     run: RunDir = FollowerRun(run_dir)
     if cl.main and resume:
         run = RunDir.create(run_dir, cfg, resume=True)
     elif cl.main:
         RunDir(run_dir).check_free(overwrite)
     p = prepare(cfg, report, cl)
+    names = tracked_names(p.model, cfg)  # each phase's method checks itself here (freeze depth, LoRA targets)
     if len(p.encoded["train"]) == 0:
         raise DataError("no training examples after filtering")
     from transformers import SchedulerType
@@ -293,7 +294,7 @@ def _start(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool, 
                           f"{', '.join(s.value for s in SchedulerType)}")
     if cl.main and not resume:
         run = RunDir.create(run_dir, cfg, overwrite=overwrite)
-    return run, p
+    return run, p, names
 
 
 def _resume(run: RunDir, model: SentimentClassifier, resume: bool, report: Report,
