@@ -11,14 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import THREE_CLASSES, assert_one_line_error, run_cli, write_target_lines
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 
 from sentitune.config import ConfigError, load_config
 from sentitune.data.batching import TargetInput, encode
@@ -27,7 +19,6 @@ from sentitune.data.sources import load_splits
 from sentitune.data.tabular import read_table
 from sentitune.data.targets import read_target_lines
 from sentitune.errors import DataError
-from sentitune.metrics import classification_metrics
 from sentitune.models.registry import load_tokenizer, resolve
 
 SETS = {  # file -> instances, as the README of each set states them
@@ -147,29 +138,6 @@ def test_config_checks_labels() -> None:
         load_config(None, ["data.labels=[a,b,c]", "model.head=sigmoid"])
     with pytest.raises(DataError, match="data.source=imdb is binary"):
         load_splits(load_config(None, ["data.labels=[a,b,c]"]).data, 0)
-
-
-def test_nclass_metrics_match_scikit_learn() -> None:
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 300)
-    logits = rng.normal(size=(300, 3)) + 1.5 * np.eye(3)[y]
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    m = classification_metrics(y.tolist(), probs, loss=0.5, names=THREE_CLASSES)
-    pred = probs.argmax(1)
-    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
-    assert m["f1"] == m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
-    assert m["precision"] == pytest.approx(precision_score(y, pred, average="macro"))
-    assert m["recall"] == pytest.approx(recall_score(y, pred, average="macro"))
-    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
-    assert m["confusion_matrix"] == confusion_matrix(y, pred).tolist()
-    per = f1_score(y, pred, average=None)
-    assert [m["per_class"][n]["f1"] for n in THREE_CLASSES] == pytest.approx(per.tolist())
-    assert m["labels"] == THREE_CLASSES and m["loss"] == 0.5
-    # a class absent from the labels: ROC AUC one-vs-rest is undefined, the rest still computed
-    assert np.isnan(classification_metrics([0, 1, 1], probs[:3])["roc_auc"])
-    # binary keeps its threshold semantics and gains macro-F1 and per-class scores
-    b = classification_metrics(y[y < 2].tolist(), probs[y < 2, 1].tolist())
-    assert b["macro_f1"] == pytest.approx(f1_score(y[y < 2], (probs[y < 2, 1] > 0.5).astype(int), average="macro"))
 
 
 EXAMPLE = Example("x", "The photobook menu was a cute touch , certainly helped my group pick the pork chop , "

@@ -233,11 +233,7 @@ def run_bench(bench: Bench, out: Path, progress: bool = False,
     from sentitune.train import Interrupted
 
     out.mkdir(parents=True, exist_ok=True)
-    url = workers_db or f"sqlite:///{(out / 'claims.db').resolve()}"
-    try:
-        claims = Claims(url, grace)
-    except ClaimsError as e:
-        raise BenchError(str(e)) from None
+    claims = _open_claims(out, workers_db, grace)
     lock = f"bench:{bench.name}:results"
 
     def attempt(row: BenchRow, last: bool) -> Outcome | None:
@@ -300,6 +296,15 @@ def run_bench(bench: Bench, out: Path, progress: bool = False,
         if at_end is not None and not [o for o in outcomes if o.status == "left" and _still_running(claims, bench, o)]:
             at_end(out)
     return outcomes
+
+
+def _open_claims(out: Path, workers_db: str | None, grace: float) -> Claims:
+    """The claims database the bench's workers share (default: sqlite:///OUT/claims.db)."""
+    url = workers_db or f"sqlite:///{(out / 'claims.db').resolve()}"
+    try:
+        return Claims(url, grace)
+    except ClaimsError as e:
+        raise BenchError(str(e)) from None
 
 
 def _still_running(claims: Claims, bench: Bench, outcome: Outcome) -> bool:
