@@ -344,7 +344,7 @@ class ExperimentConfig:
     def _validate_head_tokens(self) -> None:
         """data.head_tokens splits one window between head and tail: it must do something, and fit. The exact
         bound (max_length less the tokenizer's special tokens) is checked when the tokenizer is known
-        (data.batching.check_head_tokens)."""
+        (data.batching.encode)."""
         head = self.data.head_tokens
         if head is None:
             return

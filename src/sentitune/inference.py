@@ -15,7 +15,7 @@ from sentitune.atomic import write_csv
 from sentitune.config import ConfigError, replace
 from sentitune.data.records import Example
 from sentitune.data.sources import has_targets, load_splits
-from sentitune.data.tabular import iter_rows, not_utf8
+from sentitune.data.tabular import CSV_DELIMITERS, TABLE_SUFFIXES, iter_rows, not_utf8
 from sentitune.data.targets import locate
 from sentitune.data.text import clean_text
 from sentitune.errors import DataError
@@ -100,8 +100,6 @@ class Review:
     line: int | None = None  # 7: the line in its file, written beside its prediction so rows match lines
 
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".ndjson")
-
 
 def iter_reviews(path: Path, text_column: str = "text", target_column: str | None = None) -> ReviewFile:
     """The reviews of a file, read lazily: one per non-blank line (.txt), or a column of a CSV/TSV/JSONL file
@@ -163,11 +161,10 @@ def count_reviews(path: Path) -> int | None:
     """How many reviews `iter_reviews` will yield, for a progress bar's total: one quick pass that parses
     nothing but lines (CSV: rows); None when the file cannot be counted (its reading will say why)."""
     try:
-        if path.suffix.lower() in (".csv", ".tsv"):
+        if delimiter := CSV_DELIMITERS.get(path.suffix.lower()):
             with path.open(encoding="utf-8-sig", newline="") as f:
                 csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
-                rows = sum(1 for row in csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-                           if row)
+                rows = sum(1 for row in csv.reader(f, delimiter=delimiter) if row)
                 return max(0, rows - 1)  # the header
         with path.open("rb") as g:
             return sum(1 for raw in g if raw.decode("utf-8-sig").strip())
@@ -238,7 +235,7 @@ class Predictor:
     def _predict_chunk(self, chunk: list[str | Review], batch_size: int, offset: int) -> list[Prediction]:
         reviews = [r if isinstance(r, Review) else Review(r) for r in chunk]
         examples = [self._example(r, r.where or f"review {offset + i + 1}") for i, r in enumerate(reviews)]
-        probs = self._probabilities(examples, batch_size)
+        probs = self.scorer.probabilities(examples, batch_size)  # P(positive) each, or a row per class
         return [self._prediction(r.text, p, e.target, r.line) for r, p, e in zip(reviews, probs, examples, strict=True)]
 
     def _example(self, review: Review, where: str) -> Example:
@@ -262,10 +259,6 @@ class Predictor:
                 raise
             span = None  # a pair or a prompt names the target; it need not occur in the text
         return Example(id=where, text=text, label=0, target=target, span=span)
-
-    def _probabilities(self, examples: list[Example], batch_size: int) -> list[float] | list[list[float]]:
-        """Class probabilities of one chunk (two classes: P(positive) each; more: a row per example)."""
-        return self.scorer.probabilities(examples, batch_size)
 
     def _prediction(self, text: str, p: float | list[float], target: str | None, line: int | None) -> Prediction:
         row = p if isinstance(p, list) else [1 - p, p]  # two classes: argmax is p > 0.5 (a tie goes to class 0)

@@ -96,9 +96,7 @@ class ClassifierScorer:
             seed_everything(cfg.train.seed)
             untrained = build_classifier(cfg, resolve(cfg.model.spec), pad_id).to(device())
             result["baseline"], _ = evaluate(untrained, data, batch_size, pad_id, self.dtype, "baseline", progress)
-        run.write_metrics(result, f"eval-{split}{suffix}.json")
-        run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}{suffix}.csv", labels=model.labels)
-        return result
+        return _written(run, result, examples, scores.tolist(), model.labels, split, suffix)
 
 
 class PromptScorer:
@@ -119,9 +117,7 @@ class PromptScorer:
         """The split re-scored with the saved prompt and decision (no baseline: nothing was trained)."""
         metrics, probs = self.prompt.evaluate(examples)
         result: dict[str, Any] = {"run": str(run.path), "split": split, "warnings": warnings or [], "model": metrics}
-        run.write_metrics(result, f"eval-{split}.json")
-        run.write_predictions(examples, probs, name=f"predictions-{split}.csv", labels=self.prompt.labels)
-        return result
+        return _written(run, result, examples, probs, self.prompt.labels, split)
 
 
 class TfidfScorer:
@@ -142,9 +138,15 @@ class TfidfScorer:
         labels = [e.label for e in examples]
         result: dict[str, Any] = {"run": str(run.path), "split": split, "warnings": warnings or [],
                                   "model": classification_metrics(labels, scores.tolist(), names=self.tfidf.labels)}
-        run.write_metrics(result, f"eval-{split}.json")
-        run.write_predictions(examples, scores.tolist(), name=f"predictions-{split}.csv", labels=self.tfidf.labels)
-        return result
+        return _written(run, result, examples, scores.tolist(), self.tfidf.labels, split)
+
+
+def _written(run: RunDir, result: dict[str, Any], examples: list[Example], scores: Scores, labels: list[str],
+             split: str, suffix: str = "") -> dict[str, Any]:
+    """`evaluate`'s two files, named alike for every kind: eval-SPLIT[-onnx|-int8].json and predictions-SPLIT...csv."""
+    run.write_metrics(result, f"eval-{split}{suffix}.json")
+    run.write_predictions(examples, scores, name=f"predictions-{split}{suffix}.csv", labels=labels)
+    return result
 
 
 Scorer = ClassifierScorer | PromptScorer | TfidfScorer

@@ -14,6 +14,9 @@ from sentitune.data.records import Example
 from sentitune.data.targets import check_span, locate
 from sentitune.errors import DataError
 
+CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}  # a table file's suffix -> its field delimiter
+TABLE_SUFFIXES = (*CSV_DELIMITERS, ".jsonl", ".json", ".ndjson")  # every table file the readers take
+
 _LABEL_WORDS = {"pos": 1, "positive": 1, "neg": 0, "negative": 0, "1": 1, "0": 0, "true": 1, "false": 0}
 
 
@@ -51,7 +54,7 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     rows into one review) are errors naming the line where the row starts.
     """
     suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".ndjson", ".csv", ".tsv"):
+    if suffix not in TABLE_SUFFIXES:
         raise DataError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
     try:
         # utf-8-sig: spreadsheet exports start with a byte-order mark that would rename the first column.
@@ -60,8 +63,8 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DataError(f"{path}: cannot open ({e.strerror})") from None
     with handle:
         try:
-            if suffix in (".csv", ".tsv"):
-                yield from _csv_rows(path, handle, "\t" if suffix == ".tsv" else ",")
+            if suffix in CSV_DELIMITERS:
+                yield from _csv_rows(path, handle, CSV_DELIMITERS[suffix])
             else:
                 yield from _json_rows(path, handle)
         except UnicodeDecodeError:
@@ -171,6 +174,7 @@ def read_table(
     examples = []
     needed = [text_column, label_column, *([id_column] if id_column else []), *([target_column] if target_column
                                                                                   else []), *(offset_columns or ())]
+    delimiter = CSV_DELIMITERS.get(path.suffix.lower())  # None: JSON lines, where no quote can merge rows
     for line_no, row in iter_rows(path):
         where = f"{path}:{line_no}"
         for column in needed:
@@ -180,9 +184,7 @@ def read_table(
         if not isinstance(text, str):
             raise DataError(f"{where}: field {text_column!r} is not text: {text!r}")
         label = parse_label(row[label_column], f"{where}: field {label_column!r}", labels)
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        if path.suffix.lower() in (".csv", ".tsv") and _merged_rows(text, list(row), text_column, label_column,
-                                                                  labels, delimiter):
+        if delimiter and _merged_rows(text, list(row), text_column, label_column, labels, delimiter):
             first = text.split("\n", 1)[0]
             raise DataError(f"{where}: malformed CSV (field {text_column!r} runs over {text.count(chr(10)) + 1} lines "
                             f"and its first line reads as a whole row, {first[:60]!r}: a quote opened there closes "

@@ -58,14 +58,14 @@ def export_entries() -> tuple[frozenset[str], frozenset[str]]:
     from transformers.utils import CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
     from transformers.utils.hub import CHAT_TEMPLATE_DIR, CHAT_TEMPLATE_FILE, LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE
 
-    from sentitune.export.onnx import int8_path
+    from sentitune.export.onnx import GRAPH_NAME, int8_path
 
     weights = Path(SAFE_WEIGHTS_NAME)
     files = {
         MODEL_META, "README.md",  # export_record and the model card (hf.py, onnx.py)
         CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME,  # the hf model
         f"{weights.stem}-[0-9]*-of-[0-9]*{weights.suffix}",  # its shards, model-00001-of-00002.safetensors
-        "model.onnx", int8_path(Path("model.onnx")).name,  # the onnx graph, fp32 or int8
+        GRAPH_NAME, int8_path(Path(GRAPH_NAME)).name,  # the onnx graph, fp32 or int8
         TOKENIZER_CONFIG_FILE, FULL_TOKENIZER_FILE, SPECIAL_TOKENS_MAP_FILE, ADDED_TOKENS_FILE,  # the tokenizer
         CHAT_TEMPLATE_FILE, LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE,
         *TOKENIZERS_FILES.values(), *SENTENCEPIECE_FILES.values(), *_VOCABULARIES,

@@ -132,6 +132,9 @@ def check_quantize(quantize: str | None) -> None:
         raise ConfigError(f"quantize: {quantize!r} is not one of none, {', '.join(QUANTIZE)}")
 
 
+GRAPH_NAME = "model.onnx"  # the fp32 graph in an export folder and in a run's ONNX cache
+
+
 def int8_path(fp32: Path) -> Path:
     """Where the int8 copy of the graph at `fp32` goes: model.onnx -> model.int8.onnx."""
     return fp32.with_name(f"{fp32.stem}.int8{fp32.suffix}")
@@ -183,7 +186,7 @@ def run_graph(model_dir: Path, model: SentimentClassifier | Callable[[], Sentime
         raise RunError(f"{model_dir}: no saved model ({MODEL_META} missing)")
     key = model_key(model_dir)
     folder = model_dir / ONNX_DIR / key
-    fp32 = folder / "model.onnx"
+    fp32 = folder / GRAPH_NAME
     wanted = int8_path(fp32) if quantize == "int8" else fp32
     if wanted.is_file():
         return wanted
@@ -292,9 +295,9 @@ def export_onnx_folder(model: SentimentClassifier, tokenizer: Any, meta: dict[st
     model = model.float().eval()
     with atomic_dir(Path(dest)) as tmp:
         exported_tokenizer = write_tokenizer(tokenizer, tmp, pre)
-        graph = export_onnx(model, tmp / "model.onnx", quantize)
-        if graph.name != "model.onnx":
-            (tmp / "model.onnx").unlink()  # the int8 folder holds the int8 graph only
+        graph = export_onnx(model, tmp / GRAPH_NAME, quantize)
+        if graph.name != GRAPH_NAME:
+            (tmp / GRAPH_NAME).unlink()  # the int8 folder holds the int8 graph only
         batch = exported_tokenizer(list(PROBE_TEXTS), padding=True, truncation=True, return_tensors="np")
         expected = sentitune_probabilities(model, batch)
         session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
