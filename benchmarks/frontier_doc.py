@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from sentitune.atomic import write_text
-from sentitune.bench import duration
 from sentitune.config import load_config
+from sentitune.markdown import duration
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "RESULTS.md"

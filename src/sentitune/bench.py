@@ -497,7 +497,7 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [r["name"], r["model"], r["method"], _cell(r["seed"]), _cell(r["n"]), _cell(r["accuracy"]), ci,
                  _cell(r["precision"]), _cell(r["recall"]), _cell(r["f1"]), _cell(r.get("macro_f1")),
                  _cell(r["roc_auc"]), params,
-                 _cell(r["train_seconds"], 1), _cell(r["test_seconds"], 1), duration(r.get("wall_seconds")),
+                 _cell(r["train_seconds"], 1), _cell(r["test_seconds"], 1), md.duration(r.get("wall_seconds")),
                  _cell(r["train_tokens_per_second"], 0),
                  _cell(r["mcnemar_p_vs_tfidf"], 3)]
         if published:
@@ -521,15 +521,6 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "Not reported:", ""] + [f"- {md.cell(name)}: {md.cell(why)}"
                                               for name, why in results["not_reported"].items()]
     return "\n".join(lines) + "\n"
-
-
-def duration(seconds: float | None) -> str:
-    """Wall-clock time as people read it: 38 s, 7.5 min, 1.2 h."""
-    if seconds is None:
-        return ""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def class_heads(results: dict[str, Any]) -> list[str]:

@@ -22,3 +22,12 @@ def table(head: Sequence[Any], rows: Iterable[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return lines
+
+
+def duration(seconds: float | None) -> str:
+    """Wall-clock time as people read it: 38 s, 7.5 min, 1.2 h."""
+    if seconds is None:
+        return ""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
