@@ -344,7 +344,7 @@ def test_checkpoint_write_on_a_full_disk_is_a_disk_full_error(small_disk: Path) 
     import torch
 
     from sentitune.runs import RunDir
-    from sentitune.train import State
+    from sentitune.loop import State
 
     run = RunDir(small_disk / "run")
     small = {"state": State(), "params": {"w": torch.zeros(4)}, "optimizer": {}, "scheduler": {},

@@ -160,7 +160,7 @@ def test_checkpoints_hold_plain_values_and_old_ones_still_load(tmp_path: Path) -
     """The State dataclass is stored as a dict (weights_only loads it); a checkpoint written before
     this change, holding a pickled State, is still resumed (that one class is allowed, nothing else)."""
     from sentitune.runs import RunDir
-    from sentitune.train import State
+    from sentitune.loop import State
 
     run = RunDir(tmp_path)
     state = State(step=3, best_params={"w": torch.arange(3.0)}, history=[{"loss": 0.5}])

@@ -19,6 +19,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaModel
 
+import sentitune.loop as loop_mod
 import sentitune.train as train_mod
 from sentitune.config import ExperimentConfig, load_config
 from sentitune.models.classifier import SentimentClassifier, pool
@@ -115,18 +116,20 @@ class Recorder:
         self.validations: list[dict[str, torch.Tensor]] = []  # the weights each validation saw
         self.final: dict[str, torch.Tensor] = {}
         self.scores: torch.Tensor | None = None
-        real_build, real_evaluate, real_save = train_mod.build_classifier, train_mod.evaluate, train_mod.save_model
+        real_build, real_save = train_mod.build_classifier, train_mod.save_model
 
         def build(*args: Any, **kwargs: Any) -> SentimentClassifier:
             model = real_build(*args, **kwargs)
             self.initial = params_of(model)
             return model
 
-        def evaluate(*args: Any, **kwargs: Any) -> Any:
-            call = evaluate_arguments(*args, **kwargs)
-            if call["desc"] == "validation":
-                self.validations.append(params_of(call["model"]))
-            return real_evaluate(*args, **kwargs)
+        def recording(real_evaluate: Any) -> Any:
+            def evaluate(*args: Any, **kwargs: Any) -> Any:
+                call = evaluate_arguments(*args, **kwargs)
+                if call["desc"] == "validation":
+                    self.validations.append(params_of(call["model"]))
+                return real_evaluate(*args, **kwargs)
+            return evaluate
 
         def save(model: SentimentClassifier, tokenizer: Any, *args: Any, **kwargs: Any) -> None:
             self.final = params_of(model)
@@ -134,7 +137,8 @@ class Recorder:
             real_save(model, tokenizer, *args, **kwargs)
 
         monkeypatch.setattr(train_mod, "build_classifier", build)
-        monkeypatch.setattr(train_mod, "evaluate", evaluate)
+        monkeypatch.setattr(train_mod, "evaluate", recording(train_mod.evaluate))  # baseline and test
+        monkeypatch.setattr(loop_mod, "evaluate", recording(loop_mod.evaluate))  # validation, in the phase loop
         monkeypatch.setattr(train_mod, "save_model", save)
 
 
@@ -335,7 +339,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(
 
         monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
     else:
-        real_evaluate = train_mod.evaluate
+        real_evaluate = loop_mod.evaluate
 
         def evaluate(*args: Any, **kwargs: Any) -> Any:
             if evaluate_arguments(*args, **kwargs)["desc"] == "validation":
@@ -344,7 +348,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(
                     raise KeyboardInterrupt
             return real_evaluate(*args, **kwargs)
 
-        monkeypatch.setattr(train_mod, "evaluate", evaluate)
+        monkeypatch.setattr(loop_mod, "evaluate", evaluate)  # validation runs inside the phase loop
     cfg, run = resume_cfg(imdb_slice_archive), tmp_path / "run"
     with pytest.raises(Interrupted, match="checkpoint saved"):
         train(cfg, run)
@@ -364,7 +368,7 @@ def test_early_stopping_restores_the_best_weights(imdb_slice_archive: Path, tmp_
     """Scripted validation losses: best at the 2nd evaluation, patience 2 stops at the 4th."""
     losses = iter([0.6, 0.5, 0.55, 0.58, 0.4, 0.3])
     at_validation: list[dict[str, torch.Tensor]] = []
-    real_evaluate = train_mod.evaluate
+    real_evaluate = loop_mod.evaluate
 
     def evaluate(*args: Any, **kwargs: Any) -> Any:
         metrics, scores = real_evaluate(*args, **kwargs)
@@ -374,7 +378,7 @@ def test_early_stopping_restores_the_best_weights(imdb_slice_archive: Path, tmp_
             metrics = {**metrics, "loss": next(losses)}
         return metrics, scores
 
-    monkeypatch.setattr(train_mod, "evaluate", evaluate)
+    monkeypatch.setattr(loop_mod, "evaluate", evaluate)  # validation runs inside the phase loop
     rec = Recorder(monkeypatch, probe_texts)
     messages: list[str] = []
     cfg = make_cfg(imdb_slice_archive, "gpt2-tiny-random", "full",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,8 @@ from sentitune.data.targets import locate
 from sentitune.errors import DataError, RunError
 from sentitune.metrics import classification_metrics
 from sentitune.runs import RunDir
-from sentitune.runtime import seed_everything
+from sentitune.runtime import Report, seed_everything
 
-Report = Callable[[str], None]
 MODEL_FILE = "tfidf.json"
 ARRAYS_FILE = "tfidf.npz"
 Span = tuple[int, int] | None

@@ -26,6 +26,14 @@ def review_of(batch: dict[str, torch.Tensor], dev: torch.device) -> torch.Tensor
     return to_device(batch["review"], dev) if "review" in batch else None
 
 
+def forward(net: torch.nn.Module, batch: dict[str, torch.Tensor], dev: torch.device,
+            features: Features | None = None) -> torch.Tensor:
+    """A collated batch through the classifier (or its data-parallel wrapper): its logits. The one forward
+    call of training and evaluation: token ids, mask, the cached prefix states, each row's review."""
+    return net(to_device(batch["input_ids"], dev), to_device(batch["attention_mask"], dev),
+               prefix_of(features, batch, dev), review_of(batch, dev))
+
+
 @torch.inference_mode()
 def score(
     model: SentimentClassifier,
@@ -54,8 +62,7 @@ def score(
     for batch in tqdm(iterate(data, batches, pad_id), total=len(batches), desc=desc, disable=not progress,
                       leave=False, unit="batch"):
         with autocast(dev, precision):
-            logits = model(to_device(batch["input_ids"], dev), to_device(batch["attention_mask"], dev),
-                           prefix_of(features, batch, dev), review_of(batch, dev))
+            logits = forward(model, batch, dev, features)
         labels = to_device(batch["labels"], dev)
         total_loss += model.loss(logits, labels).item() * len(labels)
         scores[batch["index"].numpy()] = model.scores(logits).cpu().numpy()

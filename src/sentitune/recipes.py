@@ -16,9 +16,8 @@ from typing import Any
 from sentitune.config import ExperimentConfig
 from sentitune.kinds import CLASSIFIER, TFIDF, ZERO_SHOT, Kind, kind_of
 from sentitune.metrics import confusion_line, count_line, format_table, table_columns
+from sentitune.runtime import Report
 from sentitune.scorers import ClassifierScorer, PromptScorer, Scorer, TfidfScorer
-
-Report = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,14 @@ import os
 import random
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+
+# How a recipe reports progress: one line at a time (the CLI prints it, a library caller may ignore it).
+Report = Callable[[str], None]
 
 
 def seed_everything(seed: int) -> None:

@@ -7,36 +7,31 @@ pure function of the seed, so a resumed run replays exactly what an uninterrupte
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from sentitune.config import ConfigError, ExperimentConfig, PhaseConfig, to_dict
-from sentitune.data.batching import Encoded, collate, encode, encoding_args, length_grouped_batches
-from sentitune.data.records import Splits
+from sentitune.data.batching import encode, encoding_args
 from sentitune.data.sources import load_splits
 from sentitune.distributed import Cluster, DistributedError, cluster
 from sentitune.ensemble import NgramMember, ensemble_metrics, fit_member, member_metrics
 from sentitune.errors import DataError
-from sentitune.evaluation import evaluate, review_of, score
-from sentitune.features import Features, build_cache, hold_if_fits, prefix_fingerprint, prefix_of
+from sentitune.evaluation import evaluate, score
+from sentitune.features import Features, build_cache, hold_if_fits, prefix_fingerprint
 from sentitune.kinds import kind_of
+from sentitune.loop import PhaseLoop, Prepared, State, restore
+from sentitune.models.blocks import count_parameters
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.methods import build_classifier, method, saved_form
-from sentitune.models.registry import ResolvedModel, load_tokenizer, resolve
+from sentitune.models.registry import load_tokenizer, resolve
 from sentitune.models.saving import save_model
-from sentitune.precision import autocast, pick_precision
 from sentitune.precision import name as precision_name
+from sentitune.precision import pick_precision
 from sentitune.runs import FollowerRun, RunDir
-from sentitune.runtime import deferred_interrupt, device, seed_everything, set_threads, to_device
-
-Report = Callable[[str], None]
+from sentitune.runtime import Report, device, seed_everything, set_threads
 
 
 class Interrupted(Exception):
@@ -73,26 +68,6 @@ def phase_features(p: Prepared, cfg: ExperimentConfig, phase: PhaseConfig, progr
 # ---------------------------------------------------------------------------- training state
 
 
-@dataclass
-class State:
-    """Everything needed to continue exactly where training stopped."""
-
-    phase: int = 0
-    micro: int = 0  # micro-batches done in this phase (always at an optimizer-step boundary)
-    step: int = 0  # optimizer steps done in this phase
-    best_loss: float = math.inf
-    best_params: dict[str, torch.Tensor] | None = None
-    bad_evals: int = 0
-    stopped_early: bool = False
-    pending_validation: bool = False  # a step finished whose validation has not (resume runs it first)
-    baseline: dict[str, Any] | None = None
-    train_seconds: float = 0.0
-    train_tokens: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)  # training time of each epoch (cache build included)
-    epoch_mark: float = 0.0  # train_seconds when the current epoch began
-
-
 def tracked_names(model: SentimentClassifier, cfg: ExperimentConfig) -> list[str]:
     """Parameters that any phase trains: the only ones a checkpoint needs to hold."""
     return sorted(set().union(*(method(p.method).trainable(model, cfg.method) for p in cfg.phases())))
@@ -100,75 +75,15 @@ def tracked_names(model: SentimentClassifier, cfg: ExperimentConfig) -> list[str
 
 def parameter_report(model: SentimentClassifier, cfg: ExperimentConfig, names: list[str]) -> dict[str, Any]:
     """Total / trainable / ratio for the run (trainable: what any phase trains), and per phase."""
-    params = dict(model.named_parameters())
-    total = sum(p.numel() for p in params.values())
-    trainable = sum(params[n].numel() for n in names)
-    per_phase = []
+    phases = []
     for phase in cfg.phases():
-        n = sum(params[name].numel() for name in method(phase.method).trainable(model, cfg.method))
-        per_phase.append({"method": phase.method, "trainable": n, "trainable_ratio": n / total})
-    lora = sum(p.numel() for name, p in params.items() if "lora_" in name)
-    return {"total": total, "trainable": trainable, "trainable_ratio": trainable / total, "lora": lora,
-            "phases": per_phase}
-
-
-def snapshot(model: SentimentClassifier, names: list[str]) -> dict[str, torch.Tensor]:
-    params = dict(model.named_parameters())
-    return {n: params[n].detach().clone() for n in names}
-
-
-def restore(model: SentimentClassifier, values: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, v in values.items():
-            params[n].copy_(v)
-
-
-def make_optimizer(model: SentimentClassifier, cfg: ExperimentConfig, lr: float) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
-
-
-def epoch_batches(data: Encoded, cfg: ExperimentConfig, phase: int, epoch: int) -> list[list[int]]:
-    """One epoch's batches of reviews (a windowed review brings all its windows: batch_size counts reviews)."""
-    seed = cfg.train.seed * 1000 + phase * 101 + epoch
-    return length_grouped_batches(data.lengths(), cfg.train.batch_size, seed=seed)
-
-
-def micro_batches(data: Encoded, cfg: ExperimentConfig, phase: int, start: int, total: int, pad_id: int,
-                  cl: Cluster | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor], float, int]]:
-    """(micro index, this process's share of the batch, the weight of its mean loss, the whole batch's
-    tokens) from `start` to `total`, crossing epochs; each epoch reshuffled by seed."""
-    cl = cl or Cluster()
-    per_epoch = math.ceil(len(data) / cfg.train.batch_size)
-    lengths = data.lengths()
-    micro = start
-    while micro < total:
-        epoch, offset = divmod(micro, per_epoch)
-        for batch in epoch_batches(data, cfg, phase, epoch)[offset:]:
-            if micro >= total:
-                return
-            part, weight = cl.share(batch)
-            yield micro, collate(data, part, pad_id), weight, sum(lengths[i] for i in batch)
-            micro += 1
+        counts = count_parameters(model, method(phase.method).trainable(model, cfg.method))
+        phases.append({"method": phase.method, "trainable": counts["trainable"],
+                       "trainable_ratio": counts["trainable_ratio"]})
+    return {**count_parameters(model, names), "phases": phases}
 
 
 # ---------------------------------------------------------------------------- the recipe
-
-
-@dataclass
-class Prepared:
-    cfg: ExperimentConfig
-    splits: Splits
-    resolved: ResolvedModel
-    tokenizer: Any
-    model: SentimentClassifier
-    encoded: dict[str, Encoded]
-    cluster: Cluster = field(default_factory=Cluster)
 
 
 def prepare(cfg: ExperimentConfig, report: Report = lambda s: None, cl: Cluster | None = None) -> Prepared:
@@ -378,188 +293,3 @@ def _fit_ngram(p: Prepared, precision: torch.dtype | None, progress: bool, featu
     return member, record
 
 
-class PhaseLoop:
-    """One phase of training, from where `state` stands to the phase's end (or an early stop).
-
-    Read `run` top to bottom: micro-batches go forward and backward; every `train.grad_accum` of them make an
-    optimizer step; after a step come the training-loss record, then a validation (an epoch ended, or
-    `train.eval_every`) or a checkpoint. The RNG state is taken at each step boundary, so a checkpoint (and a
-    resume from it) replays exactly what an uninterrupted run does.
-    """
-
-    def __init__(self, p: Prepared, cfg: ExperimentConfig, rundir: RunDir, state: State, names: list[str],
-                 phase: PhaseConfig, precision: torch.dtype | None, progress: bool, report: Report,
-                 features: dict[str, Features] | None = None) -> None:
-        self.p, self.cfg, self.rundir, self.state, self.names, self.phase = p, cfg, rundir, state, names, phase
-        self.precision, self.progress, self.report = precision, progress, report
-        self.model, self.data, self.cl = p.model, p.encoded["train"], p.cluster
-        self.pad_id, self.dev = p.tokenizer.pad_token_id, device()
-        method(phase.method).apply(self.model, cfg.method)
-        self.net = self.cl.wrap(self.model, self.dev)  # per phase: DDP averages the gradients this phase trains
-        self.features = features or {}
-        if "train" in self.features and state.micro == 0:  # computing the cache is part of the first epoch's cost
-            state.train_seconds += self.features["train"].build_seconds
-        self.per_epoch = math.ceil(len(self.data) / cfg.train.batch_size)
-        self.total_micro = max(1, round(phase.epochs * self.per_epoch))
-        self.total_steps = math.ceil(self.total_micro / cfg.train.grad_accum)
-        self.optimizer = make_optimizer(self.model, cfg, phase.lr or cfg.train.lr)
-        from transformers import get_scheduler
-
-        self.scheduler = get_scheduler(cfg.train.scheduler, self.optimizer,
-                                       num_warmup_steps=int(cfg.train.warmup_ratio * self.total_steps),
-                                       num_training_steps=self.total_steps)
-        # fp16 (GPUs without bf16) needs loss scaling or small gradients underflow to zero; a no-op otherwise.
-        self.scaler = torch.amp.GradScaler(self.dev.type, enabled=precision == torch.float16)
-        params = dict(self.model.named_parameters())
-        self.trainable = [params[n] for n in names if params[n].requires_grad]
-        self.pending_tokens = 0  # tokens of a step still accumulating: counted only once the step is taken
-        self.window = [0.0, 0.0]  # loss x reviews, reviews since the last training-loss record (not checkpointed)
-
-    def run(self, checkpoint: dict[str, Any] | None) -> None:
-        state, accum = self.state, self.cfg.train.grad_accum
-        if checkpoint is not None:
-            self.restore(checkpoint)
-        if state.stopped_early:
-            return
-        self.model.train()
-        self.mark_boundary()
-        self.bar = tqdm(total=self.total_steps, initial=state.step, desc=f"phase {state.phase + 1}/"
-                        f"{len(self.cfg.phases())} {self.phase.method}", disable=not self.progress, unit="step")
-        self.tick = time.perf_counter()
-        try:
-            if state.pending_validation:  # interrupted during a validation: run it before going on
-                if self.after_validation(self.validate()):
-                    return
-                self.tick = time.perf_counter()
-            for micro, batch, weight, tokens in micro_batches(self.data, self.cfg, state.phase, state.micro,
-                                                              self.total_micro, self.pad_id, self.cl):
-                done = micro + 1
-                sync = not (done % accum and done != self.total_micro)  # the step's last micro-batch: all-reduced
-                loss = self.forward_backward(batch, weight, sync)
-                self.pending_tokens += tokens
-                if sync and self.after_step(loss, self.optimizer_step(done)):
-                    return
-        except KeyboardInterrupt:
-            self.optimizer.zero_grad(set_to_none=True)  # drop a half-accumulated step: resume redoes it
-            if self.cl.world == 1:  # several processes may stop at different steps: their last common checkpoint
-                self.save_checkpoint()
-            raise
-        finally:
-            self.bar.close()
-
-    def restore(self, checkpoint: dict[str, Any]) -> None:
-        """The optimizer, scheduler, loss scaler and RNG states of a checkpoint (this process's, with several)."""
-        cl = self.cl
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if checkpoint.get("scaler"):
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        torch.set_rng_state(checkpoint["rng"] if cl.world == 1 else checkpoint["rngs"][cl.rank])
-        if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"] if cl.world == 1 else checkpoint["cuda_rngs"][cl.rank])
-
-    def mark_boundary(self) -> None:
-        """The RNG state at a step boundary: what a checkpoint stores, so a resume draws the same dropout."""
-        self.boundary_rng = torch.get_rng_state()
-        self.boundary_cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-
-    def forward_backward(self, batch: dict[str, torch.Tensor], weight: float, sync: bool) -> torch.Tensor:
-        """One micro-batch (this process's share of it): the loss, its gradients accumulated."""
-        dev = self.dev
-        with self.cl.no_sync(self.net, sync):
-            with autocast(dev, self.precision):
-                logits = self.net(to_device(batch["input_ids"], dev), to_device(batch["attention_mask"], dev),
-                                  prefix_of(self.features.get("train"), batch, dev), review_of(batch, dev))
-            loss = self.model.loss(logits, to_device(batch["labels"], dev))  # per review (window logits pooled)
-            self.scaler.scale(loss * (weight / self.cfg.train.grad_accum)).backward()
-        reviews = len(batch["labels"]) if weight else 0
-        self.window[0], self.window[1] = self.window[0] + loss.item() * reviews, self.window[1] + reviews
-        return loss
-
-    def optimizer_step(self, done: int) -> bool:
-        """Clip, step, and move the state on, uninterruptible; True when an epoch ended inside this step."""
-        state, cfg = self.state, self.cfg
-        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-        torch.nn.utils.clip_grad_norm_(self.trainable, cfg.train.max_grad_norm)
-        every = cfg.train.eval_every
-        with deferred_interrupt():
-            self.scaler.step(self.optimizer)  # skips the step if fp16 gradients overflowed
-            self.scaler.update()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            # An epoch ends inside this step when a boundary lies in (previous micro, done]: with
-            # gradient accumulation the step need not end exactly on it.
-            epoch_end = done // self.per_epoch > state.micro // self.per_epoch or done == self.total_micro
-            state.micro, state.step = done, state.step + 1
-            state.train_tokens, self.pending_tokens = state.train_tokens + self.pending_tokens, 0
-            self.mark_boundary()
-            now = time.perf_counter()
-            state.train_seconds, self.tick = state.train_seconds + now - self.tick, now
-            state.pending_validation = bool(epoch_end or (every and state.step % every == 0))
-            if epoch_end:
-                state.epoch_seconds.append(state.train_seconds - state.epoch_mark)
-                state.epoch_mark = state.train_seconds
-        return epoch_end
-
-    def after_step(self, loss: torch.Tensor, epoch_end: bool) -> bool:
-        """The training-loss record, then a validation or a checkpoint; True when the phase stops early."""
-        state, cfg = self.state, self.cfg
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss.item():.4f}")
-        if cfg.train.log_every and (state.step % cfg.train.log_every == 0 or epoch_end):
-            total, reviews = self.cl.sum(self.window)  # every process's reviews: the same for any world size
-            self.rundir.log({"event": "train", "phase": state.phase + 1, "step": state.step,
-                             "epoch": round(state.micro / self.per_epoch, 3), "loss": total / max(1.0, reviews),
-                             "lr": self.scheduler.get_last_lr()[0]})
-            self.window = [0.0, 0.0]
-        if state.pending_validation:
-            stop = self.after_validation(self.validate())
-            self.tick = time.perf_counter()
-            return stop
-        if cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
-            self.save_checkpoint()
-            self.tick = time.perf_counter()
-        return False
-
-    def validate(self) -> bool:
-        """Evaluate on validation, keep the best parameters; True when early stopping says stop."""
-        state, cfg, p = self.state, self.cfg, self.p
-        if not len(p.encoded["validation"]):
-            state.pending_validation = False
-            return False
-        metrics, _ = evaluate(self.model, p.encoded["validation"], cfg.train.eval_batch_size, self.pad_id,
-                              self.precision, "validation", self.progress, self.features.get("validation"), self.cl)
-        record = {"event": "validation", "phase": state.phase + 1, "step": state.step,
-                  "epoch": round(state.micro / self.per_epoch, 3), **metrics}
-        with deferred_interrupt():  # the record, the best weights and the flag change together
-            state.history.append({k: record[k] for k in ("phase", "step", "epoch", "loss", "accuracy", "macro_f1",
-                                                         "roc_auc")})
-            self.rundir.log(record)
-            if metrics["loss"] < state.best_loss:
-                state.best_loss, state.best_params, state.bad_evals = metrics["loss"], snapshot(self.model,
-                                                                                                self.names), 0
-            else:
-                state.bad_evals += 1
-            state.pending_validation = False
-        self.report(f"phase {state.phase + 1} epoch {record['epoch']:.2f}: validation loss {metrics['loss']:.4f}, "
-                    f"accuracy {metrics['accuracy']:.4f}")
-        return cfg.train.patience is not None and state.bad_evals >= cfg.train.patience
-
-    def after_validation(self, stop: bool) -> bool:
-        """Checkpoint after a validation; True when training this phase ends here (early stop)."""
-        if stop:
-            self.state.stopped_early = True
-            self.report(f"early stopping: no validation improvement in {self.cfg.train.patience} evaluations")
-        self.save_checkpoint()
-        return stop
-
-    def save_checkpoint(self) -> None:
-        """Every process calls it at the same step: the others' RNG states are gathered into the main's file."""
-        cl, extra = self.cl, {}
-        if cl.world > 1:
-            rngs = cl.gather((self.boundary_rng, self.boundary_cuda_rng))
-            extra = {"world": cl.world, "rngs": [r for r, _ in rngs], "cuda_rngs": [c for _, c in rngs]}
-        self.rundir.save_checkpoint({"state": self.state, "params": snapshot(self.model, self.names),
-                                     "optimizer": self.optimizer.state_dict(),
-                                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                                     "rng": self.boundary_rng, "cuda_rng": self.boundary_cuda_rng, **extra})

@@ -11,6 +11,7 @@ reviews (batch sizes count reviews), so the model can pool a review's window log
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from sentitune.config import ConfigError
 from sentitune.data.records import Example
 from sentitune.data.text import truncate_ids
+from sentitune.distributed import Cluster
 
 
 @dataclass
@@ -280,3 +282,27 @@ def collate(data: Encoded, batch: list[int], pad_id: int) -> dict[str, torch.Ten
 def iterate(data: Encoded, batches: list[list[int]], pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
     for batch in batches:
         yield collate(data, batch, pad_id)
+
+
+def epoch_batches(data: Encoded, batch_size: int, seed: int, phase: int, epoch: int) -> list[list[int]]:
+    """One training epoch's batches of reviews (a windowed review brings all its windows: batch_size counts
+    reviews); a pure function of (seed, phase, epoch), so a resumed run replays what an uninterrupted one did."""
+    return length_grouped_batches(data.lengths(), batch_size, seed=seed * 1000 + phase * 101 + epoch)
+
+
+def micro_batches(data: Encoded, batch_size: int, seed: int, phase: int, start: int, total: int, pad_id: int,
+                  cl: Cluster | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor], float, int]]:
+    """(micro index, this process's share of the batch, the weight of its mean loss, the whole batch's
+    tokens) from `start` to `total`, crossing epochs; each epoch reshuffled by seed."""
+    cl = cl or Cluster()
+    per_epoch = math.ceil(len(data) / batch_size)
+    lengths = data.lengths()
+    micro = start
+    while micro < total:
+        epoch, offset = divmod(micro, per_epoch)
+        for batch in epoch_batches(data, batch_size, seed, phase, epoch)[offset:]:
+            if micro >= total:
+                return
+            part, weight = cl.share(batch)
+            yield micro, collate(data, part, pad_id), weight, sum(lengths[i] for i in batch)
+            micro += 1

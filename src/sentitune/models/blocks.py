@@ -8,6 +8,8 @@ models/methods.py, built on these helpers; LoRA adapters are models/lora.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from torch import nn
 
 from sentitune.errors import ModelError
@@ -66,7 +68,12 @@ def linear_module_names(backbone: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def count_parameters(model: nn.Module) -> dict[str, float]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable, "trainable_ratio": trainable / total if total else 0.0}
+def count_parameters(model: nn.Module, trainable: Iterable[str] | None = None) -> dict[str, float]:
+    """Total, trainable (the parameters named in `trainable`; by default those with requires_grad), their
+    ratio, and LoRA's: every parameter count sentitune reports comes from here."""
+    params = dict(model.named_parameters())
+    total = sum(p.numel() for p in params.values())
+    names = [n for n, p in params.items() if p.requires_grad] if trainable is None else list(trainable)
+    counted = sum(params[n].numel() for n in names)
+    lora = sum(p.numel() for n, p in params.items() if "lora_" in n)
+    return {"total": total, "trainable": counted, "trainable_ratio": counted / total if total else 0.0, "lora": lora}

@@ -5,7 +5,7 @@ margins, predictor)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from sentitune.data.sources import load_splits
 from sentitune.data.splits import sample
 from sentitune.metrics import classification_metrics
 from sentitune.runs import RunDir
-from sentitune.runtime import seed_everything, set_threads
+from sentitune.runtime import Report, seed_everything, set_threads
 from sentitune.zero_shot.calibration import (
     Decision,
     calibrate,
@@ -35,8 +35,6 @@ from sentitune.zero_shot.predictor import save_predictor
 from sentitune.zero_shot.prompts import PromptEncoder, describe_prompts, draw_demonstrations
 from sentitune.zero_shot.scoring import CausalScorer, load_causal_lm
 from sentitune.zero_shot.templates import ENSEMBLE_SEP, check_templates, get_templates
-
-Report = Callable[[str], None]
 
 
 @dataclass
