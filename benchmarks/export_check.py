@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +21,7 @@ import time
 from pathlib import Path
 
 from docs_block import write_block
+from machine import arch, cpus_online
 
 from sentitune.data.imdb import read_archive
 from sentitune.export import export_run
@@ -93,7 +92,7 @@ def main() -> None:
              f"| {row['run']} | {row['architecture']} | {row['reviews']:,} | {diff:.1e} | {flips} | {accuracy:.4f} | "
              f"{row['export_seconds']} | {row['sentitune_reviews_per_second']} | "
              f"{row['pipeline_reviews_per_second']} |\n")
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads as sentitune sets them"
+    machine = f"{arch()}, {cpus_online()} CPUs, torch threads as sentitune sets them"
     print(table + f"\n({machine})")
     print(json.dumps(row))
     if args.write:

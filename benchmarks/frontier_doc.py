@@ -6,23 +6,24 @@
 It runs `sentitune bench configs/offline/frontier.yaml --out runs/bench/frontier` (every row scored on the full
 25,000-review test set; the bench draws time_to_accuracy.png) and `sentitune bench
 configs/offline/truncation.yaml --out runs/bench/truncation` (one transformer, four ways to read a long review,
-2,000 test reviews), then writes the section between its markers in docs/RESULTS.md and copies the plot to
-docs/results/. Every number comes from the runs' metrics.json / the benches' results.json.
+2,000 test reviews), then writes the section between its markers in docs/RESULTS.md (`<!-- frontier:start -->`,
+under the title: benchmarks/results_doc.py writes the rest of the page and keeps this block) and copies the plot
+to docs/results/. Every number comes from the runs' metrics.json / the benches' results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from sentitune.atomic import write_text
+from docs_block import write_block
+from machine import arch, bf16_native, cpus_online, yes_no
+
 from sentitune.config import load_config
 from sentitune.markdown import duration
 
@@ -31,7 +32,7 @@ DOC = ROOT / "docs" / "RESULTS.md"
 PAGE = ROOT / "docs" / "results"
 BENCHES = {"frontier": (ROOT / "configs" / "offline" / "frontier.yaml", ROOT / "runs" / "bench" / "frontier"),
            "truncation": (ROOT / "configs" / "offline" / "truncation.yaml", ROOT / "runs" / "bench" / "truncation")}
-BEGIN, END = "<!-- frontier:begin (benchmarks/frontier_doc.py) -->", "<!-- frontier:end -->"
+BLOCK = "frontier"  # docs/RESULTS.md's block: <!-- frontier:start --> ... <!-- frontier:end -->
 BUDGET_MINUTES = 60
 README_JOB = "quickstart-2000"  # the row that is configs/quickstart.yaml exactly (make demo)
 
@@ -131,9 +132,8 @@ def truncation_table(results: dict[str, Any]) -> list[str]:
 
 
 def section() -> str:
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, bf16 instructions: "
-               f"{'yes' if _has_bf16() else 'no'}")
-    lines = [BEGIN, "## The accuracy frontier: accuracy per minute on 2 CPU cores", "",
+    machine = f"{arch()}, {cpus_online()} CPU cores, bf16 instructions: {yes_no(bf16_native())}"
+    lines = ["## The accuracy frontier: accuracy per minute on 2 CPU cores", "",
              "Made by `.venv/bin/python benchmarks/frontier_doc.py`, which runs "
              "`sentitune bench configs/offline/frontier.yaml --out runs/bench/frontier` and "
              "`sentitune bench configs/offline/truncation.yaml --out runs/bench/truncation` (finished rows are "
@@ -162,24 +162,7 @@ def section() -> str:
                   f"review longer than its {first.data.max_length}-token window; {first.data.eval_size:,} test "
                   "reviews (`configs/offline/truncation.yaml`). `tokens read per review`: training tokens per "
                   "training review and epoch.", "", *truncation_table(truncation)]
-    lines.append(END)
     return "\n".join(lines) + "\n"
-
-
-def _has_bf16() -> bool:
-    from sentitune.precision import pick_precision
-    from sentitune.runtime import device
-
-    return pick_precision("auto", device()) is not None
-
-
-def place(doc: str, new: str) -> str:
-    """`doc` with the frontier section replaced by `new`; absent, it goes first, right under the title."""
-    if BEGIN in doc and END in doc:
-        start, stop = doc.index(BEGIN), doc.index(END) + len(END)
-        return doc[:start] + new.rstrip("\n") + doc[stop:]
-    title, _, rest = doc.partition("\n")
-    return f"{title}\n\n{new}\n{rest.lstrip()}" if title.startswith("# ") else f"{new}\n{doc}"
 
 
 def main() -> None:
@@ -198,7 +181,7 @@ def main() -> None:
     plot = BENCHES["frontier"][1] / "plots" / "time_to_accuracy.png"
     if plot.exists():
         shutil.copyfile(plot, PAGE / plot.name)
-    write_text(DOC, place(DOC.read_text(encoding="utf-8"), section()))
+    write_block(DOC, BLOCK, section(), require=True)  # its place, under the title, is results_doc's layout
     print(f"wrote the frontier section of {DOC.relative_to(ROOT)}")
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from docs_block import write_block
-from machine import cpu_name
+from machine import bf16_native, cores_line
 
 ROOT = Path(__file__).resolve().parents[1]
 # The quickstart run (configs/minilm-lora-quickstart.yaml), in this checkout or the main one.
@@ -92,13 +92,12 @@ def main() -> int:
     from sentitune.data.sources import load_splits
     from sentitune.metrics import classification_metrics
     from sentitune.models.registry import is_decoder
-    from sentitune.precision import cpu_has_bf16
     from sentitune.runs import RunDir
 
     cfg = RunDir(args.run).config()
     examples = load_splits(replace(cfg.data, path=str(args.data), eval_size=args.n), cfg.train.seed).test
     texts, labels = [e.text for e in examples], [e.label for e in examples]
-    native = cpu_has_bf16()
+    native = bf16_native()
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sentitune-inference-") as tmp:
         run = Path(tmp) / args.run.name
@@ -152,8 +151,8 @@ def main() -> int:
     body = (f"```\n{command.strip()}\n```\n\n{len(texts)} IMDb test reviews (a stratified sample; mean tokens after "
             f"truncation {mean}; {cut}), run `{args.run.name}` ({cfg.model.spec}, {cfg.method.name}, trained at "
             f"max_length {cfg.data.max_length}), `Predictor.predict` in batches of {args.batch_size}, median of "
-            f"{args.rounds} interleaved rounds. Machine: {cpu_name()}, {len(os.sched_getaffinity(0))} of its "
-            f"{os.cpu_count()} cores used, {torch.get_num_threads()} torch threads; native bf16 (oneDNN): {bf16}. "
+            f"{args.rounds} interleaved rounds. Machine: {cores_line()}, "
+            f"{torch.get_num_threads()} torch threads; native bf16 (oneDNN): {bf16}. "
             f"int8's first use (export + quantization) took {int8_setup:.0f} s, not counted. 1-minute load "
             f"average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.\n\n"
             + "\n".join(lines) + "\n")

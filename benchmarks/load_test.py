@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shlex
 import subprocess
@@ -32,6 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 from docs_block import write_block
+from machine import arch, cpus_online
 
 from sentitune.atomic import write_text
 
@@ -146,8 +146,8 @@ def main() -> int:
     body = (f"```\n{command}\n```\n\n"
             f"Run `{meta['run']}` ({meta['method']}, {meta['base_model']}, max_length {meta['max_length']}, "
             f"{meta['precision']}); server `--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g}`; "
-            f"one review per request, {len(texts)} distinct IMDb test reviews; {os.cpu_count()} CPU cores "
-            f"({platform.machine()}), shared by the server and the clients (1-minute load average {load:.1f} when "
+            f"one review per request, {len(texts)} distinct IMDb test reviews; {cpus_online()} CPU cores "
+            f"({arch()}), shared by the server and the clients (1-minute load average {load:.1f} when "
             f"it started{': other jobs were running too' if load > 1.5 else ''}).\n\n{table(rows)}")
     print(body, end="")
     if args.out:

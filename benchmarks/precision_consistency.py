@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from machine import AVX2_ONLY
+from machine import AVX2_ONLY, bf16_native
 
 
 def scores(run: Path, texts: list[str], precision: str) -> dict[str, list[float]]:
@@ -52,7 +52,6 @@ def main() -> int:
 
     from sentitune.config import load_config
     from sentitune.data.sources import load_splits
-    from sentitune.precision import cpu_has_bf16
     from sentitune.train import train
 
     overrides = ["model.spec=minilm", "method.name=lora", f"data.train_size={args.train_size}", "data.val_size=32",
@@ -81,7 +80,7 @@ def main() -> int:
             cpu, cpu_flips = gap(here["together"], there["together"])
             rows.append((precision, batch, batch_flips, cpu, cpu_flips))
     print(f"MiniLM LoRA run: {args.train_size} training reviews, {len(texts)} test reviews, {args.max_length} tokens; "
-          f"trained in {metrics['precision']}; this CPU has bf16 instructions: {cpu_has_bf16()}; "
+          f"trained in {metrics['precision']}; this CPU has bf16 instructions: {bf16_native()}; "
           f"torch {torch.__version__}")
     print()
     print("| inference | batch of 32 vs alone: max abs diff | flipped | this CPU vs AVX2-only CPU: max abs diff "

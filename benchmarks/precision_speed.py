@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from machine import bf16_native
 
-from sentitune.precision import autocast, cpu_has_bf16, pick_precision
+from sentitune.precision import autocast, pick_precision
 from sentitune.runtime import device
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dev = device()
-    print(f"device {dev}, threads {args.threads}, CPU bf16 instructions: {cpu_has_bf16()}, "
+    print(f"device {dev}, threads {args.threads}, CPU bf16 instructions: {bf16_native()}, "
           f"auto picks: {pick_precision('auto', dev) or 'fp32'}")
     a = torch.randn(args.size, args.size, device=dev)
     b = a.to(torch.bfloat16)

@@ -22,10 +22,7 @@ from pathlib import Path
 
 import torch
 from docs_block import write_block
-from machine import cpu_name
-
-from sentitune.precision import cpu_has_bf16
-from sentitune.runtime import cores
+from machine import bf16_native, cores_used, cpu_name
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "SCALING.md"
 SETTINGS = ["model.spec=minilm", "method.name=partial", "method.freeze_layers=4", "data.train_size=1000",
@@ -58,7 +55,8 @@ def main() -> None:
     many = run([*launch, "train", *sets], args.out / "many")
     diffs = [abs(one["_probs"][k] - many["_probs"][k]) for k in one["_probs"]]
     agree = sum((one["_probs"][k] > 0.5) == (many["_probs"][k] > 0.5) for k in one["_probs"]) / len(diffs)
-    machine = f"{cpu_name()}, {cores()} cores, bf16 instructions: {cpu_has_bf16()}, GPUs: {torch.cuda.device_count()}"
+    machine = (f"{cpu_name()}, {cores_used()} cores, bf16 instructions: {bf16_native()}, "
+               f"GPUs: {torch.cuda.device_count()}")
     rows = [("1 process", one), (f"{args.processes} processes (DDP)", many)]
     lines = [f"Machine: {machine}. Config: `{' '.join(SETTINGS + args.sets)}`; training precision "
              f"{one['precision']}. Command: `.venv/bin/python benchmarks/scaling.py --processes {args.processes}"

@@ -40,10 +40,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from docs_block import command_block, write_block
-from machine import cpu_name, isa_caps
+from docs_block import command_block, home, write_block
+from machine import cores_line, facts, isa_caps
 
 ROOT = Path(__file__).resolve().parents[1]
+# Where --write NAME goes: the page that holds block NAME (the earlier runs' blocks moved to the history page),
+# a new NAME into the guide.
+DOCS = (ROOT / "docs" / "PERFORMANCE.md", ROOT / "docs" / "history" / "PERFORMANCE-HISTORY.md")
 
 
 # ---------------------------------------------------------------------------- shared pieces
@@ -288,17 +291,6 @@ TARGETS = {
 TARGETS_BY_REF = {"baseline": TARGETS_PADDED, "trainer-best": TARGETS}
 
 
-def machine() -> dict[str, Any]:
-    """What the numbers depend on: the CPU, the cores this process may use, native bf16, and any cap on the
-    instruction set the kernels may use."""
-    import os
-
-    from sentitune.precision import cpu_has_bf16
-
-    return {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "cpus_online": os.cpu_count(),
-            "bf16_native": cpu_has_bf16(), "isa_caps": isa_caps()}
-
-
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """What must match for arms from two runs to share a report (--reuse)."""
     keys = ("model", "method", "freeze", "train", "eval", "epochs", "batch_size", "max_length", "lr",
@@ -340,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=1, help="run every arm this many times, interleaved, and "
                         "report each arm's fastest times (for a shared machine whose speed varies; default 1)")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
-    parser.add_argument("--write", metavar="NAME", help="put the table into docs/PERFORMANCE.md under NAME")
+    parser.add_argument("--write", metavar="NAME", help="put the table into docs/PERFORMANCE.md under NAME (into "
+                        "docs/history/PERFORMANCE-HISTORY.md if that page holds block NAME)")
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--render", type=Path, help="re-print (and --write) the table of a saved --out JSON")
     return parser
@@ -361,7 +354,7 @@ def main() -> None:
         table = format_report(report)
         print(table)
         if args.write:
-            write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, command_block(report["command"], table))
+            write_block(home(args.write, *DOCS), args.write, command_block(report["command"], table))
         return
     if args.rounds < 1:
         parser.error(f"--rounds: {args.rounds}: give 1 or more")
@@ -407,7 +400,7 @@ def main() -> None:
     caps = "".join(f"{k}={v} " for k, v in isa_caps().items())  # part of the command: they change the machine
     command = caps + "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     report = {"command": command, "model": args.model or "gpt2-124m-random", "method": args.method,
-              "freeze": args.freeze, "settings": settings(args), "machine": machine(),
+              "freeze": args.freeze, "settings": settings(args), "machine": facts(),
               "flops_per_token": flops, "matmul_peak_gflops": peaks,
               "arms": {a: results[a] for a in ARMS if a in results}}
     if reused:
@@ -419,7 +412,7 @@ def main() -> None:
 
         write_json(args.out, report)
     if args.write:
-        write_block(ROOT / "docs" / "PERFORMANCE.md", args.write, command_block(report["command"], table))
+        write_block(home(args.write, *DOCS), args.write, command_block(report["command"], table))
 
 
 def fastest_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -520,7 +513,7 @@ def format_report(r: dict[str, Any]) -> str:
         who = {"sentitune": "sentitune", **noise_of}
         precisions = ", ".join(f"{who[a].removeprefix('the ')} {r['arms'][a].get('precision', 'fp32')}/"
                                f"{r['arms'][a].get('eval_precision', 'fp32')}" for a in arms)
-        rows.append(f"\nMachine: {m['cpu']}, {m['cores']} of its {m['cpus_online']} cores used, native bf16 "
+        rows.append(f"\nMachine: {cores_line(m)}, native bf16 "
                     f"(oneDNN): {'yes' if m['bf16_native'] else 'no'}"
                     + (f", kernels capped at {m['isa_caps'].get('ONEDNN_MAX_CPU_ISA', 'a lower instruction set')}"
                        f" ({', '.join(f'{k}={v}' for k, v in m['isa_caps'].items())}): how a CPU without bf16 runs"

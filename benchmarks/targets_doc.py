@@ -4,24 +4,25 @@
     .venv/bin/python benchmarks/targets_doc.py --rows a,b      # run only these rows first
     .venv/bin/python benchmarks/targets_doc.py --no-run        # only rewrite the section from the finished rows
 
-The section lives between two markers in docs/RESULTS.md (benchmarks/results_doc.py keeps it when it
-rewrites the rest). Every number comes from a run directory under runs/bench/target: accuracy and its
-bootstrap CI, macro-F1, per-class F1 and times from the bench's results.json (which reads the run
-directories). Rows not run yet are listed with their command, never with a number.
+The section lives between the `<!-- targets:start -->` / `<!-- targets:end -->` markers in docs/RESULTS.md
+(benchmarks/results_doc.py keeps it when it rewrites the rest). Every number comes from a run directory under
+runs/bench/target: accuracy and its bootstrap CI, macro-F1, per-class F1 and times from the bench's
+results.json (which reads the run directories). Rows not run yet are listed with their command, never with
+a number.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from sentitune.atomic import write_text
+from docs_block import write_block
+from machine import arch, cpus_online
+
 from sentitune.bench import load_bench, write_results
 from sentitune.report import write_report
 
@@ -30,7 +31,7 @@ BENCH = ROOT / "configs" / "target" / "bench.yaml"
 OUT = ROOT / "runs" / "bench" / "target"
 DOC = ROOT / "docs" / "RESULTS.md"
 PAGE = ROOT / "docs" / "results" / "targets.html"
-BEGIN, END = "<!-- targets:begin (benchmarks/targets_doc.py) -->", "<!-- targets:end -->"
+BLOCK = "targets"  # docs/RESULTS.md's block: <!-- targets:start --> ... <!-- targets:end -->
 CAVEATS = ["`restaurants-mpnet-full` trained while other jobs shared the two cores, so its times are upper "
            "bounds (the other rows ran alone)."]
 DATASETS = {"restaurants": "SemEval-2014 restaurants", "laptops": "SemEval-2014 laptops", "twitter": "acl-14 Twitter"}
@@ -53,14 +54,14 @@ def _wall(name: str) -> float | None:
 def section(results: dict[str, Any]) -> str:
     bench = load_bench(BENCH)
     by_name = {r["name"]: r for r in results["rows"]}
-    lines = [BEGIN, "## Target-dependent sentiment", "",
+    lines = ["## Target-dependent sentiment", "",
              "Three classes (negative / neutral / positive) toward a target in a sentence: SemEval-2014 restaurants "
              "and laptops, acl-14 Twitter ([TARGETS.md](TARGETS.md)). Each row trains on the set's training file "
              "(10% carved off, stratified, for validation) and is scored once on its official test file. Made by:",
              "", "```bash", "sentitune bench configs/target/bench.yaml --out runs/bench/target", "```", "",
              f"(`.venv/bin/python benchmarks/targets_doc.py` runs that bench and rewrites this section; "
-             f"report page: [results/targets.html](results/targets.html).) Machine: {os.cpu_count()} CPU cores "
-             f"({platform.machine()}), bf16 training where the CPU has it (`train.precision: auto`); times are "
+             f"report page: [results/targets.html](results/targets.html).) Machine: {cpus_online()} CPU cores "
+             f"({arch()}), bf16 training where the CPU has it (`train.precision: auto`); times are "
              "wall-clock seconds of training and of the whole run (data, model, training, test). "
              "Accuracy CI: 95% bootstrap over test examples. "
              "Macro-F1 is the unweighted mean of the three classes' F1.", ""]
@@ -89,16 +90,8 @@ def section(results: dict[str, Any]) -> str:
         lines += [f"- `{name}`: `sentitune bench configs/target/bench.yaml --out runs/bench/target --rows {name}`"
                   for name in missing]
     lines += ["", *CAVEATS, "", "Settings of each row: [configs/target/](../configs/target/) (the bench file names "
-              "the overrides).", END]
+              "the overrides)."]
     return "\n".join(lines) + "\n"
-
-
-def replace_section(doc: str, new: str) -> str:
-    """`doc` with its marked section replaced by `new` (appended when absent)."""
-    if BEGIN in doc and END in doc:
-        start, stop = doc.index(BEGIN), doc.index(END) + len(END)
-        return doc[:start] + new.rstrip("\n") + doc[stop:]
-    return doc.rstrip("\n") + "\n\n" + new
 
 
 def main() -> None:
@@ -114,7 +107,7 @@ def main() -> None:
             raise SystemExit(done.returncode)
     results = write_results(load_bench(BENCH), OUT)
     write_report(OUT, PAGE)
-    write_text(DOC, replace_section(DOC.read_text(encoding="utf-8"), section(results)))
+    write_block(DOC, BLOCK, section(results))
     print(f"wrote the target section of {DOC.relative_to(ROOT)} and {PAGE.relative_to(ROOT)}")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- zero-shot-results:start -->", "<!-- zero-shot-results:end -->"
+BLOCK = "zero-shot-results"  # the block of docs/ZERO_SHOT.md (docs_block's markers)
 COLUMNS = ("accuracy", "precision", "recall", "f1", "roc_auc", "positive_rate", "threshold")
 
 
@@ -85,7 +85,8 @@ def score(cache: Cache, key: str, scorer: Any, encoder: Any, examples: list[Any]
 
 
 def markdown(result: dict[str, Any], command: str) -> str:
-    lines = [START, "", f"Produced by `{command}`" + (" — **partial: still running**" if result["partial"] else "")
+    """The block's body (docs_block.write_block adds the markers around it)."""
+    lines = ["", f"Produced by `{command}`" + (" — **partial: still running**" if result["partial"] else "")
              + f" ({result['wall_seconds']:.0f} s, {result['tokens_per_second']} tokens/s on this machine).", ""]
     s = result["settings"]
     lines += [f"Model `{s['model']}`; calibration slice: {s['calibration_size']} validation reviews carved from "
@@ -113,7 +114,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
     if result.get("label_words"):
         words = "; ".join(f"{k}: {v['word']!r} -> {v['tokens']}" for k, v in result["label_words"].items())
         lines += ["", f"Label words and their tokens: {words}."]
-    lines += ["", END]
+    lines += ["", ""]
     return "\n".join(lines)
 
 
@@ -123,8 +124,7 @@ def write_outputs(args: argparse.Namespace, result: dict[str, Any], command: str
     from sentitune.atomic import write_json
 
     write_json(args.json, result)
-    body = markdown(result, command).removeprefix(START + "\n").removesuffix(END)  # markdown() adds the markers
-    write_block(args.docs, "zero-shot-results", body, new_doc="# Zero-shot sentiment\n")
+    write_block(args.docs, BLOCK, markdown(result, command), new_doc="# Zero-shot sentiment\n")
 
 
 def main() -> int:

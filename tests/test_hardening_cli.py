@@ -343,8 +343,8 @@ def test_checkpoint_write_on_a_full_disk_is_a_disk_full_error(small_disk: Path) 
     """torch.save reports a full disk as a RuntimeError without errno; the write says ENOSPC and keeps the old file."""
     import torch
 
-    from sentitune.runs import RunDir
     from sentitune.loop import State
+    from sentitune.runs import RunDir
 
     run = RunDir(small_disk / "run")
     small = {"state": State(), "params": {"w": torch.zeros(4)}, "optimizer": {}, "scheduler": {},

@@ -159,8 +159,8 @@ def test_resume_reports_an_unloadable_checkpoint_on_one_line(damage: str, data: 
 def test_checkpoints_hold_plain_values_and_old_ones_still_load(tmp_path: Path) -> None:
     """The State dataclass is stored as a dict (weights_only loads it); a checkpoint written before
     this change, holding a pickled State, is still resumed (that one class is allowed, nothing else)."""
-    from sentitune.runs import RunDir
     from sentitune.loop import State
+    from sentitune.runs import RunDir
 
     run = RunDir(tmp_path)
     state = State(step=3, best_params={"w": torch.arange(3.0)}, history=[{"loss": 0.5}])
