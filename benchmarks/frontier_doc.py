@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/frontier_doc.py            # run both benches (finished rows are skipped), write
     .venv/bin/python benchmarks/frontier_doc.py --no-run   # only rewrite the section from the finished rows
 
-It runs `sentitune bench configs/offline/frontier.yaml --out runs/bench/frontier` (every row scored on the full
+It runs `sentitune bench configs/benches/frontier.yaml --out runs/bench/frontier` (every row scored on the full
 25,000-review test set; the bench draws time_to_accuracy.png) and `sentitune bench
-configs/offline/truncation.yaml --out runs/bench/truncation` (one transformer, four ways to read a long review,
+configs/benches/truncation.yaml --out runs/bench/truncation` (one transformer, four ways to read a long review,
 2,000 test reviews), then writes the section between its markers in docs/RESULTS.md (`<!-- frontier:start -->`,
 under the title: benchmarks/results_doc.py writes the rest of the page and keeps this block) and copies the plot
 to docs/results/. Every number comes from the runs' metrics.json / the benches' results.json.
@@ -30,11 +30,11 @@ from sentitune.markdown import duration
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "RESULTS.md"
 PAGE = ROOT / "docs" / "results"
-BENCHES = {"frontier": (ROOT / "configs" / "offline" / "frontier.yaml", ROOT / "runs" / "bench" / "frontier"),
-           "truncation": (ROOT / "configs" / "offline" / "truncation.yaml", ROOT / "runs" / "bench" / "truncation")}
+BENCHES = {"frontier": (ROOT / "configs" / "benches" / "frontier.yaml", ROOT / "runs" / "bench" / "frontier"),
+           "truncation": (ROOT / "configs" / "benches" / "truncation.yaml", ROOT / "runs" / "bench" / "truncation")}
 BLOCK = "frontier"  # docs/RESULTS.md's block: <!-- frontier:start --> ... <!-- frontier:end -->
 BUDGET_MINUTES = 60
-README_JOB = "quickstart-2000"  # the row that is configs/quickstart.yaml exactly (make demo)
+README_JOB = "quickstart-2000"  # the row that is configs/experiments/quickstart.yaml exactly (make demo)
 
 WHAT = {
     "tfidf-lr": "uni+bigram TF-IDF, logistic regression (24,000 reviews)",
@@ -101,9 +101,10 @@ def best_lines(rows: list[dict[str, Any]]) -> list[str]:
                      f"{duration(b['wall'])}.")
     readme = next((r for r in rows if r["name"] == README_JOB), None)
     if readme is not None:
-        lines.append(f"- **The README's job** (`make demo`, configs/quickstart.yaml): {readme['accuracy']:.4f} on "
-                     f"{readme['n']:,} test reviews in {duration(readme['wall'])} of wall time inside `sentitune "
-                     "train` (data, model, cache, training, n-gram model, baseline and test pass).")
+        lines.append(f"- **The README's job** (`make demo`, configs/experiments/quickstart.yaml): "
+                     f"{readme['accuracy']:.4f} on {readme['n']:,} test reviews in {duration(readme['wall'])} of wall "
+                     "time inside `sentitune train` (data, model, cache, training, n-gram model, baseline and test "
+                     "pass).")
     for r in full:
         members = {k: (v or {}).get("accuracy") for k, v in r["members"].items()}
         if len(members) == 2 and None not in members.values():
@@ -135,8 +136,8 @@ def section() -> str:
     machine = f"{arch()}, {cpus_online()} CPU cores, bf16 instructions: {yes_no(bf16_native())}"
     lines = ["## The accuracy frontier: accuracy per minute on 2 CPU cores", "",
              "Made by `.venv/bin/python benchmarks/frontier_doc.py`, which runs "
-             "`sentitune bench configs/offline/frontier.yaml --out runs/bench/frontier` and "
-             "`sentitune bench configs/offline/truncation.yaml --out runs/bench/truncation` (finished rows are "
+             "`sentitune bench configs/benches/frontier.yaml --out runs/bench/frontier` and "
+             "`sentitune bench configs/benches/truncation.yaml --out runs/bench/truncation` (finished rows are "
              f"skipped) and writes this section. Machine: {machine}. Times are wall-clock on this machine: "
              "`training` includes building the feature cache and fitting the n-gram model, `test pass` the scoring "
              "of every test review, `whole row` the command from start to end (reading the archive, tokenizing, "
@@ -160,7 +161,7 @@ def section() -> str:
                   f"The README job's transformer alone (cached MiniLM prefix, top 2 layers, "
                   f"{first.data.train_size:,} training reviews, {first.train.epochs:g} epoch(s)), four ways to read a "
                   f"review longer than its {first.data.max_length}-token window; {first.data.eval_size:,} test "
-                  "reviews (`configs/offline/truncation.yaml`). `tokens read per review`: training tokens per "
+                  "reviews (`configs/benches/truncation.yaml`). `tokens read per review`: training tokens per "
                   "training review and epoch.", "", *truncation_table(truncation)]
     return "\n".join(lines) + "\n"
 

@@ -36,7 +36,7 @@ from docs_block import write_block
 from machine import bf16_native, cores_line
 
 ROOT = Path(__file__).resolve().parents[1]
-# The quickstart run (configs/minilm-lora-quickstart.yaml), in this checkout or the main one.
+# The quickstart run (configs/experiments/minilm-lora-quickstart.yaml), in this checkout or the main one.
 QUICKSTART = (ROOT / "runs" / "minilm-lora-quickstart", Path("/work/main/runs/minilm-lora-quickstart"))
 DEFAULT_RUN = next((p for p in QUICKSTART if (p / "model").is_dir()), QUICKSTART[0])
 DEFAULT_DATA = os.environ.get("SENTITUNE_IMDB", "/work/shared/data/aclImdb_v1.tar.gz")

@@ -35,7 +35,7 @@ from sentitune.runs import RunDir
 from sentitune.runtime import cores, set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
-# The quickstart run (configs/minilm-lora-quickstart.yaml), in this checkout or the main one.
+# The quickstart run (configs/experiments/minilm-lora-quickstart.yaml), in this checkout or the main one.
 QUICKSTART = (ROOT / "runs" / "minilm-lora-quickstart", Path("/work/main/runs/minilm-lora-quickstart"))
 DEFAULT_RUN = next((p for p in QUICKSTART if (p / "model").is_dir()), QUICKSTART[0])
 DEFAULT_DATA = Path(os.environ.get("SENTITUNE_IMDB", "/work/shared/data/aclImdb_v1.tar.gz"))
@@ -80,8 +80,8 @@ def main() -> None:
     parser.add_argument("--write", metavar="NAME", help="put the table into docs/PERFORMANCE.md between NAME markers")
     args = parser.parse_args()
     if not (args.run / "model").is_dir():
-        raise SystemExit(f"{args.run}: no saved model (train one, e.g. configs/minilm-lora-quickstart.yaml, or "
-                         "pass --run)")
+        raise SystemExit(f"{args.run}: no saved model (train one, e.g. "
+                         "configs/experiments/minilm-lora-quickstart.yaml, or pass --run)")
     set_threads(args.threads)
     cfg = RunDir(args.run).config()
     examples = load_splits(replace(cfg.data, path=str(args.data), eval_size=args.n), cfg.train.seed).test

@@ -1,15 +1,15 @@
-"""docs/RESULTS.md and its report page, from the offline results bench (configs/offline/results.yaml).
+"""docs/RESULTS.md and its report page, from the offline results bench (configs/benches/offline-results.yaml).
 
     .venv/bin/python benchmarks/results_doc.py            # run the bench (finished rows are skipped), write the doc
     .venv/bin/python benchmarks/results_doc.py --no-run   # only rewrite the doc from the finished rows
 
-Running it also runs `sentitune search configs/search/minilm-probe.yaml` (the probe's learning rate and
+Running it also runs `sentitune search configs/searches/minilm-probe.yaml` (the probe's learning rate and
 epochs chosen on validation, from the bench row's cached features; a finished search is only read back).
 
 What it writes, all from run directories and the shipped bench files (no number is typed here):
 - the measured matrix (every method on MiniLM on the full 25,000-review test set, the LoRA rank sweep,
   the TF-IDF references, SmolLM2 zero-shot), its plots and `docs/results/report.html`;
-- for every row of configs/published/bench.yaml, its offline counterpart in configs/offline/bench.yaml:
+- for every row of configs/benches/published.yaml, its offline counterpart in configs/benches/offline.yaml:
   the measured row that answers it here (at this bench's smaller budget) and the exact command of the
   full-size row with an estimate of its CPU time.
 
@@ -43,11 +43,11 @@ from sentitune.markdown import duration
 from sentitune.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "configs" / "offline" / "results.yaml"
-OFFLINE = ROOT / "configs" / "offline" / "bench.yaml"
-PUBLISHED = ROOT / "configs" / "published" / "bench.yaml"
+BENCH = ROOT / "configs" / "benches" / "offline-results.yaml"
+OFFLINE = ROOT / "configs" / "benches" / "offline.yaml"
+PUBLISHED = ROOT / "configs" / "benches" / "published.yaml"
 OUT = ROOT / "runs" / "bench" / "offline-results"
-SEARCH = ROOT / "configs" / "search" / "minilm-probe.yaml"
+SEARCH = ROOT / "configs" / "searches" / "minilm-probe.yaml"
 SEARCH_OUT = ROOT / "runs" / "search" / "minilm-probe"
 DOC = ROOT / "docs" / "RESULTS.md"
 PAGE = ROOT / "docs" / "results"
@@ -57,7 +57,7 @@ COMMAND = ".venv/bin/python benchmarks/results_doc.py"
 KEPT = {"frontier": "benchmarks/frontier_doc.py", "targets": "benchmarks/targets_doc.py"}
 IMDB_TRAIN, IMDB_TEST = 25_000, 25_000
 
-# published row -> (its full-size offline counterpart in configs/offline/bench.yaml, the measured row here)
+# published row -> (its full-size offline counterpart in configs/benches/offline.yaml, the measured row here)
 COUNTERPARTS: dict[str, tuple[str, str | None]] = {
     "gpt2-zero-shot": ("smollm2-zero-shot", "smollm2-zero-shot"),
     "gpt2-partial": ("smollm2-partial", None),

@@ -1,4 +1,4 @@
-"""The target-dependent sentiment section of docs/RESULTS.md, from the target bench (configs/target/bench.yaml).
+"""The target-dependent sentiment section of docs/RESULTS.md, from the target bench (configs/benches/target.yaml).
 
     .venv/bin/python benchmarks/targets_doc.py                 # run the bench (finished rows are skipped), write
     .venv/bin/python benchmarks/targets_doc.py --rows a,b      # run only these rows first
@@ -27,7 +27,7 @@ from sentitune.bench import load_bench, write_results
 from sentitune.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "configs" / "target" / "bench.yaml"
+BENCH = ROOT / "configs" / "benches" / "target.yaml"
 OUT = ROOT / "runs" / "bench" / "target"
 DOC = ROOT / "docs" / "RESULTS.md"
 PAGE = ROOT / "docs" / "results" / "targets.html"
@@ -58,7 +58,7 @@ def section(results: dict[str, Any]) -> str:
              "Three classes (negative / neutral / positive) toward a target in a sentence: SemEval-2014 restaurants "
              "and laptops, acl-14 Twitter ([TARGETS.md](TARGETS.md)). Each row trains on the set's training file "
              "(10% carved off, stratified, for validation) and is scored once on its official test file. Made by:",
-             "", "```bash", "sentitune bench configs/target/bench.yaml --out runs/bench/target", "```", "",
+             "", "```bash", "sentitune bench configs/benches/target.yaml --out runs/bench/target", "```", "",
              f"(`.venv/bin/python benchmarks/targets_doc.py` runs that bench and rewrites this section; "
              f"report page: [results/targets.html](results/targets.html).) Machine: {cpus_online()} CPU cores "
              f"({arch()}), bf16 training where the CPU has it (`train.precision: auto`); times are "
@@ -87,10 +87,10 @@ def section(results: dict[str, Any]) -> str:
     if missing:
         lines += ["", "Not run here yet (out of this session's time; each is one command, nothing is estimated or "
                   "typed in):", ""]
-        lines += [f"- `{name}`: `sentitune bench configs/target/bench.yaml --out runs/bench/target --rows {name}`"
+        lines += [f"- `{name}`: `sentitune bench configs/benches/target.yaml --out runs/bench/target --rows {name}`"
                   for name in missing]
-    lines += ["", *CAVEATS, "", "Settings of each row: [configs/target/](../configs/target/) (the bench file names "
-              "the overrides)."]
+    lines += ["", *CAVEATS, "", "Settings of each row: [configs/experiments/target/](../configs/experiments/target/) "
+              "(the bench file names the overrides)."]
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sentitune"
 
 # Bottom to top. A module may import from its own layer or a lower one, never from a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("ground floor", ("errors", "paths", "atomic", "markdown", "claims", "metrics", "runtime", "distributed")),
+    ("ground floor", ("errors", "paths", "atomic", "markdown", "claims", "metrics", "statistics", "runtime",
+                      "distributed")),
     ("settings", ("kinds", "config", "precision")),
     ("data", ("data",)),
     ("models", ("models",)),

@@ -25,13 +25,29 @@ def _kind(path: Path) -> str:
     return "bench" if {"rows", "matrix"} & set(raw) else "search" if "search" in raw else "experiment"
 
 
-EXPERIMENTS = sorted(p for p in CONFIGS.rglob("*.yaml") if _kind(p) == "experiment")
-BENCHES = sorted(p for p in CONFIGS.rglob("*.yaml") if _kind(p) == "bench")
+# configs/ is laid out by schema (configs/README.md): each folder is read by one loader.
+FOLDERS = {"experiments": "experiment", "benches": "bench", "searches": "search"}
+EXPERIMENTS = sorted((CONFIGS / "experiments").rglob("*.yaml"))
+BENCHES = sorted((CONFIGS / "benches").rglob("*.yaml"))
+SEARCHES = sorted((CONFIGS / "searches").rglob("*.yaml"))
 
 
-def test_the_published_and_offline_folders_are_shipped() -> None:
-    names = {str(p.relative_to(CONFIGS)) for p in BENCHES}
-    assert {"published/bench.yaml", "offline/bench.yaml", "offline/results.yaml"} <= names
+def test_configs_are_laid_out_by_schema() -> None:
+    """Every file under configs/ is the README or a YAML in the folder of its schema: a bench file dropped
+    into experiments/ (or an experiment at the top level) fails here, before its loader test names it."""
+    files = sorted(p for p in CONFIGS.rglob("*") if p.is_file())
+    stray = [str(p.relative_to(CONFIGS)) for p in files
+             if p != CONFIGS / "README.md" and (p.suffix != ".yaml" or p.relative_to(CONFIGS).parts[0] not in FOLDERS)]
+    assert not stray, f"not in configs/{{{','.join(FOLDERS)}}}/ as .yaml: {stray}"
+    misplaced = [str(p.relative_to(CONFIGS)) for p in files if p.suffix == ".yaml"
+                 and _kind(p) != FOLDERS[p.relative_to(CONFIGS).parts[0]]]
+    assert not misplaced, f"in the folder of another schema: {misplaced}"
+    assert EXPERIMENTS and BENCHES and SEARCHES
+
+
+def test_the_published_and_offline_benches_are_shipped() -> None:
+    names = {str(p.relative_to(CONFIGS / "benches")) for p in BENCHES}
+    assert {"published.yaml", "offline.yaml", "offline-results.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", BENCHES, ids=lambda p: str(p.relative_to(CONFIGS)))
@@ -55,8 +71,8 @@ def test_shipped_bench_files_load_and_fit_their_models(path: Path) -> None:
 
 
 def test_every_published_row_has_an_offline_counterpart_in_the_results_doc() -> None:
-    """benchmarks/results_doc.py maps each published row to a row of configs/offline/bench.yaml (full size,
-    estimated) and to the measured row of configs/offline/results.yaml that answers it, if any."""
+    """benchmarks/results_doc.py maps each published row to a row of configs/benches/offline.yaml (full size,
+    estimated) and to the measured row of configs/benches/offline-results.yaml that answers it, if any."""
     import importlib.util
 
     from sentitune.bench import load_bench
@@ -64,9 +80,9 @@ def test_every_published_row_has_an_offline_counterpart_in_the_results_doc() -> 
     spec = importlib.util.spec_from_file_location("results_doc", CONFIGS.parent / "benchmarks" / "results_doc.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    published = [r.name for r in load_bench(CONFIGS / "published" / "bench.yaml").rows]
-    offline = {r.name: r.config for r in load_bench(CONFIGS / "offline" / "bench.yaml").rows}
-    measured = {r.name: r.config for r in load_bench(CONFIGS / "offline" / "results.yaml").rows}
+    published = [r.name for r in load_bench(CONFIGS / "benches" / "published.yaml").rows]
+    offline = {r.name: r.config for r in load_bench(CONFIGS / "benches" / "offline.yaml").rows}
+    measured = {r.name: r.config for r in load_bench(CONFIGS / "benches" / "offline-results.yaml").rows}
     assert sorted(module.COUNTERPARTS) == sorted(published)
     for name, (counterpart, here) in module.COUNTERPARTS.items():
         assert counterpart in offline, name
@@ -84,6 +100,16 @@ def test_shipped_configs_load_and_round_trip(path: Path, tmp_path: Path) -> None
     out = tmp_path / "config.yaml"
     out.write_text(dump_yaml(cfg))
     assert to_dict(load_config(out)) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("path", SEARCHES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_search_files_load(path: Path) -> None:
+    """Every shipped search file loads (load_search builds its trial and final configs; nothing runs)."""
+    from sentitune.search import load_search
+
+    search = load_search(path)
+    assert search.space and search.base is not None and search.base.is_file()
+    assert load_config(search.base).name
 
 
 def test_round_trip_keeps_every_non_default_value(tmp_path: Path) -> None:
@@ -186,7 +212,7 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_cli_flags_set_config_fields_without_yaml_surprises(capsys: pytest.CaptureFixture[str]) -> None:
     """--print-config shows the resolved config; string flags are taken literally (no YAML bool / comment)."""
-    code = main(["train", "--config", str(CONFIGS / "minilm-lora-quickstart.yaml"), "--model", "yes",
+    code = main(["train", "--config", str(CONFIGS / "experiments" / "minilm-lora-quickstart.yaml"), "--model", "yes",
                  "--data", "/tmp/a #1.tar.gz", "--train-size", "64", "--lr", "0.001",
                  "--set", "method.lora.r=4", "--print-config"])
     assert code == 0

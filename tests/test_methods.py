@@ -392,9 +392,9 @@ def test_early_stopping_restores_the_best_weights(imdb_slice_archive: Path, tmp_
 
 # ---------------------------------------------------------------------------- method configs
 
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
 METHOD_CONFIGS = sorted(p for family in ("gpt2", "bert", "smollm2", "minilm", "mpnet")
-                        for p in (Path(__file__).resolve().parents[1] / "configs").rglob(f"{family}-*.yaml")
-                        if p.parent.name != "search")  # search files hold a space, not an experiment
+                        for p in EXPERIMENTS.rglob(f"{family}-*.yaml"))
 
 
 @pytest.mark.parametrize("path", METHOD_CONFIGS, ids=lambda p: p.stem)

@@ -105,9 +105,9 @@ def test_a_bad_space_key_is_exit_2_through_the_cli(tmp_path: Path) -> None:
 
 
 def test_the_example_search_file_validates() -> None:
-    s = load_search(ROOT / "configs" / "search" / "minilm-lora-lr.yaml")
+    s = load_search(ROOT / "configs" / "searches" / "minilm-lora-lr.yaml")
     assert (s.name, s.trials, s.metric) == ("minilm-lora-lr", 12, "loss")
-    assert s.base == ROOT / "configs" / "search" / ".." / "minilm-lora-quickstart.yaml"
+    assert s.base == ROOT / "configs" / "searches" / ".." / "experiments" / "minilm-lora-quickstart.yaml"
     lr, r, epochs = (s.space[k] for k in ("train.lr", "method.lora.r", "train.epochs"))
     assert (lr.low, lr.high, lr.log) == (1e-5, 2e-3, True) and r.choices == (4, 8, 16)
     assert (epochs.low, epochs.high) == (1, 2)

@@ -138,7 +138,8 @@ def test_chat_template_wraps_the_prompt_for_instruct_models() -> None:
     assert "<|im_start|>user\n" in text and text.endswith("Answer with one word.<|im_end|>\n<|im_start|>assistant\n")
     with pytest.raises(ConfigError):
         PromptEncoder(tok, PromptTemplate("bad", "no slot here"), 20)
-    custom = load_config(Path(__file__).parents[1] / "configs" / "zero-shot-sweep.yaml").zero_shot.templates
+    sweep = Path(__file__).parents[1] / "configs" / "experiments" / "zero-shot-sweep.yaml"
+    custom = load_config(sweep).zero_shot.templates
     user = PromptEncoder(tok, get_template("chat-short", custom), 20)
     assert tok.decode(user.encode("Loved it.")).endswith("negative?\n\nLoved it.<|im_end|>\n<|im_start|>assistant\n")
     with pytest.raises(ConfigError, match="unknown template"):

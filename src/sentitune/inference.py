@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -155,6 +156,33 @@ def _table_reviews(path: Path, text_column: str, target_column: str | None) -> I
                 raise DataError(f"{path}:{line}: missing field {column!r}")
         yield Review(str(row[text_column]), str(row[target_column]) if target_column else None, f"{path}:{line}",
                      line)
+
+
+def reviews_to_predict(texts: list[str], targets: list[str], path: Path | None = None, text_column: str = "text",
+                       target_column: str | None = None) -> tuple[list[Review], ReviewFile | None, Iterator[Review]]:
+    """The reviews of one predict call: `texts`, then the file's (read lazily), each with its target. One text and
+    several targets: the sentiment toward each; one target: for every text and every row of the file; else one
+    per text. Returns the given reviews, the file's reader (its `skipped` count) and the file's reviews with their
+    targets, or a DataError saying what to give."""
+    texts, given = list(texts), list(targets)
+    if len(texts) == 1 and len(given) > 1:
+        texts = texts * len(given)
+    per_text = given * len(texts) if len(given) == 1 else given
+    if texts and given and len(per_text) != len(texts):
+        raise DataError(f"predict: --target: give one for all texts or one per text, got {len(given)} for "
+                        f"{len(texts)} texts")
+    if target_column and path is None:
+        raise DataError("predict: --target-column reads a column of --file")
+    if given and not texts and (len(given) > 1 or target_column):
+        raise DataError("predict: with --file, give one --target for every row, or each row's in --target-column")
+    if not texts and path is None:
+        raise DataError("predict: give reviews as arguments or with --file")
+    reviews = [Review(t, per_text[i] if per_text else None) for i, t in enumerate(texts)]
+    review_file = iter_reviews(path, text_column, target_column) if path is not None else None
+    in_file: Iterator[Review] = review_file or iter([])
+    if review_file is not None and len(given) == 1 and not target_column:
+        in_file = (dataclasses.replace(r, target=given[0]) for r in review_file)
+    return reviews, review_file, in_file
 
 
 def count_reviews(path: Path) -> int | None:

@@ -6,6 +6,7 @@ raw HTML that many Markdown viewers render. Every cell goes through `cell`, so n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,3 +32,15 @@ def duration(seconds: float | None) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def number(value: Any, digits: int = 4, style: str = "f") -> str:
+    """A number in a table: `digits` decimals (style "f") or significant digits ("g"); blank for None or NaN
+    (not measured), a list comma-separated."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}{style}}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)

@@ -1,15 +1,17 @@
-"""What bench and search files share: the header (name, base, set), `key=value` lists, the YAML reading, and
-the one-line form of a run's failure. Each file type passes its own error class, so its messages stay its own."""
+"""What bench and search share: the header of their files (name, base, set), `key=value` lists, the YAML reading,
+what to do with a row's or trial's run directory (skip, resume, or train it) and the one-line form of a run's
+failure. Each file type passes its own error class, so its messages stay its own."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.errors import SentituneError
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a bench, search or row name: one folder under --out
@@ -70,3 +72,43 @@ def read_header(path: Path, data: Any, keys: tuple[str, ...], error: type[Sentit
     if base_path is not None and not base_path.is_file():
         raise error(f"{path}: base: {base_path} not found")
     return name, base_path, strings(data.get("set"), f"{path}: set", error)
+
+
+Action = Literal["done", "resume", "start"]
+
+
+def plan_run(run_dir: Path, cfg: ExperimentConfig, other: Literal["error", "retrain"], error: type[SentituneError],
+             what: str) -> Action:
+    """What a bench row or a search trial does with its run directory: "done" (finished with this config: skip
+    it, or read it back), "resume" (a checkpoint is there) or "start". A run directory of another config is
+    the policy's: `other="error"` (a bench: someone else's result, never overwritten; a checkpoint of another
+    config is refused by the run's own resume check, which names the difference) or `other="retrain"` (a
+    search's out/best, rewritten once a better trial turned up: ours to train again)."""
+    finished, checkpointed = (run_dir / "metrics.json").is_file(), (run_dir / "checkpoint.pt").is_file()
+    if not finished and not checkpointed:
+        return "start"
+    same = _same_config(run_dir, cfg)
+    if finished and same:
+        return "done"
+    if other == "retrain":
+        return "resume" if same else "start"
+    if finished:
+        raise error(f"{run_dir}: finished with another config than this {what}; delete it or use another --out")
+    return "resume"
+
+
+def run_planned(cfg: ExperimentConfig, run_dir: Path, action: Action, progress: bool) -> dict[str, Any]:
+    """Run `cfg` by its recipe (recipes.py) into `run_dir`: resumed, or started afresh (clearing what a run
+    of another config or a run killed before its first checkpoint left there)."""
+    from sentitune.recipes import recipe_of
+
+    resume = action == "resume"
+    return recipe_of(cfg).run(cfg, run_dir, resume, not resume, progress, lambda s: None)
+
+
+def _same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
+    """The run directory's config.yaml is `cfg` (an unreadable one is not)."""
+    try:
+        return to_dict(load_config(run_dir / "config.yaml")) == to_dict(cfg)
+    except SentituneError:
+        return False

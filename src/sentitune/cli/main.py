@@ -3,59 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import os
-import re
 import sys
 import warnings
-from pathlib import Path
-from typing import Any
 
 from sentitune.cli.parser import build_parser
 from sentitune.cli.runsets import cmd_bench, cmd_report, cmd_search
 from sentitune.cli.train import cmd_train, cmd_zero_shot, train_config
 from sentitune.cli.use import cmd_evaluate, cmd_export, cmd_models, cmd_predict, cmd_serve
-
-# OS errors that reach main (a full disk, a folder that turned read-only mid-run) -> what the user reads.
-_OS_ERRORS = {errno.ENOSPC: "no space left on device (disk full)", errno.EDQUOT: "disk quota exceeded",
-              errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-              errno.EPERM: "operation not permitted"}
-
-
-def _os_error(error: BaseException) -> tuple[int, str | None] | None:
-    """(errno, file) of an OS failure behind `error`, from its chain; None when it is something else.
-
-    Besides OSError: the tokenizers and safetensors writers raise a bare Exception whose message ends in
-    "(os error 28)" when the disk fills while a model is saved.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in _OS_ERRORS:
-            return current.errno, None if current.filename is None else str(current.filename)
-        found = re.search(r"\(os error (\d+)\)", str(current))
-        if found and int(found.group(1)) in _OS_ERRORS:
-            return int(found.group(1)), None
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _os_message(args: argparse.Namespace, code: int, filename: str | None) -> str:
-    """One line naming the file (the real name, not the temporary `.NAME.XXXXXXXX.tmp` of an atomic write)."""
-    if filename:
-        where: Any = Path(*[m.group(1) if (m := re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]+\.tmp", part)) else part
-                            for part in Path(filename).parts])
-    else:
-        where = getattr(args, "target", None)  # the output the command was writing
-    text = f"{where}: {_OS_ERRORS[code]}" if where else _OS_ERRORS[code]
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        # --resume needs the run's config.yaml: a disk that filled before it was written means start again.
-        resumable = getattr(args, "resumable", False) and (Path(args.target) / "config.yaml").is_file()
-        text += ("; the run can continue with --resume once space is freed" if resumable
-                 else "; free some space and run the command again")
-    return text
-
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
             "serve": cmd_serve, "models": cmd_models, "zero-shot": cmd_zero_shot, "bench": cmd_bench,
@@ -110,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # weight-loading bars; our own bars show the long work
     import torch
 
-    from sentitune.errors import SentituneError
+    from sentitune.errors import SentituneError, disk_message, os_failure
     from sentitune.train import Interrupted
 
     try:
@@ -135,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                   "train.batch_size / train.eval_batch_size or data.max_length, or use train.grad_accum",
                   file=sys.stderr)
             return 2
-        found = _os_error(e)
+        found = os_failure(e)  # one outside any `writing(path)`: the file if the error names one
         if found is None:
             raise  # a bug: the traceback is what a bug report needs
-        print(f"sentitune: error: {_os_message(args, *found)}", file=sys.stderr)
+        print(f"sentitune: error: {disk_message(*found)}", file=sys.stderr)
         return 2
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 EXAMPLES = """examples:
-  sentitune train --config configs/quickstart.yaml
-  sentitune train --config configs/minilm-lora-quickstart.yaml --ngram-ensemble
+  sentitune train --config configs/experiments/quickstart.yaml
+  sentitune train --config configs/experiments/minilm-lora-quickstart.yaml --ngram-ensemble
   sentitune train --model minilm --method lora --train-size 4000 --eval-size 2000 --out runs/minilm-lora
   sentitune train --model gpt2 --method partial --set method.freeze_layers=10 --out runs/gpt2-partial
   sentitune evaluate runs/minilm-lora --split test
@@ -17,7 +17,7 @@ EXAMPLES = """examples:
   sentitune models
   sentitune bench my-bench.yaml --out runs/bench/mine
   sentitune report runs/bench/mine
-  sentitune search configs/search/minilm-lora-lr.yaml --trials 12
+  sentitune search configs/searches/minilm-lora-lr.yaml --trials 12
 """
 
 TRAIN_SCALING = """
@@ -167,7 +167,7 @@ def _add_train(sub: Any) -> None:
     """`sentitune train`: a run of any kind from a config and flags."""
     t = sub.add_parser("train", help="train a classifier and evaluate it on test", epilog=EXAMPLES + TRAIN_SCALING,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--config", help="experiment YAML (see configs/); flags and --set override it")
+    t.add_argument("--config", help="experiment YAML (see configs/experiments/); flags and --set override it")
     for flag, key, typ, text in TRAIN_FLAGS:
         t.add_argument(flag, dest=key, type=typ, help=f"{text} [{key}]")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sentitune.bench import BenchError, Outcome, load_bench, run_bench, write_results
+    from sentitune.bench import load_bench
+    from sentitune.errors import writing
 
     bench = load_bench(args.bench_file)
     out = args.out or Path("runs") / "bench" / bench.name
-    args.target = out
+    with writing(out):
+        return _bench(args, bench, out)
+
+
+def _bench(args: argparse.Namespace, bench: Any, out: Path) -> int:
+    from sentitune.bench import BenchError, Outcome, run_bench, write_results
+
     if args.report_only:
         if not out.is_dir():
             raise BenchError(f"{out}: no bench output to report on (run the bench first, or give its --out)")
@@ -55,12 +63,15 @@ def _report(bench_dir: Path, output: Path | None = None) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    args.target = args.output or args.bench_dir
-    print(f"report in {_report(args.bench_dir, args.output)}")
+    from sentitune.errors import writing
+
+    with writing(args.output or args.bench_dir):
+        print(f"report in {_report(args.bench_dir, args.output)}")
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from sentitune.errors import writing
     from sentitune.paths import ensure_writable_dir
     from sentitune.search import SearchError, TrialOutcome, load_search, run_search
     from sentitune.train import Interrupted
@@ -71,7 +82,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise SearchError(f"--grace: expected a number of seconds > 0, got {args.grace}")
     search = load_search(args.search_file)
     out = args.out or Path("runs") / "search" / search.name
-    args.target = out
     ensure_writable_dir(out)
 
     def finished(o: TrialOutcome) -> None:
@@ -80,9 +90,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"[trial {o.number}] {params}: {o.status}{detail} ({o.run})", flush=True)
 
     try:
-        result, final = run_search(search, out, args.trials, args.storage, progress=not args.no_progress,
-                                   report=lambda line: print(line, flush=True), finished=finished,
-                                   **({"grace": args.grace} if args.grace else {}))
+        with writing(out):
+            result, final = run_search(search, out, args.trials, args.storage, progress=not args.no_progress,
+                                       report=lambda line: print(line, flush=True), finished=finished,
+                                       **({"grace": args.grace} if args.grace else {}))
     except (Interrupted, KeyboardInterrupt):  # the trial's checkpoint is kept and its settings queued again
         raise Interrupted("interrupted; run the same command again to continue the search") from None
     if final.status == "failed":

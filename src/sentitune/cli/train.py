@@ -42,15 +42,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _run(cfg: Any, out: Path, args: argparse.Namespace) -> int:
     """Any kind of run (the recipe registry knows how), then its summary, printed by the main process."""
+    from sentitune.errors import writing
     from sentitune.paths import ensure_writable_dir
     from sentitune.recipes import recipe_of
 
-    args.target = out  # where main's one-line OS error points when the error names no file
     ensure_writable_dir(out)  # before minutes of data and model loading, not after
     recipe = recipe_of(cfg)
-    args.resumable = recipe.kind.trains  # a full disk once the run started: --resume continues it
-    result = recipe.run(cfg, out, getattr(args, "resume", False), args.overwrite, not args.no_progress,
-                        lambda s: print(s, flush=True))
+    # A full disk once the run's config.yaml is written: a trained run continues with --resume.
+    with writing(out, resumable=lambda: recipe.kind.trains and (out / "config.yaml").is_file()):
+        result = recipe.run(cfg, out, getattr(args, "resume", False), args.overwrite, not args.no_progress,
+                            lambda s: print(s, flush=True))
     if int(os.environ.get("RANK", "0")):  # one of several processes (accelerate launch): the main one prints
         return 0
     print(recipe.summary(cfg, result, out))

@@ -13,13 +13,14 @@ def _quantize(args: argparse.Namespace) -> str | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sentitune.errors import writing
     from sentitune.inference import evaluate_run
     from sentitune.metrics import confusion_line, count_line, format_table, table_columns
 
-    args.target = args.run_dir  # evaluate_run checks up front that eval-*.json can be written there
-    result = evaluate_run(args.run_dir, args.split, args.data, args.eval_size, not args.no_baseline,
-                          progress=not args.no_progress, precision=args.precision, backend=args.backend,
-                          quantize=_quantize(args))
+    with writing(args.run_dir):  # evaluate_run checks up front that eval-*.json can be written there
+        result = evaluate_run(args.run_dir, args.split, args.data, args.eval_size, not args.no_baseline,
+                              progress=not args.no_progress, precision=args.precision, backend=args.backend,
+                              quantize=_quantize(args))
     for warning in result.get("warnings", []):
         print(f"warning: {warning}")
     onnx = f"{result['precision']}, onnxruntime" if "fp32" in result else None
@@ -39,41 +40,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Reviews from the arguments, then the file's, streamed through the run chunk by chunk: the file is
     read lazily and each chunk's predictions are written (CSV) or printed before the next is read."""
-    import dataclasses
+    from sentitune.errors import writing
+
+    if not args.output:
+        return _predict(args)
+    with writing(args.output):  # an OS failure that names no file: the one file predict writes
+        return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
     import itertools
 
     from sentitune.errors import DataError
-    from sentitune.inference import Predictor, Review, count_reviews, iter_reviews, write_predictions_csv
+    from sentitune.inference import Predictor, count_reviews, reviews_to_predict, write_predictions_csv
     from sentitune.paths import ensure_writable_file
 
     if args.output:
         ensure_writable_file(args.output)  # before the model loads, not after
-        args.target = args.output
-    texts, given = list(args.texts), list(args.targets or [])
-    if len(texts) == 1 and len(given) > 1:
-        texts = texts * len(given)  # one text, several targets: the sentiment toward each
-    targets = given * len(texts) if len(given) == 1 else given  # one --target for every text
-    if texts and given and len(targets) != len(texts):
-        raise DataError(f"predict: --target: give one for all texts or one per text, got {len(given)} for "
-                        f"{len(texts)} texts")
-    if args.target_column and not args.file:
-        raise DataError("predict: --target-column reads a column of --file")
-    if given and not texts and (len(given) > 1 or args.target_column):
-        raise DataError("predict: with --file, give one --target for every row, or each row's in --target-column")
-    reviews = [Review(t, targets[i] if targets else None) for i, t in enumerate(texts)]
-    review_file = iter_reviews(args.file, args.text_column, args.target_column) if args.file else None
-    in_file: Any = review_file or iter([])
-    if args.file and len(given) == 1 and not args.target_column:
-        in_file = (dataclasses.replace(r, target=given[0]) for r in in_file)  # the one --target, for every row
-    if not texts and not args.file:
-        raise DataError("predict: give reviews as arguments or with --file")
+    given, review_file, in_file = reviews_to_predict(args.texts, args.targets or [], args.file, args.text_column,
+                                              args.target_column)
     progress = not args.no_progress and sys.stderr.isatty()  # a bar in a log file is noise; JSON lines go to stdout
     total = None
     if progress:
         counted = count_reviews(args.file) if args.file else 0
-        total = None if counted is None else len(texts) + counted
+        total = None if counted is None else len(given) + counted
     predictor = Predictor(args.run_dir, args.precision, args.backend, _quantize(args))
-    stream = predictor.predict_stream(itertools.chain(reviews, in_file), args.batch_size, args.chunk_size,
+    stream = predictor.predict_stream(itertools.chain(given, in_file), args.batch_size, args.chunk_size,
                                       progress=progress, total=total)
     first = next(stream, None)  # an empty file is an error, not an empty output file
     if first is None:
@@ -110,9 +102,11 @@ def _skipped(review_file: Any) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from sentitune.errors import writing
     from sentitune.export import export_run
 
-    record = export_run(args.run_dir, args.out, args.fmt, _quantize(args))
+    with writing(args.out):
+        record = export_run(args.run_dir, args.out, args.fmt, _quantize(args))
     check = record.get("check") or {}
     print(f"wrote {args.out} ({record.get('architecture') or args.fmt}; classes {', '.join(record['labels'])})")
     if "max_probability_difference" in check:
