@@ -37,32 +37,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from sentitune import __version__
 from sentitune.atomic import atomic_dir
-from sentitune.errors import ModelError
+from sentitune.export.common import (
+    MAX_DIFF,
+    PROBE_TEXTS,
+    ExportError,
+    export_record,
+    probabilities,
+    write_tokenizer,
+)
 from sentitune.models.card import hf_card
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.registry import is_decoder
-from sentitune.models.saving import MODEL_META, save_tokenizer
+from sentitune.models.saving import MODEL_META
 
 # Architectures whose encoder layers are BERT's (attention.self.{query,key,value}, attention.output.{dense,
 # LayerNorm}, intermediate.dense, output.{dense,LayerNorm}; post-layer-norm) and the attribute of the backbone.
 BERT_FAMILY = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta"}
 TANH_HEAD_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "mpnet"}
-MAX_DIFF = 1e-5  # an export whose probabilities differ more from sentitune's is not written
-
-PROBE_TEXTS = [
-    "A quietly brilliant film: the cast is superb and the ending stayed with me for days.",
-    "Dull, predictable and far too long.<br /><br />I wanted my two hours back.",
-    "Not bad.",
-    "The first half drags, the second half is wonderful, and the score is the best thing in it " * 6,
-]
-
-
-class ExportError(ModelError):
-    """The classifier has no exact form in the requested format (says which format does)."""
-
-
 def effective_head(model: SentimentClassifier) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) in float64 with one row per class: a one-logit binary head becomes logits [0, z]."""
     weight, bias = model.head.weight.detach().double(), model.head.bias.detach().double()
@@ -317,44 +309,9 @@ def _probe(model: SentimentClassifier, tokenizer: Any,
     finally:
         for hook in hooks:
             hook.remove()
-    probs = _probabilities(logits, model.num_logits)
+    probs = probabilities(logits, model.num_logits)
     residual = seen["residual"].float()[mask.bool()].abs().amax(0) if "residual" in seen else None
     return dict(batch), probs, float(logits.abs().max()), float(seen["hidden"].float().abs().max()), residual
-
-
-@torch.no_grad()
-def sentitune_probabilities(model: SentimentClassifier, batch: Any) -> Any:
-    """sentitune's class probabilities (float64 numpy) for a tokenized batch (numpy or torch arrays)."""
-    ids, mask = (torch.as_tensor(batch[name]).long() for name in ("input_ids", "attention_mask"))
-    return _probabilities(model.eval()(ids, mask).float(), model.num_logits).numpy()
-
-
-def _probabilities(logits: torch.Tensor, num_logits: int) -> torch.Tensor:
-    if num_logits == 1:
-        p = torch.sigmoid(logits[:, 0].double())
-        return torch.stack([1 - p, p], 1)
-    return torch.softmax(logits.double(), -1)
-
-
-def write_tokenizer(tokenizer: Any, folder: Path, pre: dict[str, Any]) -> Any:
-    """An export's tokenizer (the run's limits, the HTML clean-up as normalizers), and that tokenizer as a user
-    loads it back from `folder`: the one the export is checked with."""
-    from transformers import AutoTokenizer
-
-    save_tokenizer(tokenizer, folder, pre.get("max_length"), pre.get("truncation"))
-    portable_tokenizer(folder, bool(pre.get("clean_html")))
-    return AutoTokenizer.from_pretrained(folder)
-
-
-def export_record(meta: dict[str, Any], fmt: str, probes: int, diff: float) -> dict[str, Any]:
-    """What every export's sentitune.json says: where it came from, its classes and preprocessing, its check."""
-    return {
-        "format": fmt, "sentitune_version": __version__, "exported_from": meta.get("source_run"),
-        **{key: meta.get(key) for key in ("base", "packaged", "base_weights", "labels", "pooling", "preprocessing",
-                                          "target_input")},
-        "input": "text_pair" if meta.get("has_targets") else "text",  # target-dependent: (sentence, target)
-        "check": {"probe_reviews": probes, "max_probability_difference": diff},
-    }
 
 
 def export_hf(model: SentimentClassifier, tokenizer: Any, meta: dict[str, Any], dest: Path,
@@ -386,26 +343,3 @@ def export_hf(model: SentimentClassifier, tokenizer: Any, meta: dict[str, Any], 
     return record
 
 
-def portable_tokenizer(folder: Path, clean_html: bool) -> None:
-    """Make tokenizer.json the whole tokenizer, with sentitune's clean_text as its first normalizers.
-
-    Why the class: transformers 5's model-specific classes (BertTokenizer...) rebuild their normalizer from
-    their own arguments and would drop ours; PreTrainedTokenizerFast runs tokenizer.json as written (and
-    reads the special tokens, model_max_length and truncation_side from tokenizer_config.json).
-    """
-    config_file = folder / "tokenizer_config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
-    if not clean_html:
-        return
-    tokenizer_json = folder / "tokenizer.json"
-    record = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    ours = [
-        {"type": "Replace", "pattern": {"Regex": r"(?i)<br\s*/?>"}, "content": " "},
-        {"type": "Replace", "pattern": {"Regex": r"[ \t]{2,}"}, "content": " "},
-        {"type": "Strip", "strip_left": True, "strip_right": True},
-    ]
-    existing = record.get("normalizer")
-    record["normalizer"] = {"type": "Sequence", "normalizers": ours + ([existing] if existing else [])}
-    tokenizer_json.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")

@@ -287,7 +287,7 @@ def export_onnx_folder(model: SentimentClassifier, tokenizer: Any, meta: dict[st
     import onnxruntime as ort
 
     from sentitune.atomic import atomic_dir
-    from sentitune.export.hf import MAX_DIFF, PROBE_TEXTS, export_record, sentitune_probabilities, write_tokenizer
+    from sentitune.export.common import MAX_DIFF, PROBE_TEXTS, export_record, sentitune_probabilities, write_tokenizer
     from sentitune.models.card import onnx_card
 
     check_quantize(quantize)
