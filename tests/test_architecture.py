@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sentitune"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ground floor", ("errors", "paths", "atomic", "markdown", "claims", "metrics", "statistics", "runtime",
                       "distributed")),
-    ("settings", ("kinds", "config", "precision")),
+    ("settings", ("kinds", "coerce", "config", "precision")),
     ("data", ("data",)),
     ("models", ("models",)),
     ("feature cache", ("features",)),
@@ -102,3 +102,71 @@ def test_no_import_from_a_lower_layer_up(graph: dict[str, set[str]]) -> None:
     upward = [f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
               for a, targets in sorted(graph.items()) for b in sorted(targets) if layer_of(b) > layer_of(a)]
     assert not upward, "\n".join(upward)
+
+
+# ----------------------------------------------------------------------------- sizes a reader can hold
+
+MAX_MODULE_LINES = 400  # config.py's dataclass fields do not count: they are the settings' reference
+MAX_FUNCTION_LINES = 80  # one screen
+REGISTRY = {"kinds", "recipes", "scorers"}  # where a kind of run is named; everything else asks them
+MAX_KIND_BRANCHES = 4
+
+
+def _trees() -> dict[str, tuple[Path, ast.Module]]:
+    return {module_name(f) or "sentitune": (f, ast.parse(f.read_text(encoding="utf-8"))) for f in SRC.rglob("*.py")}
+
+
+def _field_lines(tree: ast.Module) -> int:
+    """Lines of field definitions (annotated assignments) in the module's dataclasses."""
+    return sum(node.end_lineno - node.lineno + 1  # type: ignore[operator]
+               for cls in tree.body if isinstance(cls, ast.ClassDef)
+               and any("dataclass" in ast.unparse(d) for d in cls.decorator_list)
+               for node in cls.body if isinstance(node, ast.AnnAssign))
+
+
+def test_no_module_too_long_to_read() -> None:
+    long = []
+    for module, (path, tree) in sorted(_trees().items()):
+        lines = len(path.read_text(encoding="utf-8").splitlines()) - _field_lines(tree)
+        if lines > MAX_MODULE_LINES:
+            long.append(f"sentitune.{module}: {lines} lines (dataclass fields not counted)")
+    assert not long, "split by concept:\n" + "\n".join(long)
+
+
+def test_no_function_longer_than_a_screen() -> None:
+    long = [f"sentitune.{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines"  # type: ignore[operator]
+            for module, (_, tree) in sorted(_trees().items()) for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]  # type: ignore[operator]
+    assert not long, "\n".join(long)
+
+
+def test_no_private_name_imported_from_another_module() -> None:
+    """A `_name` is its module's own: a caller elsewhere means it is public (rename it) or in the wrong place."""
+    found = [f"sentitune.{module} imports {node.module}.{alias.name}"
+             for module, (_, tree) in sorted(_trees().items()) for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sentitune")
+             for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not found, "\n".join(found)
+
+
+def test_the_kind_of_run_is_named_in_few_places_outside_the_registry() -> None:
+    """Comparisons with one kind (`kind is ZERO_SHOT`, `method == "tfidf"`) outside kinds/recipes/scorers:
+    everything else asks the registry what a run can do (`kind_of(cfg).trains`, `.exports`...)."""
+    from sentitune.kinds import CLASSIFIER, KINDS
+
+    names = {k.name.upper().replace("-", "_") for k in KINDS}
+    methods = {m for k in KINDS if k is not CLASSIFIER for m in k.methods}
+    branches = []
+    for module, (_, tree) in sorted(_trees().items()):
+        if module.split(".")[0] in REGISTRY:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Compare):
+                continue
+            parts = [node.left, *node.comparators]
+            if any(isinstance(p, ast.Name) and p.id in names for p in parts) or any(
+                    isinstance(p, ast.Constant) and p.value in methods for p in parts):
+                branches.append(f"sentitune.{module}:{node.lineno}: {ast.unparse(node)}")
+    assert len(branches) <= MAX_KIND_BRANCHES, "ask the registry (kinds.py) instead:\n" + "\n".join(branches)
+    assert branches or methods, "nothing to look for: the check reads no kind"

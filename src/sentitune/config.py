@@ -7,15 +7,14 @@ Why dataclasses and not a dict: every field is typed, defaulted and documented i
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sentitune.errors import SentituneError
+from sentitune.coerce import from_dict
+from sentitune.errors import ConfigError
 from sentitune.kinds import METHODS, PHASE_METHODS, ZERO_SHOT, kind_of
 
 __all__ = ["METHODS", "PHASE_METHODS"]  # the methods of each kind are kinds.py's; settings name them
@@ -27,10 +26,6 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TARGET_INPUTS = ("auto", "pair", "markers", "prompt")  # how a target reaches the model (data/targets.py)
 DATA_FORMATS = ("auto", "table", "target-lines")
 BINARY_LABELS = ["negative", "positive"]
-
-
-class ConfigError(SentituneError, ValueError):
-    """A configuration value is missing, of the wrong type or out of range."""
 
 
 @dataclass
@@ -422,72 +417,6 @@ def _positive(name: str, value: float, minimum: float | None = None) -> None:
 
 
 # ---------------------------------------------------------------- building from dicts and YAML
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    """Turn a YAML value into the field's declared type, or raise a ConfigError naming the field."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        if tp is int:
-            if number != int(number):
-                raise ConfigError(f"{where}: expected an integer, got {value!r}")
-            return int(number)
-        return number
-    if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
-
-
-def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass `cls` from a nested dict; unknown keys are errors, not silently ignored."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown setting {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -22,6 +22,10 @@ class SentituneError(Exception):
     """Base class: the message names the problem and where (file, line, member, field)."""
 
 
+class ConfigError(SentituneError, ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
 class DataError(SentituneError):
     """Input data is missing, unreadable or malformed."""
 

@@ -25,11 +25,15 @@ class Kind:
     # export to a plain transformers folder or an ONNX graph.
     trains: bool
     reads_tokens: bool  # a transformer's tokenizer reads the text: the run has a base model and data.max_length
+    data_parallel: bool = False  # `accelerate launch` / torchrun may start it on several processes
+    exports: bool = False  # `sentitune export` writes it as a plain transformers folder or an ONNX graph
+    reference: bool = False  # the classical reference a bench compares every other row with (McNemar)
 
 
-CLASSIFIER = Kind("classifier", (*PHASE_METHODS, "two-phase"), trains=True, reads_tokens=True)
+CLASSIFIER = Kind("classifier", (*PHASE_METHODS, "two-phase"), trains=True, reads_tokens=True, data_parallel=True,
+                  exports=True)
 ZERO_SHOT = Kind("zero-shot", ("zero-shot",), trains=False, reads_tokens=True)
-TFIDF = Kind("tfidf", ("tfidf",), trains=False, reads_tokens=False)
+TFIDF = Kind("tfidf", ("tfidf",), trains=False, reads_tokens=False, reference=True)
 KINDS = (CLASSIFIER, ZERO_SHOT, TFIDF)
 METHODS = tuple(m for k in KINDS for m in k.methods)
 

@@ -31,7 +31,8 @@ import torch
 import yaml
 
 from sentitune.atomic import append_line, write_atomic, write_csv, write_json, write_text
-from sentitune.config import ExperimentConfig, dump_yaml, from_dict, load_config, to_dict
+from sentitune.coerce import from_dict
+from sentitune.config import ExperimentConfig, dump_yaml, load_config, to_dict
 from sentitune.data.records import Example
 from sentitune.errors import RunError, SentituneError
 from sentitune.models.saving import MODEL_META, saved_config

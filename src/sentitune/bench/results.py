@@ -16,6 +16,7 @@ from sentitune import markdown as md
 from sentitune.atomic import write_csv, write_json, write_text
 from sentitune.bench.rows import Bench, BenchError, BenchRow
 from sentitune.config import ExperimentConfig, load_config, to_dict
+from sentitune.kinds import kind_of
 from sentitune.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, accuracy_ci, class_f1, mcnemar_p
 
 RESULT_COLUMNS = ("name", "model", "method", "seed", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
@@ -88,7 +89,7 @@ def collect(bench: Bench, out: Path) -> dict[str, Any]:
             "published_source": (bench_row.published or {}).get("source"),
         })
         preds[bench_row.name], configs[bench_row.name] = pred, cfg
-    reference = next((r["name"] for r in rows if r["method"] == "tfidf"), None)
+    reference = next((r["name"] for r in rows if kind_of(configs[r["name"]]).reference), None)
     for r in rows:
         if reference is not None and r["name"] != reference:
             r["mcnemar_p_vs_tfidf"] = mcnemar_p(preds[reference], preds[r["name"]])

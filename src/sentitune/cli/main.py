@@ -30,7 +30,7 @@ def _check_launch(args: argparse.Namespace) -> None:
     from sentitune.kinds import kind_of
 
     cfg = train_config(args)
-    if not kind_of(cfg).trains:
+    if not kind_of(cfg).data_parallel:
         raise DistributedError(f"method.name={cfg.method.name} trains no network: run it in one process, without "
                                "accelerate launch or torchrun")
 

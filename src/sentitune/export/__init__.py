@@ -26,7 +26,7 @@ def check_trained(path: Path, cfg: ExperimentConfig) -> None:
     """Exports, the ONNX backend and quantize need a trained transformer classifier (not a prompt or tfidf)
     that reads a review as one window: a plain *ForSequenceClassification, or its ONNX graph, cannot cut a
     review into windows and pool their logits."""
-    if not kind_of(cfg).trains:
+    if not kind_of(cfg).exports:
         raise RunError(f"{path}: a {cfg.method.name} run has no trained classifier to export; export, the ONNX "
                        "backend and quantize are for trained transformer runs")
     if cfg.data.windows > 1:
