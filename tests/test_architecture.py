@@ -170,3 +170,11 @@ def test_the_kind_of_run_is_named_in_few_places_outside_the_registry() -> None:
                 branches.append(f"sentitune.{module}:{node.lineno}: {ast.unparse(node)}")
     assert len(branches) <= MAX_KIND_BRANCHES, "ask the registry (kinds.py) instead:\n" + "\n".join(branches)
     assert branches or methods, "nothing to look for: the check reads no kind"
+
+
+def test_every_module_is_on_the_map() -> None:
+    """docs/ARCHITECTURE.md is the map: a module it does not name is one a newcomer cannot find."""
+    text = (SRC.parents[1] / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    missing = [str(f.relative_to(SRC)) for f in sorted(SRC.rglob("*.py"))
+               if f.name != "__init__.py" and f"{f.name}`" not in text]
+    assert not missing, "name these in docs/ARCHITECTURE.md: " + ", ".join(missing)
