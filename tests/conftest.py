@@ -8,7 +8,9 @@ through the same readers as users. Review text stays in temporary folders, never
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -192,8 +194,9 @@ def write_bench(folder: Path, data: dict) -> Path:
 @pytest.fixture(scope="session")
 def bench_run(tmp_path_factory: pytest.TempPathFactory,
               imdb_slice_archive: Path) -> Iterator[tuple[Path, Path, int, str]]:
-    """A tiny bench through the CLI, once per session (tests/test_bench.py, tests/test_report.py): LoRA on
-    gpt2-tiny-random with two seeds, a TF-IDF reference with a published number, zero-shot, a failing row."""
+    """A tiny bench through the CLI, once per session (tests/test_bench.py, tests/test_statistics.py,
+    tests/test_report.py): LoRA on gpt2-tiny-random with two seeds, a TF-IDF reference with a published number,
+    zero-shot, a failing row."""
     folder = tmp_path_factory.mktemp("bench")
     path = write_bench(folder, {
         "name": "tiny", "set": [*BENCH_COMMON, f"data.path={imdb_slice_archive}"],
@@ -209,6 +212,12 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory,
         mp.setenv("HF_HUB_OFFLINE", "1")
         code, stdout, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
     yield path, out, code, stdout + err
+
+
+def bench_predictions(path: Path) -> dict[str, tuple[int, int]]:
+    """A run's predictions.csv as id -> (label, pred): what McNemar and F1 are computed from."""
+    with path.open(newline="") as f:
+        return {r["id"]: (int(r["label"]), int(r["pred"])) for r in csv.DictReader(f)}
 
 
 # --------------------------------------------------------------- three classes: target-dependent sentiment
@@ -299,3 +308,150 @@ def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
 
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
     return pgserver.create_database(postgres_server, name)
+
+
+# ------------------------------------------------------------- hostile inputs: synthetic data, tiny runs
+# What the fault-injection and hostile-pass cases (docs/RELIABILITY.md) share across the module files that
+# hold them: synthetic reviews and tables (their content does not matter, their shape does) and tiny runs of
+# the packaged `gpt2-tiny-random` (real GPT-2 tokenizer, random weights) or TF-IDF, trained in seconds.
+
+TINY_LORA = ["--model", "gpt2-tiny-random", "--method", "lora", "--max-length", "32", "--no-progress"]
+TINY_ONE_EPOCH = ["--model", "gpt2-tiny-random", "--max-length", "32", "--epochs", "1", "--no-progress"]
+# The tiny settings `T` of the second hostile pass: 48 training reviews, 32 test reviews, 64 tokens, no baseline,
+# 16 validation reviews.
+TINY_SETTINGS = ["--train-size", "48", "--eval-size", "32", "--max-length", "64", "--no-progress",
+                 "--set", "train.baseline=false", "--set", "data.val_size=16"]
+FORMULA = "=cmd|' /C calc'!A0"
+ID_PREFIXES = "=+-@"  # every review id of `runs` starts with a character spreadsheets treat as a formula
+
+
+def review(i: int, label: int) -> str:
+    """Synthetic review text: the readers and checks under test do not care what it says."""
+    return f"Review {i}: {'a fine, moving film' if label else 'a dull, clumsy film'} <br /><br />with ünïcode ✓."
+
+
+def archive_members(per_class: int = 4) -> dict[str, bytes]:
+    """Official-layout members: aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt."""
+    members = {}
+    for split in ("train", "test"):
+        for label, folder, rating in ((1, "pos", 8), (0, "neg", 2)):
+            for i in range(per_class):
+                members[f"aclImdb/{split}/{folder}/{i}_{rating}.txt"] = review(i, label).encode()
+    return members
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def class_rows(n: int, labels: list[str]) -> list[list[object]]:
+    """n rows per class, each class with its own words, so an n-gram model separates them."""
+    words = ["dull clumsy boring", "plain ordinary average", "moving superb wonderful", "odd strange weird"]
+    return [[f"review {i} {words[k]} film {i % 7}", label] for i in range(n) for k, label in enumerate(labels)]
+
+
+def tfidf_argv(source: Path, out: Path, labels: list[str]) -> list[str]:
+    return ["train", "--method", "tfidf", "--source", str(source), "--out", str(out), "--no-progress",
+            "--set", f"data.labels={json.dumps(labels)}", "--set", "method.tfidf.min_df=1", "--set", "data.val_size=0"]
+
+
+@pytest.fixture(scope="module")
+def formula_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-class tfidf run whose class names hold a formula and a `|`: predicts in milliseconds."""
+    folder = tmp_path_factory.mktemp("formula")
+    source = write_csv(folder / "three.csv", ["text", "label"], class_rows(10, ["0", "1", "2"]))
+    run = folder / "run"
+    code, _, err = run_cli(tfidf_argv(source, run, ["neg|ative", "<b>neutral</b>", FORMULA]))
+    assert code == 0, err
+    return run
+
+
+@pytest.fixture(scope="module")
+def hostile_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-class tfidf bench whose class names and published source hold `|`, HTML and a formula."""
+    folder = tmp_path_factory.mktemp("hostile-bench")
+    source = write_csv(folder / "three.csv", ["text", "label"], class_rows(10, ["0", "1", "2"]))
+    bench = folder / "bench.yaml"
+    bench.write_text(yaml.safe_dump({
+        "name": "hostile",
+        "set": [f"data.source={source}", "method.name=tfidf", "method.tfidf.min_df=1", "data.val_size=0",
+                f"data.labels={json.dumps(['neg|ative', '<script>alert(1)</script>', FORMULA])}"],
+        "rows": [{"name": "tfidf",
+                  "published": {"accuracy": 0.5, "source": f"{FORMULA} <img src=x onerror=alert(1)>"}}],
+    }))
+    out = folder / "out"
+    code, _, err = run_cli(["bench", str(bench), "--out", str(out), "--no-progress"])
+    assert code == 0, err
+    return out
+
+
+def write_formula_id_reviews(path: Path, n: int = 40) -> Path:
+    """Synthetic labelled reviews whose ids (user-given, through data.id_column) all look like formulas."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "label"])
+        for i in range(n):
+            text = f"Review {i}: {'a fine, moving' if i % 2 else 'a dull, clumsy'} film."
+            w.writerow([f"{ID_PREFIXES[i % 4]}{i}", text, i % 2])
+    return path
+
+
+def formula_id_train_argv(source: Path, out: Path, method: str = "lora") -> list[str]:
+    return ["train", *TINY_ONE_EPOCH, "--method", method, "--source", str(source), "--set", "data.id_column=id",
+            "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A LoRA run (weights "adapter") and a full fine-tune (weights "backbone") on 40 reviews whose ids look like
+    formulas (`write_formula_id_reviews`), trained once per module."""
+    workdir = tmp_path_factory.mktemp("hardening")
+    reviews = write_formula_id_reviews(workdir / "reviews.csv")
+    made = {}
+    for method in ("lora", "full"):
+        code, _, err = run_cli(formula_id_train_argv(reviews, workdir / f"run-{method}", method))
+        assert code == 0, err
+        made[method] = workdir / f"run-{method}"
+    return made
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    return Path(shutil.copytree(run, dest))
+
+
+def write_labelled_reviews(path: Path, n: int = 24) -> Path:
+    """Synthetic labelled reviews, a CSV of text,label."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(n):
+            w.writerow([f"Review {i}: {'a fine, moving' if i % 2 else 'a dull, clumsy'} film.", i % 2])
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_gpt2_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A full fine-tune of gpt2-tiny-random on 24 synthetic reviews (offline: the packaged model; its hf export is
+    exact), trained once per module; HF_HUB_OFFLINE stays set while the module uses it."""
+    workdir = tmp_path_factory.mktemp("hardening2")
+    reviews = write_labelled_reviews(workdir / "reviews.csv")
+    out = workdir / "run-full"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        code, _, err = run_cli(["train", *TINY_ONE_EPOCH, "--method", "full", "--source", str(reviews),
+                                "--set", "train.baseline=false", "--out", str(out)])
+        assert code == 0, err
+        yield out

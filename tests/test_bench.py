@@ -1,20 +1,27 @@
 """`sentitune bench`: a tiny matrix (LoRA on gpt2-tiny-random, two seeds; a TF-IDF reference; one row that
-fails) run through the CLI, and results that agree with the run directories they are read from; and a
-three-class bench (restaurant aspects: TF-IDF and a MiniLM probe) whose macro and per-class F1, CI and
-McNemar agree with scikit-learn and scipy on its predictions."""
+fails) run through the CLI, and results that agree with the run directories they are read from; a three-class
+bench (restaurant aspects: TF-IDF and a MiniLM probe) whose macro and per-class F1 and CI agree with scikit-learn on
+its predictions (McNemar: tests/test_statistics.py); and a bench file whose bad rows are all named before anything
+runs."""
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from conftest import BENCH_COMMON as COMMON
 from conftest import BENCH_FINISHED as FINISHED
-from conftest import THREE_CLASSES, interrupt_after_steps, run_cli, write_bench
-from scipy.stats import binomtest
+from conftest import (
+    THREE_CLASSES,
+    assert_one_line_error,
+    interrupt_after_steps,
+    run_cli,
+    write_bench,
+    write_labelled_reviews,
+)
+from conftest import bench_predictions as _predictions
 from sklearn.metrics import f1_score
 
 from sentitune.bench import BenchError, load_bench
@@ -66,11 +73,6 @@ def test_a_bad_bench_file_is_exit_2_through_the_cli(tmp_path: Path) -> None:
     assert code == 2 and "method.name" in err and len(err.strip().splitlines()) == 1
 
 
-def _predictions(path: Path) -> dict[str, tuple[int, int]]:
-    with path.open(newline="") as f:
-        return {r["id"]: (int(r["label"]), int(r["pred"])) for r in csv.DictReader(f)}
-
-
 def test_the_bench_runs_and_reports_the_failed_row(bench_run: tuple[Path, Path, int, str]) -> None:
     _, out, code, text = bench_run
     assert code == 1, text
@@ -110,25 +112,6 @@ def test_results_agree_with_the_run_directories(bench_run: tuple[Path, Path, int
     mean = (rows["lora-seed1"]["accuracy"] + rows["lora-seed2"]["accuracy"]) / 2
     assert group["accuracy_mean"] == pytest.approx(mean)
     assert "mean ± sd" in md and f"{mean:.4f}" in md
-
-
-def test_mcnemar_against_the_tfidf_reference(bench_run: tuple[Path, Path, int, str]) -> None:
-    _, out, _, _ = bench_run
-    results = json.loads((out / "results.json").read_text())
-    rows = {r["name"]: r for r in results["rows"]}
-    assert results["reference"] == "tfidf" and rows["tfidf"]["mcnemar_p_vs_tfidf"] is None
-    ref = _predictions(out / "tfidf" / "predictions.csv")
-    other = _predictions(out / "lora-seed1" / "predictions.csv")
-    assert set(other) == set(ref)  # same seed: the same test slice (data.eval_size samples by train.seed)
-    b = sum(ref[i][1] == ref[i][0] and other[i][1] != other[i][0] for i in ref)
-    c = sum(ref[i][1] != ref[i][0] and other[i][1] == other[i][0] for i in ref)
-    expected = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
-    assert 0 <= rows["lora-seed1"]["mcnemar_p_vs_tfidf"] <= 1
-    assert rows["lora-seed1"]["mcnemar_p_vs_tfidf"] == pytest.approx(expected)
-    # Seed 2 drew another test slice: no paired test, a blank cell.
-    assert set(_predictions(out / "lora-seed2" / "predictions.csv")) != set(ref)
-    assert rows["lora-seed2"]["mcnemar_p_vs_tfidf"] is None
-    assert 0 <= rows["zero-shot"]["mcnemar_p_vs_tfidf"] <= 1  # seed 1 too: paired
 
 
 def test_a_second_run_skips_finished_rows_and_report_only_is_identical(
@@ -283,25 +266,6 @@ def test_macro_f1_is_scikit_learns_on_each_rows_predictions(bench_run: tuple[Pat
     assert group["macro_f1_mean"] == pytest.approx(sum(seeds) / 2) and "macro-F1 | ROC AUC |" in md
 
 
-def test_runs_from_before_macro_f1_get_it_from_their_predictions(bench_run: tuple[Path, Path, int, str],
-                                                                  tmp_path: Path) -> None:
-    """metrics.json written before macro_f1 and per_class existed: the bench computes both from predictions.csv."""
-    from sentitune.bench import write_results
-
-    path, out, _, _ = bench_run
-    old = tmp_path / "out"
-    shutil.copytree(out, old)
-    for name in FINISHED:
-        metrics = json.loads((old / name / "metrics.json").read_text())
-        del metrics["test"]["macro_f1"], metrics["test"]["per_class"]
-        (old / name / "metrics.json").write_text(json.dumps(metrics))
-    again = {r["name"]: r for r in write_results(load_bench(path), old)["rows"]}
-    for row in json.loads((out / "results.json").read_text())["rows"]:
-        assert again[row["name"]]["macro_f1"] == pytest.approx(row["macro_f1"], abs=1e-12)
-        for name, c in row["per_class"].items():
-            assert again[row["name"]]["per_class"][name] == {"f1": pytest.approx(c["f1"]), "support": c["support"]}
-
-
 def test_a_three_class_bench_reports_macro_and_per_class_f1(nclass_bench_run: tuple[Path, Path, int, str]) -> None:
     from sklearn.metrics import accuracy_score
 
@@ -338,14 +302,36 @@ def test_a_three_class_bench_reports_macro_and_per_class_f1(nclass_bench_run: tu
     assert group["macro_f1_mean"] == pytest.approx(mean)
 
 
-def test_mcnemar_on_three_class_decisions(nclass_bench_run: tuple[Path, Path, int, str]) -> None:
-    _, out, _, _ = nclass_bench_run
-    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
-    ref = _predictions(out / "tfidf-seed1" / "predictions.csv")
-    for name in ("tfidf-nb", "probe", "zero-shot"):  # seed 1: the reference's test examples
-        other = _predictions(out / name / "predictions.csv")
-        assert set(other) == set(ref)
-        b = sum(ref[i][1] == ref[i][0] and other[i][1] != other[i][0] for i in ref)
-        c = sum(ref[i][1] != ref[i][0] and other[i][1] == other[i][0] for i in ref)
-        assert rows[name]["mcnemar_p_vs_tfidf"] == pytest.approx(binomtest(b, b + c, 0.5).pvalue if b + c else 1.0)
-    assert rows["tfidf-seed2"]["mcnemar_p_vs_tfidf"] is None  # another test slice
+# ------------------------------------------------------------------------------ bad rows, all at once
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic labelled reviews, a CSV of text,label."""
+    return write_labelled_reviews(tmp_path_factory.mktemp("reviews") / "reviews.csv")
+
+
+def test_a_bench_with_two_bad_rows_names_both_on_one_line_and_runs_nothing(tmp_path: Path, reviews: Path) -> None:
+    path = write_bench(tmp_path, {
+        "name": "bad", "set": ["model.spec=gpt2-tiny-random", f"data.source={reviews}", "data.max_length=32"],
+        "rows": [{"name": "a", "set": ["method.name=tfidf", "train.lr=-1"]},
+                 {"name": "good", "set": ["method.name=tfidf"]},
+                 {"name": "c", "set": ["method.name=tfidf", "train.no_such_key=1"]}]})
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["bench", str(path), "--out", str(out)])
+    line = assert_one_line_error(code, err, [str(path), "2 of 3 rows are invalid", "nothing ran", "row a: ",
+                                             "train.lr", "row c: ", "no_such_key"])
+    assert line.index("row a: ") < line.index("row c: ") and "row good" not in line
+    assert not out.exists() and stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.yaml"]
+
+
+def test_one_bad_row_is_still_named_with_its_error(tmp_path: Path) -> None:
+    from sentitune.bench import BenchError, load_bench
+
+    path = write_bench(tmp_path, {"name": "b", "rows": [{"name": "ok"}, {"name": "r", "config": "missing.yaml"}]})
+    with pytest.raises(BenchError) as info:
+        load_bench(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: 1 of 2 rows is invalid, nothing ran: row r: config: ")
+    assert "missing.yaml not found" in message and "\n" not in message

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import THREE_CLASSES, restaurant_config, run_cli
+from conftest import THREE_CLASSES, assert_one_line_error, restaurant_config, run_cli, tfidf_argv, write_csv
 
 from sentitune.classical import ARRAYS_FILE, TfidfClassifier
 from sentitune.config import TfidfSettings
@@ -265,3 +265,11 @@ def test_a_model_saved_before_labels_loads_as_binary(tfidf_run: tuple[Path, str]
     old, new = TfidfClassifier.load(folder), TfidfClassifier.load(run / "model")
     texts = ["a fine film", "a dull film"]
     assert old.labels == ["negative", "positive"] and old.proba(texts).tolist() == new.proba(texts).tolist()
+
+
+def test_4_tfidf_on_texts_without_ngrams_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "ab.csv", ["text", "label"], [["a" if i % 2 else "b", i % 2] for i in range(40)])
+    run = tmp_path / "run"
+    code, _, err = run_cli(tfidf_argv(source, run, ["negative", "positive"]))
+    assert_one_line_error(code, err, ["tfidf", "no n-gram", "token_pattern"])
+    assert not run.exists()

@@ -1,4 +1,6 @@
-"""The experiment config: YAML round-trip, typed key=value overrides, errors that name the field."""
+"""The experiment config (sentitune.config): YAML round-trip, typed key=value overrides, errors that name the field
+(also through the CLI: a seed out of range, head_tokens that do nothing, a run name that is not one folder, a
+folder as --config), and the shipped configs."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_SETTINGS as T
+from conftest import assert_one_line_error, run_cli
 
-from sentitune.cli import main
 from sentitune.config import ConfigError, ExperimentConfig, PhaseConfig, dump_yaml, load_config, to_dict
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -210,23 +213,35 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
         load_config(overrides=["train.lr"])
 
 
-def test_cli_flags_set_config_fields_without_yaml_surprises(capsys: pytest.CaptureFixture[str]) -> None:
-    """--print-config shows the resolved config; string flags are taken literally (no YAML bool / comment)."""
-    code = main(["train", "--config", str(CONFIGS / "experiments" / "minilm-lora-quickstart.yaml"), "--model", "yes",
-                 "--data", "/tmp/a #1.tar.gz", "--train-size", "64", "--lr", "0.001",
-                 "--set", "method.lora.r=4", "--print-config"])
-    assert code == 0
-    cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["model"]["spec"] == "yes"
-    assert cfg["data"]["path"] == "/tmp/a #1.tar.gz"
-    assert cfg["data"]["train_size"] == 64
-    assert cfg["train"]["lr"] == 0.001
-    assert cfg["method"]["lora"]["r"] == 4
-    assert cfg["name"] == "minilm-lora-quickstart"
+# ------------------------------------------------------------------------------ settings through the CLI
 
 
-def test_cli_config_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--set", "train.batch_size=zero", "--print-config"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("sentitune: error: train.batch_size")
-    assert err.count("\n") == 1 and "Traceback" not in err
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_2_a_seed_out_of_range_is_one_line(seed: str, tmp_path: Path) -> None:
+    code, _, err = run_cli(["train", "--model", "gpt2-tiny-random", *T, "--seed", seed, "--out", str(tmp_path / "r")])
+    assert_one_line_error(code, err, ["train.seed", "0..4294967295", seed])
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("sets", "expect"), [
+    (["--truncation", "head+tail", "--set", "data.head_tokens=500"], ["data.head_tokens", "0..63", "500"]),
+    (["--truncation", "head", "--set", "data.head_tokens=16"], ["data.head_tokens", "head+tail"]),
+], ids=["longer-than-max-length", "without-head+tail"])
+def test_12_head_tokens_that_do_nothing_are_refused(sets: list[str], expect: list[str], tmp_path: Path) -> None:
+    code, _, err = run_cli(["train", "--model", "gpt2-tiny-random", *T, *sets, "--out", str(tmp_path / "r")])
+    assert_one_line_error(code, err, expect)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["..", "../escaped", "/tmp/elsewhere", "a/b", " padded "])
+def test_a_run_name_is_one_folder_under_runs(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"name": name, "method": {"name": "tfidf"}}))
+    code, _, err = run_cli(["train", "--config", str(config), "--print-config"])
+    assert_one_line_error(code, err, ["name:", "not a plain folder name"])
+
+
+def test_config_given_a_folder_says_so(tmp_path: Path) -> None:
+    code, _, err = run_cli(["train", "--config", str(tmp_path), "--print-config"])
+    assert_one_line_error(code, err, [f"{tmp_path}: is a folder", "YAML file"])

@@ -1,4 +1,7 @@
-"""Data reading (archive, folder, CSV/TSV/JSONL), cleaning, token truncation and splits, on real IMDb files."""
+"""Data from a config to splits and token batches (sentitune.data: sources, text, batching, splits): cleaning, token
+truncation, a table source through load_splits, seeded stratified splits, empty reviews, one class refused and
+sizes larger than the data reported; on real IMDb files. The readers have their own files: tests/test_imdb.py,
+tests/test_tabular.py, tests/test_targets.py."""
 
 from __future__ import annotations
 
@@ -8,111 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import take, write_archive, write_folder
+from conftest import TINY_LORA as MODEL
+from conftest import TINY_SETTINGS as T
+from conftest import assert_one_line_error, run_cli, write_archive
 
 from sentitune.config import DataConfig
 from sentitune.data.batching import encode
-from sentitune.data.imdb import read_archive, read_imdb
 from sentitune.data.records import Example
 from sentitune.data.sources import TABLE_TEST_FRACTION, load_splits
 from sentitune.data.splits import sample, split_off
-from sentitune.data.tabular import read_table
 from sentitune.data.text import clean_text, truncate_ids
 from sentitune.errors import DataError
 from sentitune.models.registry import load_tokenizer, resolve
-
-# Members of the official Stanford archive that are not labelled reviews.
-OFFICIAL_EXTRAS = {
-    "aclImdb/README": b"Large Movie Review Dataset v1.0\n",
-    "aclImdb/imdb.vocab": b"the\nand\na\n",
-    "aclImdb/imdbEr.txt": b"0.0490972013402\n",
-    "aclImdb/train/labeledBow.feat": b"9 0:9 1:1 2:4\n",
-    "aclImdb/train/unsupBow.feat": b"0 0:8 1:6\n",
-    "aclImdb/train/urls_unsup.txt": b"http://www.imdb.com/title/tt0018515/usercomments\n",
-    "aclImdb/train/urls_pos.txt": b"http://www.imdb.com/title/tt0453418/usercomments\n",
-    "aclImdb/train/unsup/0_0.txt": b"An unlabelled review that must never reach training.",
-    "aclImdb/train/unsup/12_0.txt": b"Another unlabelled review.",
-    "aclImdb/test/labeledBow.feat": b"10 0:7 1:2\n",
-    "aclImdb/test/urls_neg.txt": b"http://www.imdb.com/title/tt0064354/usercomments\n",
-}
-
-
-def as_set(splits: dict[str, list[Example]]) -> dict[str, set[Example]]:
-    return {k: set(v) for k, v in splits.items()}
-
-
-# ------------------------------------------------------------------------------- IMDb archive / folder
-
-
-def test_real_archive_has_12500_reviews_per_class_and_split(imdb_full: dict[str, list[Example]]) -> None:
-    assert set(imdb_full) == {"train", "test"}
-    for split, examples in imdb_full.items():
-        assert Counter(e.label for e in examples) == {0: 12_500, 1: 12_500}, split
-        assert len({e.id for e in examples}) == 25_000  # the 50,000 train/unsup reviews are not among them
-        assert all(e.id.startswith(f"{split}/") for e in examples)
-    # Ratings come from the file names: negatives are rated 1-4, positives 7-10 (Maas et al. 2011).
-    ratings = {label: {e.rating for e in imdb_full["train"] if e.label == label} for label in (0, 1)}
-    assert ratings == {0: {1, 2, 3, 4}, 1: {7, 8, 9, 10}}
-
-
-def test_ids_labels_and_ratings_come_from_member_names(tmp_path: Path) -> None:
-    archive = write_archive(tmp_path / "a.tar.gz", {}, extra={
-        "aclImdb/train/pos/123_9.txt": b"Loved it.",
-        "aclImdb/train/neg/7_2.txt": "Hated it \u2014 truly.".encode(),
-        "aclImdb/test/pos/0_10.txt": b"Great.",
-        "aclImdb/test/neg/45_1.txt": b"Awful.",
-    })
-    out = read_imdb(archive)
-    assert out["train"] == [
-        Example("train/neg/7_2", "Hated it \u2014 truly.", 0, rating=2),
-        Example("train/pos/123_9", "Loved it.", 1, rating=9),
-    ]
-    assert out["test"] == [Example("test/neg/45_1", "Awful.", 0, rating=1), Example("test/pos/0_10", "Great.", 1, 10)]
-
-
-def test_archive_ignores_unsup_urls_and_feat_members(tmp_path: Path, imdb_slice: dict[str, list[Example]]) -> None:
-    archive = write_archive(tmp_path / "aclImdb_v1.tar.gz", imdb_slice, extra=OFFICIAL_EXTRAS)
-    out = read_archive(archive)
-    assert as_set(out) == as_set(imdb_slice)
-    assert not any("unlabelled" in e.text for exs in out.values() for e in exs)
-
-
-def test_archive_order_does_not_depend_on_packing(tmp_path: Path, imdb_slice: dict[str, list[Example]]) -> None:
-    reversed_slice = {k: v[::-1] for k, v in imdb_slice.items()}
-    a = read_archive(write_archive(tmp_path / "a.tar.gz", imdb_slice))
-    b = read_archive(write_archive(tmp_path / "b.tar.gz", reversed_slice))
-    assert a == b
-
-
-def test_folder_reads_like_the_archive_from_aclimdb_or_its_parent(
-    tmp_path: Path, imdb_slice: dict[str, list[Example]], imdb_slice_archive: Path
-) -> None:
-    folder = write_folder(tmp_path, imdb_slice)
-    (folder / "train" / "unsup").mkdir()
-    (folder / "train" / "unsup" / "0_0.txt").write_text("unlabelled")
-    (folder / "train" / "labeledBow.feat").write_text("9 0:9\n")
-    (folder / "train" / "urls_pos.txt").write_text("http://example.org\n")
-    from_archive = read_imdb(imdb_slice_archive)
-    assert read_imdb(folder) == from_archive
-    assert read_imdb(tmp_path) == from_archive  # the folder that contains aclImdb/
-    assert as_set(from_archive) == as_set(imdb_slice)
-
-
-def test_imdb_errors_name_the_file(tmp_path: Path, imdb_slice: dict[str, list[Example]]) -> None:
-    with pytest.raises(DataError, match="nope.tar.gz: no such file"):
-        read_imdb(tmp_path / "nope.tar.gz")
-    only_pos = {"train": take(imdb_slice["train"], 2)[2:], "test": take(imdb_slice["test"], 2)}
-    with pytest.raises(DataError, match=r"unexpected layout: no reviews under aclImdb/train/neg/"):
-        read_imdb(write_archive(tmp_path / "pos.tar.gz", only_pos))
-    good = write_archive(tmp_path / "good.tar.gz", imdb_slice)
-    truncated = tmp_path / "truncated.tar.gz"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(DataError, match="truncated.tar.gz: corrupt or truncated archive"):
-        read_imdb(truncated)
-    latin = write_archive(tmp_path / "latin.tar.gz", imdb_slice, extra={"aclImdb/test/pos/99_9.txt": b"caf\xe9"})
-    with pytest.raises(DataError, match="latin.tar.gz: member aclImdb/test/pos/99_9.txt: not UTF-8"):
-        read_imdb(latin)
-
 
 # ------------------------------------------------------------------------------- cleaning and truncation
 
@@ -183,64 +93,16 @@ def test_gpt2_tokenizer_truncates_without_special_tokens() -> None:
     assert enc.input_ids[0] == body[-16:]
 
 
-# ------------------------------------------------------------------------------- CSV / TSV / JSONL
+def test_12_head_tokens_must_leave_room_for_the_tail_after_special_tokens(imdb_slice_archive: Path,
+                                                                           tmp_path: Path) -> None:
+    """MiniLM adds [CLS] and [SEP]: of 64 tokens a review gets 62, so head_tokens 62 leaves no tail."""
+    code, _, err = run_cli(["train", "--model", "minilm", "--method", "probe", "--data", str(imdb_slice_archive), *T,
+                            "--truncation", "head+tail", "--set", "data.head_tokens=62", "--out", str(tmp_path / "r")])
+    assert_one_line_error(code, err, ["data.head_tokens: 62 leaves no tokens for the tail", "at most 61"])
+    assert not (tmp_path / "r").exists()
 
 
-def test_csv_with_configurable_columns_and_label_words(tmp_path: Path) -> None:
-    f = tmp_path / "reviews.csv"
-    f.write_text('review,sentiment,rid\n"Loved it, truly.",positive,r1\nMeh.,neg,r2\n'
-                 '"Line one\nline two",POS,r3\nBad.,0,r4\nGood.,true,r5\n', encoding="utf-8")
-    out = read_table(f, text_column="review", label_column="sentiment", id_column="rid")
-    assert out == [Example("r1", "Loved it, truly.", 1), Example("r2", "Meh.", 0),
-                   Example("r3", "Line one\nline two", 1), Example("r4", "Bad.", 0), Example("r5", "Good.", 1)]
-    default_ids = read_table(f, text_column="review", label_column="sentiment")
-    assert default_ids[0].id == "reviews.csv:2"
-
-
-def test_tsv_and_excel_bom(tmp_path: Path) -> None:
-    tsv = tmp_path / "r.tsv"
-    tsv.write_text("text\tlabel\nGood, really.\t1\nBad.\tnegative\n", encoding="utf-8")
-    assert [(e.text, e.label) for e in read_table(tsv)] == [("Good, really.", 1), ("Bad.", 0)]
-    bom = tmp_path / "excel.csv"
-    bom.write_text("text,label\nFine.,pos\n", encoding="utf-8-sig")  # spreadsheet exports start with a BOM
-    assert [(e.text, e.label) for e in read_table(bom)] == [("Fine.", 1)]
-
-
-def test_jsonl_with_configurable_columns(tmp_path: Path) -> None:
-    f = tmp_path / "r.jsonl"
-    rows = [{"body": "Superb.", "y": 1, "n": 10}, {"body": "Dire.", "y": "negative", "n": 11},
-            {"body": "Ok", "y": False}]
-    f.write_text("\n".join(json.dumps(r) for r in rows[:2]) + "\n\n" + json.dumps(rows[2]) + "\n")
-    out = read_table(f, text_column="body", label_column="y")
-    assert [(e.id, e.text, e.label) for e in out] == [("r.jsonl:1", "Superb.", 1), ("r.jsonl:2", "Dire.", 0),
-                                                       ("r.jsonl:4", "Ok", 0)]
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "message"),
-    [
-        ("a.csv", "text,label\nGood.,1\nBad.,maybe\n", r"a.csv:3: field 'label': label 'maybe' is not one of"),
-        ("b.csv", "body,label\nGood.,1\n", r"b.csv:2: missing field 'text' \(fields: body, label\)"),
-        ("c.csv", "text,label\nGood.\n", r"c.csv:2: missing field 'label'"),
-        ("d.jsonl", '{"text": "x", "label": 1}\n{"text": "y", \n', r"d.jsonl:2: not valid JSON"),
-        ("e.jsonl", '["x", 1]\n', r"e.jsonl:1: expected a JSON object, got list"),
-        ("f.jsonl", '{"text": 5, "label": 1}\n', r"f.jsonl:1: field 'text' is not text"),
-        ("g.csv", "text,label\n", r"g.csv: no rows"),
-        ("h.xml", "<x/>", r"h.xml: unknown file type '.xml'"),
-    ],
-)
-def test_table_errors_name_file_line_and_field(tmp_path: Path, name: str, content: str, message: str) -> None:
-    f = tmp_path / name
-    f.write_text(content)
-    with pytest.raises(DataError, match=message):
-        read_table(f)
-
-
-def test_table_not_utf8(tmp_path: Path) -> None:
-    f = tmp_path / "latin.csv"
-    f.write_bytes(b"text,label\ncaf\xe9,1\n")
-    with pytest.raises(DataError, match=r"latin.csv:2: not UTF-8"):
-        read_table(f)
+# ------------------------------------------------------------------------------- a table as the source
 
 
 def test_csv_source_through_load_splits(tmp_path: Path, imdb_slice: dict[str, list[Example]]) -> None:
@@ -330,3 +192,63 @@ def test_empty_reviews_error_or_counted_skip(tmp_path: Path, imdb_slice: dict[st
     splits = load_splits(DataConfig(path=str(archive), empty="skip", val_size=0), seed=0)
     assert splits.skipped == {"empty": 1}
     assert len(splits.train) == len(imdb_slice["train"])
+
+
+# --------------------------------------------------------------------------- one class
+
+
+def _rows(n: int, labels: list[int]) -> list[dict[str, object]]:
+    return [{"text": f"Review {i}: a {'fine' if labels[i % len(labels)] else 'dull'} film.",
+             "label": labels[i % len(labels)]} for i in range(n)]
+
+
+def _write(path: Path, rows: list[dict[str, object]]) -> Path:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    else:
+        path.write_text("text,label\n" + "".join(f"\"{r['text']}\",{r['label']}\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case", ["train-csv-one-class", "train-jsonl-one-class", "test-file-one-class"])
+def test_one_class_is_refused(case: str, tmp_path: Path) -> None:
+    """Before: trained, and reported accuracy 1.0 with ROC AUC nan."""
+    extra: list[str] = []
+    if case == "train-csv-one-class":
+        source = _write(tmp_path / "reviews.csv", _rows(20, [1]))
+        expect = [f"{source}: ", "one class", "label 1", "20 examples"]
+    elif case == "train-jsonl-one-class":
+        source = _write(tmp_path / "reviews.jsonl", _rows(20, [0]))
+        expect = [f"{source}: ", "one class", "label 0", "20 examples"]
+    else:
+        source = _write(tmp_path / "train.csv", _rows(20, [0, 1]))
+        test = _write(tmp_path / "test.csv", _rows(10, [1]))
+        extra = ["--set", f"data.test_path={test}"]
+        expect = [f"{test}: ", "one class", "label 1", "ROC AUC is undefined"]
+    code, _, err = run_cli(["train", *MODEL, "--source", str(source), "--out", str(tmp_path / "run"),
+                            "--epochs", "1", "--val-size", "0", "--set", "train.baseline=false", *extra])
+    assert_one_line_error(code, err, expect)
+
+
+# --------------------------------------------------------------------------- sizes larger than the data
+
+
+@pytest.mark.parametrize("case", ["train-size-too-large", "eval-size-too-large", "sizes-fit"])
+def test_sizes_larger_than_the_data_are_reported(case: str, tmp_path: Path) -> None:
+    """Before: --train-size 5000 on 40 rows silently trained on 29 (and said nothing in metrics.json)."""
+    source = _write(tmp_path / "reviews.csv", _rows(40, [0, 1]))  # 32 train (3 validation), 8 held-out test
+    sizes = {"train-size-too-large": ["--train-size", "5000"], "eval-size-too-large": ["--eval-size", "5000"],
+             "sizes-fit": ["--train-size", "20", "--eval-size", "8"]}[case]
+    code, out, err = run_cli(["train", *MODEL, "--source", str(source), "--out", str(tmp_path / "run"),
+                              "--epochs", "1", "--set", "train.baseline=false", *sizes])
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    want = {
+        "train-size-too-large": ["data.train_size=5000 but only 29 training examples after the validation "
+                                 "carve-out; using 29"],
+        "eval-size-too-large": ["data.eval_size=5000 but only 8 test examples; using 8"],
+        "sizes-fit": [],
+    }[case]
+    assert metrics["data"]["warnings"] == want
+    assert [line for line in out.splitlines() if line.startswith("warning: ")] == [f"warning: {w}" for w in want]
+    assert metrics["data"]["train"]["n"] == (20 if case == "sizes-fit" else 29)

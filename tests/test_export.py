@@ -2,7 +2,8 @@
 
 The export is loaded where sentitune cannot be imported (a subprocess without site-packages' .pth files,
 so the editable install is invisible) through pipeline("text-classification"), on the run's own real
-IMDb test reviews (raw, with their <br /> tags), and must give the run's probabilities.
+IMDb test reviews (raw, with their <br /> tags), and must give the run's probabilities. `export --out` never
+deletes a file of the user's: a folder holding an earlier export and anything else is refused.
 """
 
 from __future__ import annotations
@@ -275,3 +276,68 @@ def test_export_refuses_what_it_cannot_write_exactly(minilm_lora_run: tuple[Path
     with pytest.raises(ExportError, match="markers"):
         check_exportable("bert", "mean", False, "head", "markers")
     assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------- never delete the user's files
+
+
+@pytest.fixture(scope="module")
+def run(full_gpt2_run: Path) -> Path:
+    """A tiny full fine-tune of gpt2-tiny-random (conftest): its hf export is exact."""
+    return full_gpt2_run
+
+
+def test_an_earlier_export_with_a_users_file_is_refused_and_the_file_kept(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exported"
+    code, _, err = run_cli(["export", str(run), "--format", "hf", "--out", str(out)])
+    assert code == 0, err
+    (out / "notes.txt").write_text("keep me")
+    before = sorted(p.name for p in out.iterdir())
+    code, _, err = run_cli(["export", str(run), "--format", "hf", "--out", str(out)])
+    assert_one_line_error(code, err, [f"--out {out}", "(notes.txt)", "would be deleted", "new or empty folder"])
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in out.iterdir()) == before
+    # A folder of the user's inside it counts as well.
+    (out / "notes.txt").unlink()
+    (out / "mine").mkdir()
+    (out / "mine" / "todo.txt").write_text("keep me too")
+    code, _, err = run_cli(["export", str(run), "--format", "onnx", "--out", str(out)])
+    assert_one_line_error(code, err, ["(mine)", "would be deleted"])
+    assert (out / "mine" / "todo.txt").read_text() == "keep me too"
+
+
+def test_an_earlier_export_of_either_format_is_replaced(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exported"
+    for fmt in ("hf", "hf", "onnx", "hf"):  # twice the same; over the other format, both ways
+        code, _, err = run_cli(["export", str(run), "--format", fmt, "--out", str(out)])
+        assert code == 0, f"{fmt}: {err}"
+        assert json.loads((out / "sentitune.json").read_text())["format"] == fmt
+    assert (out / "config.json").is_file() and not (out / "model.onnx").exists()
+
+
+def test_every_name_an_export_may_write_is_allowed(tmp_path: Path) -> None:
+    """Names the two test exports above do not write (the int8 graph, sharded weights, a sentencepiece
+    vocabulary, a chat template...) are an earlier export's too; anything else is not."""
+    from sentitune.errors import RunError
+    from sentitune.export import check_destination
+
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "sentitune.json").write_text(json.dumps({"format": "onnx"}))
+    names = ["README.md", "model.int8.onnx", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+             "chat_template.jinja", "spiece.model", "vocab.txt", "merges.txt", "config.json",
+             "model-00001-of-00002.safetensors", "model.safetensors.index.json", "generation_config.json"]
+    for name in names:
+        (out / name).write_text("x")
+    (out / "additional_chat_templates").mkdir()
+    (out / "additional_chat_templates" / "tool_use.jinja").write_text("x")
+    check_destination(out)  # no error
+    for foreign in (".hidden", "model.onnx.bak", "notes.txt"):
+        (out / foreign).write_text("x")
+        with pytest.raises(RunError, match=rf"\({foreign.replace('.', '[.]')}\)"):
+            check_destination(out)
+        (out / foreign).unlink()
+    (out / "config.json").unlink()
+    (out / "config.json").mkdir()  # an export writes it as a file: a folder of that name is someone else's
+    with pytest.raises(RunError, match=r"\(config\.json\)"):
+        check_destination(out)

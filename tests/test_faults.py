@@ -2,50 +2,21 @@
 
 Each case asserts what the user sees and what is left on disk: exit code 2, exactly one line on
 stderr that names the problem and where (file, line, member or field), and no run output. The
-parametrized ids are what `benchmarks/reliability.py` counts as "bad inputs tried".
+parametrized ids are what `benchmarks/reliability.py` counts as "bad inputs tried", with the bad run
+directories of tests/test_runs.py (`test_bad_run_directory_fails_cleanly`).
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import json
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli
-
-from sentitune.config import dump_yaml, load_config
-
-MODEL = ["--model", "gpt2-tiny-random", "--method", "lora", "--max-length", "32", "--no-progress"]
-OUTPUTS = ("metrics.json", "predictions.csv", "model", "checkpoint.pt", "log.jsonl")
-
-
-def review(i: int, label: int) -> str:
-    """Synthetic review text: the readers and checks under test do not care what it says."""
-    return f"Review {i}: {'a fine, moving film' if label else 'a dull, clumsy film'} <br /><br />with ünïcode ✓."
-
-
-def archive_members(per_class: int = 4) -> dict[str, bytes]:
-    """Official-layout members: aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt."""
-    members = {}
-    for split in ("train", "test"):
-        for label, folder, rating in ((1, "pos", 8), (0, "neg", 2)):
-            for i in range(per_class):
-                members[f"aclImdb/{split}/{folder}/{i}_{rating}.txt"] = review(i, label).encode()
-    return members
-
-
-def write_tar(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+from conftest import TINY_LORA as MODEL
+from conftest import archive_members, assert_one_line_error, review, run_cli, write_tar
 
 
 def write_tree(root: Path, members: dict[str, bytes]) -> Path:
@@ -389,64 +360,6 @@ def test_bad_input_fails_cleanly(case: Case, tmp_path: Path) -> None:
     assert left is None, f"a failed start left {left}"
 
 
-# --------------------------------------------------------------------------- run directories
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _started_run(tmp: Path, *overrides: str) -> tuple[Path, list[str]]:
-    """A run directory as a killed run leaves it (config.yaml and a log line), and the argv that made it."""
-    data = _archive_with(tmp)
-    run = tmp / "run"
-    argv = _imdb(data, run, *overrides)
-    cfg = load_config(None, ["model.spec=gpt2-tiny-random", f"data.path={data}", "data.max_length=32", *
-                             [o for o in overrides if "=" in o]])
-    run.mkdir()
-    (run / "config.yaml").write_text(dump_yaml(cfg))
-    (run / "log.jsonl").write_text('{"event": "baseline"}\n')
-    return run, argv
-
-
-RUN_CASES = ["resume-other-config", "resume-without-config", "out-exists-not-empty", "out-is-a-file",
-             "evaluate-not-a-run", "predict-not-a-run", "predict-file-missing"]
-
-
-@pytest.mark.parametrize("which", RUN_CASES)
-def test_bad_run_directory_fails_cleanly(which: str, tmp_path: Path) -> None:
-    run, argv = _started_run(tmp_path, "--set", "train.seed=1")
-    if which == "resume-other-config":
-        argv = [a if a != "train.seed=1" else "train.seed=2" for a in argv] + ["--resume"]
-        expect = [str(run), "another config", "train.seed: 1 then, 2 now"]
-    elif which == "resume-without-config":
-        (run / "config.yaml").unlink()
-        expect = [str(run), "nothing to resume", "config.yaml"]
-        argv = [*argv, "--resume"]
-    elif which == "out-exists-not-empty":
-        expect = [str(run), "not empty", "--overwrite"]
-    elif which == "out-is-a-file":
-        run = tmp_path / "run.txt"
-        run.write_text("my notes\n")
-        argv = [*argv[:-2], "--out", str(run)]
-        expect = [str(run), "not a directory"]
-    elif which == "evaluate-not-a-run":
-        run = tmp_path / "elsewhere"
-        run.mkdir()
-        argv, expect = ["evaluate", str(run), "--no-progress"], [str(run), "not a run directory"]
-    elif which == "predict-not-a-run":
-        run = tmp_path / "elsewhere"
-        run.mkdir()
-        argv, expect = ["predict", str(run), "great film"], [str(run), "not a run directory"]
-    else:
-        argv, expect = ["predict", str(run), "--file", str(tmp_path / "new.txt")], [str(tmp_path / "new.txt")]
-    before = _snapshot(run) if run.is_dir() else run.read_bytes()
-    code, _, err = run_cli(argv)
-    assert_one_line_error(code, err, expect)
-    assert (_snapshot(run) if run.is_dir() else run.read_bytes()) == before, "a refused command changed the run"
-    assert not any((run / name).exists() for name in OUTPUTS[:3]) if run.is_dir() else True
-
-
 # --------------------------------------------------------------------------- skip, never silent
 
 
@@ -471,25 +384,3 @@ def test_empty_reviews_skipped_with_count(source: str, tmp_path: Path) -> None:
     assert n == (len(archive_members()) + 3 if source == "archive" else 12) - 3
 
 
-def test_resume_after_a_kill_before_the_config_was_written(tmp_path: Path) -> None:
-    """A kill between creating the run directory and renaming config.yaml into it leaves only our
-    temporary file: --resume (or a plain new run) starts the run; real content is still refused."""
-    from sentitune.config import load_config, to_dict
-    from sentitune.errors import RunError
-    from sentitune.runs import RunDir
-
-    cfg = load_config(None, ["model.spec=gpt2-tiny-random", "train.seed=3"])
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / ".config.yaml.k1ll3d.tmp").write_text("name: half-writ")
-    RunDir.create(run, cfg, resume=True)
-    assert to_dict(load_config(run / "config.yaml")) == to_dict(cfg)
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
-    (run / "config.yaml").unlink()
-    (run / "notes.txt").write_text("mine")
-    with pytest.raises(RunError, match="nothing to resume"):
-        RunDir.create(run, cfg, resume=True)
-    with pytest.raises(RunError, match="not empty"):
-        RunDir.create(run, cfg)
-    with pytest.raises(RunError, match="nothing to resume"):  # a mistyped --resume path is not a new run
-        RunDir.create(tmp_path / "typo", cfg, resume=True)

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import TINY_SETTINGS as T
+from conftest import assert_one_line_error, run_cli
 
 from sentitune.cli import main
 from sentitune.errors import ModelError
@@ -112,3 +114,18 @@ def test_attention_dropout_replaces_the_backbones_own(spec: str, name: str) -> N
     assert rates == {0.0}, rates  # the attention modules themselves were built with it
     with pytest.raises(ConfigError, match="model.attention_dropout"):
         load_config(None, ["model.attention_dropout=1.5"])
+
+
+def test_3_a_model_folder_without_tokenizer_files_is_one_line_before_the_run(imdb_slice_archive: Path,
+                                                                              tmp_path: Path) -> None:
+    from sentitune.models.registry import resolve
+
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    packaged = Path(resolve("gpt2-tiny-random").source)
+    for name in ("config.json", "model.safetensors"):  # a transformers model folder, saved without its tokenizer
+        shutil.copy(packaged / name, folder / name)
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "--model", str(folder), "--data", str(imdb_slice_archive), *T, "--out", str(run)])
+    assert_one_line_error(code, err, [str(folder), "tokenizer is empty"])
+    assert not run.exists()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import BATCH, EVAL_SIZE, MAX_LENGTH, TRAIN_SIZE, VAL_SIZE, run_cli, train_args, training_precision
+from conftest import BATCH, EVAL_SIZE, MAX_LENGTH, TRAIN_SIZE, VAL_SIZE, run_cli, training_precision
 
 from sentitune.config import load_config
 from sentitune.data.batching import collate, encode
@@ -62,24 +62,6 @@ def test_train_prints_a_summary(trained: tuple[Path, str], metrics: dict[str, An
     assert "untrained (baseline)" in out and "lora (trained)" in out
     assert f"{metrics['test']['accuracy']:.4f}" in out
     assert f"run directory: {run}" in out
-
-
-def test_run_directory_layout(run_dir: Path) -> None:
-    files = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
-    for name in ("config.yaml", "log.jsonl", "metrics.json", "predictions.csv", "model/sentitune.json",
-                 "model/head.safetensors", "model/adapter/adapter_config.json",
-                 "model/adapter/adapter_model.safetensors", "model/tokenizer.json", "model/tokenizer_config.json"):
-        assert name in files, name
-    assert "checkpoint.pt" not in files  # removed when the run completes
-    assert not any(Path(f).name.startswith(".") for f in files)  # no temporary files left behind
-    meta = json.loads((run_dir / "model" / "sentitune.json").read_text())
-    assert meta["config"] == yaml.safe_load((run_dir / "config.yaml").read_text())  # the folder predicts alone
-    assert meta["preprocessing"]["max_length"] == MAX_LENGTH
-    assert {k: v for k, v in meta.items() if k not in ("config", "preprocessing", "sentitune_version")} == {
-        "format": "sentitune-model", "format_version": 2, "base": "sentence-transformers/all-MiniLM-L6-v2",
-        "packaged": "minilm", "base_weights": "hub", "model_type": "bert", "weights": "adapter", "pooling": "mean",
-        "num_logits": 2, "hidden_size": 384, "labels": ["negative", "positive"], "dropout": 0.1, "pad_token_id": 0,
-        "precision": "fp32"}
 
 
 def test_config_yaml_recreates_the_run(run_dir: Path) -> None:
@@ -249,13 +231,6 @@ def test_predict_errors_are_one_line(run_dir: Path, tmp_path: Path) -> None:
     assert code == 2 and "not a run directory" in err
 
 
-def test_existing_run_directory_is_not_overwritten(run_dir: Path, imdb_slice_archive: Path) -> None:
-    before = (run_dir / "metrics.json").read_text()
-    code, _, err = run_cli(train_args(imdb_slice_archive, run_dir))
-    assert code == 2 and "run directory exists and is not empty" in err
-    assert (run_dir / "metrics.json").read_text() == before
-
-
 @pytest.mark.heavy_in_emulation
 def test_same_config_trains_to_identical_metrics(
     run_dir: Path, metrics: dict[str, Any], tmp_path: Path, imdb_slice_archive: Path
@@ -267,33 +242,3 @@ def test_same_config_trains_to_identical_metrics(
     for key in ("test", "baseline", "validation", "parameters", "data", "train_tokens"):
         assert second[key] == metrics[key], key
     assert (again / "predictions.csv").read_text() == (run_dir / "predictions.csv").read_text()
-
-
-def test_saved_model_from_a_relative_folder_loads_from_anywhere(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A run trained on `--model ./folder` must still load after `cd` elsewhere; GPT-2 keeps its pad token."""
-    import os
-    import shutil
-
-    from sentitune.models.classifier import SentimentClassifier
-    from sentitune.models.registry import load_backbone, load_tokenizer
-    from sentitune.models.saving import save_model
-
-    shutil.copytree(resolve("gpt2-tiny-random").source, tmp_path / "tiny", copy_function=os.symlink)
-    monkeypatch.chdir(tmp_path)
-    tokenizer = load_tokenizer("tiny")
-    torch.manual_seed(0)
-    backbone = load_backbone(resolve("tiny").source)
-    model = SentimentClassifier(backbone, backbone.config.hidden_size, "last", 1, 0.0).eval()
-    save_model(model, tokenizer, "tiny", "base", tmp_path / "run" / "model")
-    data = encode([Example("a", "Fine film.", 1), Example("b", "A dull, overlong film.", 0)], tokenizer, 16)
-    expected, _ = score(model, data, 2, tokenizer.pad_token_id)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    loaded, loaded_tokenizer = load_model(tmp_path / "run" / "model")
-    assert loaded_tokenizer.pad_token_id == tokenizer.pad_token_id == 50256
-    assert (loaded.pooling, loaded.num_logits) == ("last", 1)
-    got, _ = score(loaded, data, 2, loaded_tokenizer.pad_token_id)
-    assert got.tolist() == pytest.approx(expected.tolist(), abs=1e-6)

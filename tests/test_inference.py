@@ -1,8 +1,11 @@
-"""`sentitune predict` over files of any size: read lazily in chunks, each chunk predicted in batches sorted by
-token length and written in input order before the next is read; the output CSV appears only when complete.
+"""Using a saved run (sentitune.inference): `sentitune predict` over files of any size, read lazily in chunks, each
+chunk predicted in batches sorted by token length and written in input order before the next is read; the output CSV
+appears only when complete. A review file's rows name their line: blank lines are counted, never silently dropped,
+and a bare carriage return stays inside its line.
 
 Real components throughout: the MiniLM LoRA run trained through the CLI (`conftest.minilm_lora_run`), 300 real
-IMDb test reviews, a TF-IDF run and a zero-shot run (tiny random GPT-2) trained through the CLI too.
+IMDb test reviews, a TF-IDF run and a zero-shot run (tiny random GPT-2) trained through the CLI too, and a
+three-class TF-IDF run (conftest `formula_run`) for the line numbers.
 """
 
 from __future__ import annotations
@@ -347,3 +350,39 @@ def test_targets_stream_from_a_column_or_one_for_every_row(target_run: Path, res
     assert not (tmp_path / "m.csv").exists()
     code, _, err = run_cli(["predict", str(target_run), "--file", str(source)])
     assert_one_line_error(code, err, [f"{source}:1: a target-dependent run needs one target per text"])
+
+
+# ------------------------------------------------------------------------------ review files and their lines
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_bytes("\n".join(lines).encode() + b"\n")
+    return path
+
+
+def test_9_blank_lines_are_counted_and_rows_name_their_line(formula_run: Path, tmp_path: Path) -> None:
+    reviews = write_lines(tmp_path / "r.txt", ["moving superb film", "", "   ", "dull clumsy film"])
+    out = tmp_path / "p.csv"
+    code, stdout, err = run_cli(["predict", str(formula_run), "--file", str(reviews), "--output", str(out)])
+    assert code == 0, err
+    assert "wrote 2 predictions" in stdout and "2 blank lines skipped" in stdout, stdout
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["text"], r["line"]) for r in rows] == [("moving superb film", "1"), ("dull clumsy film", "4")]
+    code, stdout, err = run_cli(["predict", str(formula_run), "--file", str(reviews), "--json"])
+    assert code == 0 and "2 blank lines skipped" in err, err
+    assert [json.loads(line)["line"] for line in stdout.splitlines()] == [1, 4]
+
+
+def test_10_a_bare_carriage_return_stays_inside_its_line(formula_run: Path, tmp_path: Path) -> None:
+    lines = ["one", "two", "three", "four", "five", "six", "eleven\rtwelve"]
+    reviews = write_lines(tmp_path / "cr.txt", lines)
+    out = tmp_path / "p.csv"
+    code, stdout, err = run_cli(["predict", str(formula_run), "--file", str(reviews), "--output", str(out)])
+    assert code == 0, err
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7 and [r["text"] for r in rows] == lines and rows[6]["line"] == "7"
+    from sentitune.inference import count_reviews
+
+    assert count_reviews(reviews) == 7  # the progress bar's total agrees with the reader

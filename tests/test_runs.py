@@ -1,14 +1,16 @@
-"""Regression tests of the hardening issue for run directories: one test per case.
+"""The run directory (sentitune.runs): created, resumed, overwritten, checkpointed, and what a finished run holds.
 
---overwrite must never delete what is not a sentitune run (nor the working or home folder, nor a
-user's file inside a run); --resume must never execute a crafted checkpoint, nor silently retrain a
-finished run; leftovers of killed writes go away; outputs follow the umask; renames are fsynced in
-their folder. Every case goes through the real CLI (`sentitune.cli.main`, in-process) on the tiny
-random GPT-2 with a few synthetic reviews, so the whole file runs in well under a minute.
+--overwrite must never delete what is not a sentitune run (nor the working or home folder, nor a user's file inside
+a run); --resume must never execute a crafted checkpoint, nor silently retrain a finished run, nor continue a run of
+another config; leftovers of killed writes go away; outputs follow the umask; a refused command leaves the run
+directory as it was. Most cases go through the real CLI (`sentitune.cli.main`, in-process) on the tiny random GPT-2
+with a few synthetic reviews; the layout of a finished run is read from the session's MiniLM LoRA run
+(`conftest.minilm_lora_run`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -18,7 +20,13 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import run_cli
+import yaml
+from conftest import MAX_LENGTH, archive_members, assert_one_line_error, run_cli, train_args, write_tar
+from conftest import TINY_LORA as MODEL
+
+from sentitune.config import dump_yaml, load_config
+
+OUTPUTS = ("metrics.json", "predictions.csv", "model", "checkpoint.pt", "log.jsonl")
 
 
 def write_reviews(path: Path, n: int = 40) -> Path:
@@ -33,8 +41,6 @@ def train_argv(data: Path, out: Path | str, *extra: str) -> list[str]:
     return ["train", "--model", "gpt2-tiny-random", "--method", "lora", "--source", str(data), "--max-length", "32",
             "--train-size", "16", "--val-size", "4", "--batch-size", "8", "--epochs", "1", "--no-progress",
             "--set", "train.threads=1", "--out", str(out), *extra]
-
-
 
 
 def one_line_error(code: int, err: str, *parts: str) -> str:
@@ -224,60 +230,118 @@ def test_outputs_follow_the_umask(umask: int, data: Path, tmp_path: Path) -> Non
             "model/adapter"} <= modes.keys()
 
 
-# ------------------------------------------------------------------ 6. renames are durable
+# ------------------------------------------------------------------ 6. a refused command leaves the run as it was
 
 
-def test_renames_are_followed_by_an_fsync_of_their_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A rename lives in the folder's entry: without fsyncing the folder a power cut can undo it."""
-    from sentitune.atomic import write_text
-    from sentitune.models.classifier import SentimentClassifier
-    from sentitune.models.registry import load_backbone, load_tokenizer, resolve
-    from sentitune.models.saving import save_model
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace = os.fsync, os.replace
 
-    def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
+def _started_run(tmp: Path, *overrides: str) -> tuple[Path, list[str]]:
+    """A run directory as a killed run leaves it (config.yaml and a log line), and the argv that made it."""
+    data = write_tar(tmp / "aclImdb_v1.tar.gz", archive_members())
+    run = tmp / "run"
+    argv = ["train", *MODEL, "--data", str(data), "--out", str(run), *overrides]
+    cfg = load_config(None, ["model.spec=gpt2-tiny-random", f"data.path={data}", "data.max_length=32", *
+                             [o for o in overrides if "=" in o]])
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    (run / "log.jsonl").write_text('{"event": "baseline"}\n')
+    return run, argv
 
-    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        events.append(("replace", str(dst)))
-        real_replace(src, dst, *args, **kwargs)
 
-    source = resolve("gpt2-tiny-random").source
-    tokenizer, backbone = load_tokenizer(source), load_backbone(source)
-    model = SentimentClassifier(backbone, backbone.config.hidden_size, "last", 2, 0.0)
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+RUN_CASES = ["resume-other-config", "resume-without-config", "out-exists-not-empty", "out-is-a-file",
+             "evaluate-not-a-run", "predict-not-a-run", "predict-file-missing"]
+
+
+@pytest.mark.parametrize("which", RUN_CASES)
+def test_bad_run_directory_fails_cleanly(which: str, tmp_path: Path) -> None:
+    run, argv = _started_run(tmp_path, "--set", "train.seed=1")
+    if which == "resume-other-config":
+        argv = [a if a != "train.seed=1" else "train.seed=2" for a in argv] + ["--resume"]
+        expect = [str(run), "another config", "train.seed: 1 then, 2 now"]
+    elif which == "resume-without-config":
+        (run / "config.yaml").unlink()
+        expect = [str(run), "nothing to resume", "config.yaml"]
+        argv = [*argv, "--resume"]
+    elif which == "out-exists-not-empty":
+        expect = [str(run), "not empty", "--overwrite"]
+    elif which == "out-is-a-file":
+        run = tmp_path / "run.txt"
+        run.write_text("my notes\n")
+        argv = [*argv[:-2], "--out", str(run)]
+        expect = [str(run), "not a directory"]
+    elif which == "evaluate-not-a-run":
+        run = tmp_path / "elsewhere"
+        run.mkdir()
+        argv, expect = ["evaluate", str(run), "--no-progress"], [str(run), "not a run directory"]
+    elif which == "predict-not-a-run":
+        run = tmp_path / "elsewhere"
+        run.mkdir()
+        argv, expect = ["predict", str(run), "great film"], [str(run), "not a run directory"]
+    else:
+        argv, expect = ["predict", str(run), "--file", str(tmp_path / "new.txt")], [str(tmp_path / "new.txt")]
+    before = _snapshot(run) if run.is_dir() else run.read_bytes()
+    code, _, err = run_cli(argv)
+    assert_one_line_error(code, err, expect)
+    assert (_snapshot(run) if run.is_dir() else run.read_bytes()) == before, "a refused command changed the run"
+    assert not any((run / name).exists() for name in OUTPUTS[:3]) if run.is_dir() else True
+
+
+def test_resume_after_a_kill_before_the_config_was_written(tmp_path: Path) -> None:
+    """A kill between creating the run directory and renaming config.yaml into it leaves only our
+    temporary file: --resume (or a plain new run) starts the run; real content is still refused."""
+    from sentitune.config import load_config, to_dict
+    from sentitune.errors import RunError
+    from sentitune.runs import RunDir
+
+    cfg = load_config(None, ["model.spec=gpt2-tiny-random", "train.seed=3"])
     run = tmp_path / "run"
-    write_text(run / "config.yaml", "name: x\n")
-    save_model(model, tokenizer, "gpt2-tiny-random", "base", run / "model")
-    monkeypatch.undo()
+    run.mkdir()
+    (run / ".config.yaml.k1ll3d.tmp").write_text("name: half-writ")
+    RunDir.create(run, cfg, resume=True)
+    assert to_dict(load_config(run / "config.yaml")) == to_dict(cfg)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+    (run / "config.yaml").unlink()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="nothing to resume"):
+        RunDir.create(run, cfg, resume=True)
+    with pytest.raises(RunError, match="not empty"):
+        RunDir.create(run, cfg)
+    with pytest.raises(RunError, match="nothing to resume"):  # a mistyped --resume path is not a new run
+        RunDir.create(tmp_path / "typo", cfg, resume=True)
 
-    renames = [i for i, e in enumerate(events) if e[0] == "replace"]
-    assert [events[i][1] for i in renames] == [str(run / "config.yaml"), str(run / "model")]
-    for i in renames:
-        assert events[i + 1:i + 2] == [("fsync", str(run.resolve()))], f"no fsync of {run} right after {events[i]}"
-    staged = [path for kind, path in events[:renames[1]] if kind == "fsync"]
-    assert any(p.endswith("/head.safetensors") for p in staged), "the model's files are fsynced before the rename"
+
+# ------------------------------------------------------------------ 7. a finished run's directory
 
 
-def test_a_cache_folder_another_process_finished_first_is_kept(tmp_path: Path) -> None:
-    """atomic_dir(keep_theirs=...): two runs building the same cache key end with one folder, never an error."""
-    from sentitune.atomic import atomic_dir
+@pytest.fixture(scope="module")
+def run_dir(minilm_lora_run: tuple[Path, str]) -> Path:
+    return minilm_lora_run[0]
 
-    dest = tmp_path / "key"
-    with atomic_dir(dest, keep_theirs="meta.json") as tmp:
-        (tmp / "meta.json").write_text("ours")
-        dest.mkdir()
-        (dest / "meta.json").write_text("theirs")  # the other run renames its folder into place first
-    assert (dest / "meta.json").read_text() == "theirs"
-    assert [p.name for p in tmp_path.iterdir()] == ["key"], "ours is dropped, no temporary folder left"
-    # A folder there that is not a finished one (no meta.json) is not taken for theirs.
-    other = tmp_path / "other"
-    with pytest.raises(OSError), atomic_dir(other, keep_theirs="meta.json") as tmp:
-        (tmp / "meta.json").write_text("ours")
-        other.mkdir()
-        (other / "half-written.bin").write_text("")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["key", "other"]
+
+@pytest.mark.numeric  # `make test` checks the run trained under the other precision too
+def test_run_directory_layout(run_dir: Path) -> None:
+    files = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
+    for name in ("config.yaml", "log.jsonl", "metrics.json", "predictions.csv", "model/sentitune.json",
+                 "model/head.safetensors", "model/adapter/adapter_config.json",
+                 "model/adapter/adapter_model.safetensors", "model/tokenizer.json", "model/tokenizer_config.json"):
+        assert name in files, name
+    assert "checkpoint.pt" not in files  # removed when the run completes
+    assert not any(Path(f).name.startswith(".") for f in files)  # no temporary files left behind
+    meta = json.loads((run_dir / "model" / "sentitune.json").read_text())
+    assert meta["config"] == yaml.safe_load((run_dir / "config.yaml").read_text())  # the folder predicts alone
+    assert meta["preprocessing"]["max_length"] == MAX_LENGTH
+    assert {k: v for k, v in meta.items() if k not in ("config", "preprocessing", "sentitune_version")} == {
+        "format": "sentitune-model", "format_version": 2, "base": "sentence-transformers/all-MiniLM-L6-v2",
+        "packaged": "minilm", "base_weights": "hub", "model_type": "bert", "weights": "adapter", "pooling": "mean",
+        "num_logits": 2, "hidden_size": 384, "labels": ["negative", "positive"], "dropout": 0.1, "pad_token_id": 0,
+        "precision": "fp32"}
+
+
+@pytest.mark.numeric  # `make test` checks the run trained under the other precision too
+def test_existing_run_directory_is_not_overwritten(run_dir: Path, imdb_slice_archive: Path) -> None:
+    before = (run_dir / "metrics.json").read_text()
+    code, _, err = run_cli(train_args(imdb_slice_archive, run_dir))
+    assert code == 2 and "run directory exists and is not empty" in err
+    assert (run_dir / "metrics.json").read_text() == before
