@@ -29,6 +29,10 @@ ARCHIVE = Path(os.environ.get("SENTITUNE_TEST_IMDB", ROOT.parent / "shared" / "d
 TARGETS = Path(os.environ.get("SENTITUNE_TEST_TARGETS", ROOT.parent / "shared" / "data" / "target-sentiment"))
 THREE_CLASSES = ["negative", "neutral", "positive"]
 
+# Code-path tests train models that may learn nothing in a few steps, and may keep one that answers one class
+# for every validation review: that is refused by default (tests/test_small_data.py), allowed here.
+LEARNS_NOTHING_OK = "train.refuse_one_class=false"
+
 
 @pytest.fixture(scope="session")
 def target_data() -> Path:
@@ -156,7 +160,7 @@ def train_args(archive: Path, out: Path) -> list[str]:
             "--train-size", str(TRAIN_SIZE), "--val-size", str(VAL_SIZE), "--eval-size", str(EVAL_SIZE),
             "--max-length", str(MAX_LENGTH), "--batch-size", str(BATCH), "--epochs", "1", "--lr", "0.002",
             "--seed", "7", "--set", "name=cli-test", "--set", "method.lora.target_modules=[query,value]",
-            "--out", str(out), "--no-progress"]
+            "--set", LEARNS_NOTHING_OK, "--out", str(out), "--no-progress"]
 
 
 def training_precision() -> str:
@@ -180,7 +184,8 @@ def minilm_lora_run(tmp_path_factory: pytest.TempPathFactory, imdb_slice_archive
 # ------------------------------------------------------------------------------------------ a tiny bench
 
 BENCH_COMMON = ["model.spec=gpt2-tiny-random", "data.max_length=32", "data.train_size=16", "data.eval_size=16",
-                "data.val_size=8", "train.epochs=1", "train.baseline=false", "method.tfidf.min_df=1"]
+                "data.val_size=8", "train.epochs=1", "train.baseline=false", "method.tfidf.min_df=1",
+                LEARNS_NOTHING_OK]
 BENCH_FINISHED = ("lora-seed1", "lora-seed2", "tfidf", "zero-shot")
 
 
@@ -250,7 +255,7 @@ def nclass_bench_run(tmp_path_factory: pytest.TempPathFactory,
     path = write_bench(folder, {
         "name": "three", "base": base.name,
         "set": ["data.train_size=150", "data.eval_size=90", "data.val_size=15", "data.max_length=48",
-                "train.baseline=false", "method.tfidf.min_df=1"],
+                "train.baseline=false", "method.tfidf.min_df=1", LEARNS_NOTHING_OK],
         "matrix": {"method.name": ["tfidf"], "train.seed": [1, 2]},
         "rows": [{"name": "tfidf-nb", "set": ["method.name=tfidf", "method.tfidf.variant=nb", "train.seed=1"]},
                  {"name": "probe", "set": ["method.name=probe", "model.spec=minilm", "train.seed=1",
@@ -315,12 +320,14 @@ def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
 # hold them: synthetic reviews and tables (their content does not matter, their shape does) and tiny runs of
 # the packaged `gpt2-tiny-random` (real GPT-2 tokenizer, random weights) or TF-IDF, trained in seconds.
 
-TINY_LORA = ["--model", "gpt2-tiny-random", "--method", "lora", "--max-length", "32", "--no-progress"]
-TINY_ONE_EPOCH = ["--model", "gpt2-tiny-random", "--max-length", "32", "--epochs", "1", "--no-progress"]
+TINY_LORA = ["--model", "gpt2-tiny-random", "--method", "lora", "--max-length", "32", "--no-progress",
+             "--set", LEARNS_NOTHING_OK]
+TINY_ONE_EPOCH = ["--model", "gpt2-tiny-random", "--max-length", "32", "--epochs", "1", "--no-progress",
+                  "--set", LEARNS_NOTHING_OK]
 # The tiny settings `T` of the second hostile pass: 48 training reviews, 32 test reviews, 64 tokens, no baseline,
 # 16 validation reviews.
 TINY_SETTINGS = ["--train-size", "48", "--eval-size", "32", "--max-length", "64", "--no-progress",
-                 "--set", "train.baseline=false", "--set", "data.val_size=16"]
+                 "--set", "train.baseline=false", "--set", "data.val_size=16", "--set", LEARNS_NOTHING_OK]
 FORMULA = "=cmd|' /C calc'!A0"
 ID_PREFIXES = "=+-@"  # every review id of `runs` starts with a character spreadsheets treat as a formula
 

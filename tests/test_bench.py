@@ -335,3 +335,59 @@ def test_one_bad_row_is_still_named_with_its_error(tmp_path: Path) -> None:
     message = str(info.value)
     assert message.startswith(f"{path}: 1 of 2 rows is invalid, nothing ran: row r: config: ")
     assert "missing.yaml not found" in message and "\n" not in message
+
+
+def test_a_label_budget_is_training_plus_validation(tmp_path: Path) -> None:
+    """`labels: N` gives a row N labelled reviews in all: a fifth (rounded up) validation, the rest training."""
+    path = write_bench(tmp_path, {"name": "budget", "set": COMMON, "matrix": {"labels": [64, 1024]},
+                                  "rows": [{"name": "small", "labels": 20}]})
+    rows = {r.name: r.config.data for r in load_bench(path).rows}
+    assert set(rows) == {"labels64", "labels1024", "small"}
+    assert (rows["labels64"].train_size, rows["labels64"].val_size) == (51, 13)
+    assert (rows["labels1024"].train_size, rows["labels1024"].val_size) == (819, 205)
+    assert (rows["small"].train_size, rows["small"].val_size) == (16, 4)
+    for bad in (3, "many", True):
+        with pytest.raises(BenchError, match="labelled reviews >= 4"):
+            load_bench(write_bench(tmp_path / str(bad), {"name": "b", "set": COMMON, "matrix": {"labels": [bad]}}))
+
+
+def test_the_learning_curve_has_a_line_per_method_and_a_point_per_budget(tmp_path: Path,
+                                                                        imdb_slice_archive: Path) -> None:
+    """Two methods at two budgets with two seeds each, and a prompt at 0 labels: results.json's curve, the
+    table in results.md and the plot in the report, each point the mean of its rows."""
+    path = write_bench(tmp_path, {
+        "name": "curve", "set": [*COMMON, f"data.path={imdb_slice_archive}", "train.refuse_one_class=false"],
+        "matrix": {"method.name": ["probe", "tfidf"], "labels": [12, 24], "train.seed": [1, 2]},
+        "rows": [{"name": "prompt", "set": ["method.name=zero-shot", "zero_shot.calibration_size=4"]}]})
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["bench", str(path), "--out", str(out), "--no-progress"])
+    assert code == 0, stdout + err
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert rows["probe-labels12-seed1"]["labels"] == 12 and rows["prompt"]["labels"] == 0
+    lines = {line["line"]: line for line in results["curve"]}
+    assert set(lines) == {"probe", "tfidf", "prompt"}
+    assert [p["labels"] for p in lines["prompt"]["points"]] == [0]
+    for method in ("probe", "tfidf"):
+        points = lines[method]["points"]
+        assert [(p["labels"], p["seeds"]) for p in points] == [(12, 2), (24, 2)]
+        for p in points:
+            runs = [rows[f"{method}-labels{p['labels']}-seed{s}"] for s in (1, 2)]
+            assert p["runs"] == [r["name"] for r in runs]
+            assert p["accuracy_mean"] == pytest.approx(sum(r["accuracy"] for r in runs) / 2)
+    md = (out / "results.md").read_text()
+    assert "## Learning curve: accuracy against labelled reviews" in md
+    assert "| 12 |" in md and "| 24 |" in md and "| 0 |" in md
+    assert (out / "plots" / "learning_curve.png").stat().st_size > 1000
+    assert "Test accuracy against labelled reviews" in (out / "report.html").read_text()
+
+
+def test_one_budget_draws_no_curve(bench_run: tuple[Path, Path, int, str]) -> None:
+    """A bench with no method at two budgets (its trained rows at 24 labels, a prompt at 0) is a table, not a
+    curve: no curve in results.json, no section in results.md, no plot."""
+    _, out, _, _ = bench_run
+    results = json.loads((out / "results.json").read_text())
+    assert {r["labels"] for r in results["rows"]} == {24, 0}
+    assert results["curve"] == []
+    assert "Learning curve" not in (out / "results.md").read_text()
+    assert not (out / "plots" / "learning_curve.png").exists()

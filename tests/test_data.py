@@ -249,6 +249,10 @@ def test_sizes_larger_than_the_data_are_reported(case: str, tmp_path: Path) -> N
         "eval-size-too-large": ["data.eval_size=5000 but only 8 test examples; using 8"],
         "sizes-fit": [],
     }[case]
-    assert metrics["data"]["warnings"] == want
-    assert [line for line in out.splitlines() if line.startswith("warning: ")] == [f"warning: {w}" for w in want]
+    small = [w for w in metrics["data"]["warnings"] if w.startswith("validation has 3 reviews")]
+    assert len(small) == 1  # 3 validation reviews are named as too few to choose on (tests/test_small_data.py)
+    assert [w for w in metrics["data"]["warnings"] if w not in small] == want
+    printed = [line for line in out.splitlines() if line.startswith("warning: ") and line[9:] not in small
+               and "optimizer steps" not in line]  # the data's warnings; a 2-step phase is warned about too
+    assert printed == [f"warning: {w}" for w in want]
     assert metrics["data"]["train"]["n"] == (20 if case == "sizes-fit" else 29)

@@ -86,7 +86,7 @@ def make_cfg(archive: Path, spec: str, method: str, head: str = "softmax", extra
         f"data.path={archive}", f"data.train_size={train_size}", "data.val_size=8", "data.eval_size=16",
         f"data.max_length={MAX_LENGTH}", f"model.spec={spec}", f"model.head={head}", f"method.name={method}",
         "train.epochs=1", "train.batch_size=8", "train.lr=0.005", "train.threads=1", "train.warmup_ratio=0",
-        "train.checkpoint_every=null",
+        "train.checkpoint_every=null", "train.refuse_one_class=false",  # tiny random models may learn nothing
     ]
     return load_config(None, overrides + (extra or []))
 

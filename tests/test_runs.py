@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import MAX_LENGTH, archive_members, assert_one_line_error, run_cli, train_args, write_tar
+from conftest import (
+    LEARNS_NOTHING_OK,
+    MAX_LENGTH,
+    archive_members,
+    assert_one_line_error,
+    run_cli,
+    train_args,
+    write_tar,
+)
 from conftest import TINY_LORA as MODEL
 
 from sentitune.config import dump_yaml, load_config
@@ -40,7 +48,7 @@ def write_reviews(path: Path, n: int = 40) -> Path:
 def train_argv(data: Path, out: Path | str, *extra: str) -> list[str]:
     return ["train", "--model", "gpt2-tiny-random", "--method", "lora", "--source", str(data), "--max-length", "32",
             "--train-size", "16", "--val-size", "4", "--batch-size", "8", "--epochs", "1", "--no-progress",
-            "--set", "train.threads=1", "--out", str(out), *extra]
+            "--set", "train.threads=1", "--set", LEARNS_NOTHING_OK, "--out", str(out), *extra]
 
 
 def one_line_error(code: int, err: str, *parts: str) -> str:
@@ -242,8 +250,8 @@ def _started_run(tmp: Path, *overrides: str) -> tuple[Path, list[str]]:
     data = write_tar(tmp / "aclImdb_v1.tar.gz", archive_members())
     run = tmp / "run"
     argv = ["train", *MODEL, "--data", str(data), "--out", str(run), *overrides]
-    cfg = load_config(None, ["model.spec=gpt2-tiny-random", f"data.path={data}", "data.max_length=32", *
-                             [o for o in overrides if "=" in o]])
+    cfg = load_config(None, ["model.spec=gpt2-tiny-random", f"data.path={data}", "data.max_length=32",
+                             LEARNS_NOTHING_OK, *[o for o in overrides if "=" in o]])
     run.mkdir()
     (run / "config.yaml").write_text(dump_yaml(cfg))
     (run / "log.jsonl").write_text('{"event": "baseline"}\n')

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import THREE_CLASSES, assert_one_line_error, run_cli, write_target_lines
+from conftest import LEARNS_NOTHING_OK, THREE_CLASSES, assert_one_line_error, run_cli, write_target_lines
 
 from sentitune.config import ConfigError, load_config
 from sentitune.data.batching import TargetInput, encode
@@ -182,7 +182,7 @@ def test_three_class_run_saves_reloads_and_predicts(tmp_path: Path, target_data:
     code, out, err = run_cli(["train", "--source", str(train_file), "--set", f"data.test_path={test_file}",
                               "--set", "data.labels=[negative,neutral,positive]", "--model", "minilm",
                               "--method", "probe", "--epochs", "2", "--lr", "0.01", "--max-length", "64",
-                              "--out", str(run), "--no-progress"])
+                              "--set", LEARNS_NOTHING_OK, "--out", str(run), "--no-progress"])
     assert code == 0, err
     assert "macro_f1" in out and "f1_neutral" in out and "rows: true, columns: predicted" in out
     metrics = json.loads((run / "metrics.json").read_text())
@@ -255,7 +255,7 @@ def test_every_method_trains_on_targets(method: str, extra: list[str], tiny_targ
     cfg = load_config(None, [f"data.source={train_file}", f"data.test_path={test_file}",
                              "data.labels=[negative,neutral,positive]", "data.val_size=6", "data.max_length=40",
                              "model.spec=gpt2-tiny-random", f"method.name={method}", "train.epochs=1",
-                             "train.batch_size=8", "train.lr=0.005", "train.checkpoint_every=null",
+                             "train.batch_size=8", "train.lr=0.005", "train.checkpoint_every=null", LEARNS_NOTHING_OK,
                              f"train.feature_cache_dir={tmp_path / 'features'}", *extra])
     metrics = train(cfg, tmp_path / "run")
     assert metrics["test"]["n"] == 12 and len(metrics["test"]["confusion_matrix"]) == 3

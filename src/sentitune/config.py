@@ -128,6 +128,9 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: float = 1.0
+    # Each phase trains at least this many optimizer steps: on a few dozen labels one epoch is a handful of
+    # steps and learns nothing, so the epochs are scaled up (0: epochs alone decide).
+    min_steps: int = 0
     lr: float = 5e-4
     batch_size: int = 16
     eval_batch_size: int = 16  # small: length-sorted batches then pad little (64 lost the bucketing gain)
@@ -144,6 +147,9 @@ class TrainConfig:
     precision: str = "auto"  # training autocast: auto | bf16 | fp16 (GPU only) | fp32
     eval_precision: str = "fp32"  # baseline, test, evaluate, predict: fp32 gives the same numbers on any CPU
     threads: int | None = None  # torch threads; None: all cores
+    # A kept model that answers one class for every validation review ends the run with an error (a failure,
+    # not a result); false keeps it (a code-path test's tiny random model may learn nothing, on purpose).
+    refuse_one_class: bool = True
     baseline: bool = True  # evaluate the untrained classifier on test before training
     # The final test pass (metrics.json "test", predictions.csv). false: test is never scored nor tokenized
     # (with baseline false too); `sentitune search` trains its trials so, and only the chosen one sees test.
@@ -275,6 +281,7 @@ class ExperimentConfig:
         _positive("train.batch_size", self.train.batch_size, minimum=1)
         _positive("train.eval_batch_size", self.train.eval_batch_size, minimum=1)
         _positive("train.grad_accum", self.train.grad_accum, minimum=1)
+        _positive("train.min_steps", self.train.min_steps, minimum=0)
         optional = (("patience", 1), ("eval_every", 0), ("checkpoint_every", 0), ("log_every", 0), ("threads", 0))
         for name, minimum in optional:
             if getattr(self.train, name) is not None:  # 0 (like None) means "off" / "all cores"

@@ -21,12 +21,17 @@ from sentitune.data.records import Splits
 from sentitune.distributed import Cluster
 from sentitune.evaluation import evaluate, forward
 from sentitune.features import Features
+from sentitune.metrics import answered
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.methods import method
 from sentitune.models.registry import ResolvedModel
 from sentitune.precision import autocast
 from sentitune.runs import RunDir
 from sentitune.runtime import Report, deferred_interrupt, device, to_device
+
+FEW_STEPS = 50  # a phase shorter than this many optimizer steps gets a warning
+STRETCHED_VALIDATIONS = 10  # about how many validations a phase stretched by train.min_steps runs
+MIN_STEPS_HINT = 150  # what the warning suggests (configs/experiments/quickstart.yaml sets it)
 
 
 @dataclass
@@ -103,8 +108,17 @@ class PhaseLoop:
         if "train" in self.features and state.micro == 0:  # computing the cache is part of the first epoch's cost
             state.train_seconds += self.features["train"].build_seconds
         self.per_epoch = math.ceil(len(self.data) / cfg.train.batch_size)
-        self.total_micro = max(1, round(phase.epochs * self.per_epoch))
+        # train.min_steps: small data trains more epochs, so a phase is never a handful of steps; a phase so
+        # stretched validates (and checkpoints) about STRETCHED_VALIDATIONS times, not after each short epoch.
+        natural = max(1, round(phase.epochs * self.per_epoch))
+        self.total_micro = max(natural, cfg.train.min_steps * cfg.train.grad_accum)
+        self.validate_epochs = 1 if self.total_micro == natural else math.ceil(
+            self.total_micro / self.per_epoch / STRETCHED_VALIDATIONS)
         self.total_steps = math.ceil(self.total_micro / cfg.train.grad_accum)
+        if self.total_steps < FEW_STEPS and state.micro == 0:
+            report(f"warning: phase {state.phase + 1} trains {self.total_steps} optimizer steps ({len(self.data)} "
+                   f"reviews, batch {cfg.train.batch_size}, {phase.epochs:g} epochs): too few to learn much; "
+                   f"set train.min_steps (e.g. {MIN_STEPS_HINT}) or more epochs")
         self.optimizer = make_optimizer(self.model, cfg, phase.lr or cfg.train.lr)
         from transformers import get_scheduler
 
@@ -198,7 +212,8 @@ class PhaseLoop:
             self.mark_boundary()
             now = time.perf_counter()
             state.train_seconds, self.tick = state.train_seconds + now - self.tick, now
-            state.pending_validation = bool(epoch_end or (every and state.step % every == 0))
+            validate = epoch_end and ((done // self.per_epoch) % self.validate_epochs == 0 or done == self.total_micro)
+            state.pending_validation = bool(validate or (every and state.step % every == 0))
             if epoch_end:
                 state.epoch_seconds.append(state.train_seconds - state.epoch_mark)
                 state.epoch_mark = state.train_seconds
@@ -235,8 +250,8 @@ class PhaseLoop:
         record = {"event": "validation", "phase": state.phase + 1, "step": state.step,
                   "epoch": round(state.micro / self.per_epoch, 3), **metrics}
         with deferred_interrupt():  # the record, the best weights and the flag change together
-            state.history.append({k: record[k] for k in ("phase", "step", "epoch", "loss", "accuracy", "macro_f1",
-                                                         "roc_auc")})
+            state.history.append({**{k: record[k] for k in ("phase", "step", "epoch", "loss", "accuracy", "macro_f1",
+                                                            "roc_auc")}, "answered": answered(metrics)[0]})
             self.rundir.log(record)
             if metrics["loss"] < state.best_loss:
                 state.best_loss, state.best_params, state.bad_evals = metrics["loss"], snapshot(self.model,

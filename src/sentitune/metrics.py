@@ -120,3 +120,10 @@ def confusion_line(metrics: dict[str, Any]) -> str:
         return f"confusion matrix [[TN, FP], [FN, TP]]: {metrics['confusion_matrix']}"
     return (f"confusion matrix (rows: true, columns: predicted; {', '.join(metrics['labels'])}): "
             f"{metrics['confusion_matrix']}")
+
+
+def answered(metrics: dict[str, object]) -> tuple[list[int], list[int]]:
+    """(the classes a model's decisions use, the classes the reviews have), from a confusion matrix: a model
+    that answers one class for every review of a two-class set learned nothing that tells them apart."""
+    matrix = np.asarray(metrics["confusion_matrix"])
+    return np.flatnonzero(matrix.sum(axis=0)).tolist(), np.flatnonzero(matrix.sum(axis=1)).tolist()

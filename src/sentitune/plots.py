@@ -35,7 +35,8 @@ PLOTS = {
     "accuracy_by_length": "Test accuracy by review length",
 }
 MULTICLASS_PLOTS = {"confusion": "Confusion matrices on the test set (rows: true class, share of the row)"}
-CAPTIONS = {**PLOTS, **MULTICLASS_PLOTS}
+BUDGET_PLOTS = {"learning_curve": "Test accuracy against labelled reviews (train + validation; mean ± sd over seeds)"}
+CAPTIONS = {**PLOTS, **MULTICLASS_PLOTS, **BUDGET_PLOTS}
 
 
 @dataclass
@@ -238,6 +239,8 @@ def draw_all(results: dict[str, Any], data: dict[str, RowData], out: Path) -> di
     paths["accuracy_by_length"] = _save(fig, out / "accuracy_by_length.png")
     if multiclass:
         paths["confusion"] = _draw_confusion([r["name"] for r in rows if data[r["name"]].multiclass], data, out)
+    if results.get("curve"):
+        paths["learning_curve"] = _draw_learning_curve(results["curve"], out)
     return paths
 
 
@@ -270,6 +273,31 @@ def _draw_time_to_accuracy(rows: list[dict[str, Any]], out: Path) -> Path:
            title=PLOTS["time_to_accuracy"])
     ax.title.set_fontsize(9)
     return _save(fig, out / "time_to_accuracy.png")
+
+
+def _draw_learning_curve(curve: list[dict[str, Any]], out: Path) -> Path:
+    """One line per method over label budgets (log scale, sd as error bars, each point's mean minutes beside
+    it); a line whose only point is at 0 labels (a prompt) is a dashed level: what no labels at all give."""
+    fig, ax = _figure()
+    for line in curve:
+        points = line["points"]
+        if [p["labels"] for p in points] == [0]:
+            ax.axhline(points[0]["accuracy_mean"], ls="--", lw=1, c="grey",
+                       label=f"{line['line']}: 0 labels ({points[0]['accuracy_mean']:.3f})")
+            continue
+        shown = [p for p in points if p["labels"] > 0]
+        xs, ys = [p["labels"] for p in shown], [p["accuracy_mean"] for p in shown]
+        ax.errorbar(xs, ys, yerr=[p["accuracy_sd"] or 0.0 for p in shown], marker="o", lw=1.2, capsize=3,
+                    label=line["line"])
+        for p in shown:
+            if p["wall_seconds_mean"]:
+                ax.annotate(f"{p['wall_seconds_mean'] / 60:.1f} min", (p["labels"], p["accuracy_mean"]),
+                            textcoords="offset points", xytext=(4, -10), fontsize=6)
+    ax.set(xscale="log", xlabel="labelled reviews (train + validation, log scale)", ylabel="test accuracy",
+           title=BUDGET_PLOTS["learning_curve"])
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, out / "learning_curve.png")
 
 
 def _draw_confusion(names: list[str], data: dict[str, RowData], out: Path) -> Path:

@@ -27,6 +27,8 @@ class Recipe:
     run: Callable[[ExperimentConfig, Path, bool, bool, bool, Report], dict[str, Any]]
     scorer: type[Scorer]  # a saved run of this kind, loaded to score reviews
     summary: Callable[[ExperimentConfig, dict[str, Any], Path], str]  # what `sentitune train` prints at the end
+    # (config, metrics.json's `data` summary) -> the labelled reviews the run was given: a bench's label budget
+    labels: Callable[[ExperimentConfig, dict[str, Any]], int]
 
 
 def _train(cfg: ExperimentConfig, out: Path, resume: bool, overwrite: bool, progress: bool,
@@ -111,10 +113,23 @@ def _tfidf_summary(cfg: ExperimentConfig, metrics: dict[str, Any], out: Path) ->
         f"run directory: {out}"])
 
 
+def _given_labels(cfg: ExperimentConfig, data: dict[str, Any]) -> int:
+    """A trained run is given its training and its validation reviews, labelled: the budget counts both."""
+    return int(data["train"]["n"]) + int(data["validation"]["n"])
+
+
+def _prompt_labels(cfg: ExperimentConfig, data: dict[str, Any]) -> int:
+    """A prompt reads labels only for its demonstrations (shots) and, when its decision or a template sweep
+    uses them, the labelled calibration slice of validation; label-free, raw and contextual decisions read none."""
+    zs = cfg.zero_shot
+    chooses = zs.decision == "validation" or bool(zs.sweep)
+    return zs.shots + (min(zs.calibration_size, int(data["validation"]["n"])) if chooses else 0)
+
+
 RECIPES = {r.kind.name: r for r in (
-    Recipe(CLASSIFIER, _train, ClassifierScorer, _trained_summary),
-    Recipe(ZERO_SHOT, _zero_shot, PromptScorer, _zero_shot_summary),
-    Recipe(TFIDF, _tfidf, TfidfScorer, _tfidf_summary),
+    Recipe(CLASSIFIER, _train, ClassifierScorer, _trained_summary, _given_labels),
+    Recipe(ZERO_SHOT, _zero_shot, PromptScorer, _zero_shot_summary, _prompt_labels),
+    Recipe(TFIDF, _tfidf, TfidfScorer, _tfidf_summary, _given_labels),
 )}
 
 

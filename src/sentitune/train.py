@@ -18,7 +18,7 @@ from sentitune.data.batching import encode, encoding_args
 from sentitune.data.sources import load_splits
 from sentitune.distributed import Cluster, DistributedError, cluster
 from sentitune.ensemble import NgramMember, ensemble_metrics, fit_member, member_metrics
-from sentitune.errors import DataError
+from sentitune.errors import DataError, RunError
 from sentitune.evaluation import evaluate, score
 from sentitune.features import Features, build_cache, hold_if_fits, prefix_fingerprint
 from sentitune.kinds import kind_of
@@ -169,6 +169,7 @@ def train(
     if cfg.ensemble.ngram:
         member, ensemble = _fit_ngram(p, eval_precision, progress, features, report)
         run.log({"event": "ensemble", **ensemble})
+    _refuse_one_class(p, run.path, state, ensemble)
     test_metrics, test_scores, test_seconds = None, None, None
     if cfg.train.evaluate_test:  # off: the test set is never scored (search trials choose on validation only)
         test_metrics, test_scores, test_seconds = _score_test(p, eval_precision, progress, features, member, ensemble)
@@ -186,6 +187,25 @@ def train(
     run.clear_checkpoint()
     cl.barrier()  # the others return once the main process has written the run
     return metrics
+
+
+class OneClassModel(RunError):
+    """The kept model answers one class for every validation review: a failure to report, not a result."""
+
+
+def _refuse_one_class(p: Prepared, where: Path, state: State, ensemble: dict[str, Any] | None) -> None:
+    """Training that ends in a model answering one class for every review (too few steps, too high a learning
+    rate, too few labels) scores the class balance: report it as the failure it is, before the test pass."""
+    present = {e.label for e in p.splits.validation}
+    if not p.cfg.train.refuse_one_class or len(present) < 2 or not state.history:
+        return
+    kept = ensemble["validation"]["ensemble"] if ensemble else min(state.history, key=lambda r: r["loss"])
+    if len(kept.get("answered", present)) != 1:
+        return
+    label = p.cfg.data.labels[kept["answered"][0]]
+    raise OneClassModel(f"{where}: the kept model answers {label!r} for every validation review (accuracy "
+                        f"{kept['accuracy']:.3f}): it learned nothing that tells the classes apart; train longer "
+                        "(--epochs or train.min_steps), with another --lr, or with more labels")
 
 
 def _start(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool, report: Report,

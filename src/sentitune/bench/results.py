@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.kinds import kind_of
 from sentitune.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, accuracy_ci, class_f1, mcnemar_p
 
-RESULT_COLUMNS = ("name", "model", "method", "seed", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+RESULT_COLUMNS = ("name", "model", "method", "seed", "labels", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
                   "precision", "recall", "f1", "macro_f1", "roc_auc", "trainable_parameters", "total_parameters",
                   "train_seconds", "test_seconds", "wall_seconds", "train_tokens_per_second", "mcnemar_p_vs_tfidf",
                   "published_accuracy", "published_source")
@@ -77,7 +78,8 @@ def collect(bench: Bench, out: Path) -> dict[str, Any]:
             macro_f1 = float(np.mean([c["f1"] for c in per_class.values()]))
         rows.append({
             "name": bench_row.name, "model": metrics.get("model", cfg.model.spec), "method": cfg.method.name,
-            "seed": cfg.train.seed, "n": test.get("n"), "accuracy": test.get("accuracy"),
+            "seed": cfg.train.seed, "labels": _labels(cfg, metrics), "n": test.get("n"),
+            "accuracy": test.get("accuracy"),
             "accuracy_ci_low": low, "accuracy_ci_high": high, "precision": test.get("precision"),
             "recall": test.get("recall"), "f1": test.get("f1"), "macro_f1": macro_f1, "per_class": per_class,
             "roc_auc": test.get("roc_auc"),
@@ -111,7 +113,51 @@ def collect(bench: Bench, out: Path) -> dict[str, Any]:
         seeds.append(entry)
     return {"bench": bench.name, "reference": reference, "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES,
             "seed": BOOTSTRAP_SEED, "level": 0.95}, "classes": per_class_names(rows), "rows": rows,
-            "seed_groups": seeds, "not_reported": not_reported}
+            "seed_groups": seeds, "curve": learning_curve(rows, configs), "not_reported": not_reported}
+
+
+def _labels(cfg: ExperimentConfig, metrics: dict[str, Any]) -> int | None:
+    """The labelled reviews the run was given (its recipe counts them); None for a run without a data record."""
+    from sentitune.recipes import recipe_of
+
+    data = metrics.get("data")
+    return recipe_of(cfg).labels(cfg, data) if isinstance(data, dict) and "validation" in data else None
+
+
+BUDGET_PIECE = re.compile(r"^(labels|seed)\d+$")  # row-name pieces of the budget axis and the seed
+
+
+def learning_curve(rows: list[dict[str, Any]], configs: dict[str, ExperimentConfig]) -> list[dict[str, Any]]:
+    """Accuracy against labelled reviews: rows whose configs differ only in their label budget (train and
+    validation sizes) and seed make one line, a point per budget (mean ± sd over its seeds, mean wall time).
+    Empty unless some method runs at two budgets or more: one budget is a table, not a curve."""
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["labels"] is None or r["accuracy"] is None:
+            continue
+        d = to_dict(configs[r["name"]])
+        d.pop("name")
+        d["train"].pop("seed")
+        d["data"].pop("train_size")
+        d["data"].pop("val_size")
+        lines.setdefault(json.dumps(d, sort_keys=True), []).append(r)
+    if not any(len({r["labels"] for r in members}) > 1 for members in lines.values()):
+        return []  # no method at two budgets: a table of rows says it all
+    curve = []
+    for members in lines.values():
+        pieces = [p for p in members[0]["name"].split("-") if not BUDGET_PIECE.match(p)]
+        points = []
+        for labels in sorted({m["labels"] for m in members}):
+            at = [m for m in members if m["labels"] == labels]
+            accuracy = np.array([m["accuracy"] for m in at], dtype=float)
+            walls = [m["wall_seconds"] for m in at if m.get("wall_seconds")]
+            points.append({"labels": labels, "runs": [m["name"] for m in at], "seeds": len(at),
+                           "accuracy_mean": float(accuracy.mean()),
+                           "accuracy_sd": float(accuracy.std(ddof=1)) if len(at) > 1 else None,
+                           "wall_seconds_mean": float(np.mean(walls)) if walls else None})
+        curve.append({"line": "-".join(pieces) or members[0]["method"], "method": members[0]["method"],
+                      "points": points})
+    return curve
 
 
 def per_class_names(rows: list[dict[str, Any]]) -> list[str]:
@@ -182,10 +228,31 @@ def markdown(results: dict[str, Any]) -> str:
                           ([g["group"], md.number(g["seeds"]),
                             *(f"{md.number(g.get(f'{m}_mean'))} ± {md.number(g.get(f'{m}_sd'))}" for m in SEED_METRICS)]
                            for g in results["seed_groups"]))
+    if results.get("curve"):
+        lines += curve_table(results["curve"])
     if results["not_reported"]:
         lines += ["", "Not reported:", ""] + [f"- {md.cell(name)}: {md.cell(why)}"
                                               for name, why in results["not_reported"].items()]
     return "\n".join(lines) + "\n"
+
+
+def curve_table(curve: list[dict[str, Any]]) -> list[str]:
+    """The learning curve as Markdown: a row per label budget, a column per line (method), each cell the mean
+    accuracy ± sd over seeds, with the number of seeds and the mean wall time of one run."""
+    budgets = sorted({p["labels"] for line in curve for p in line["points"]})
+    table = []
+    for labels in budgets:
+        cells = []
+        for line in curve:
+            p = next((p for p in line["points"] if p["labels"] == labels), None)
+            sd = f" ± {md.number(p['accuracy_sd'])}" if p and p["accuracy_sd"] is not None else ""
+            cells.append(f"{md.number(p['accuracy_mean'])}{sd} ({p['seeds']} × {md.duration(p['wall_seconds_mean'])})"
+                         if p else "")
+        table.append([f"{labels:,}", *cells])
+    return ["", "## Learning curve: accuracy against labelled reviews", "",
+            "Labelled reviews: training + validation, everything a run was given (a prompt: its demonstrations and "
+            "the validation labels its decision read). Each cell: mean test accuracy ± sd over seeds (seeds × the "
+            "mean wall time of one run).", "", *md.table(["labelled reviews", *(c["line"] for c in curve)], table)]
 
 
 def class_heads(results: dict[str, Any]) -> list[str]:

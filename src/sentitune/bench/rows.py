@@ -5,6 +5,7 @@ config and a published number. Every row is checked before anything runs."""
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from sentitune.errors import SentituneError
 from sentitune.runset import SAFE_NAME, one_line, override, read_header, read_yaml, strings
 
 BENCH_KEYS = ("name", "base", "set", "matrix", "rows")
+LABELS_KEY = "labels"  # a matrix key (or a row's key) that is no setting: a label budget, train + validation
+VALIDATION_SHARE = 0.2  # of a label budget, carved off for validation (rounded up: 64 -> 51 + 13)
 
 
 class BenchError(SentituneError):
@@ -51,6 +54,20 @@ def _piece(key: str, value: Any) -> str:
     return slug(value)
 
 
+def label_budget(labels: Any, where: str) -> list[str]:
+    """The overrides that give a run `labels` labelled reviews in all: a fifth (rounded up) for validation, the
+    rest for training. Counting both is what a user with N labelled reviews has."""
+    if isinstance(labels, bool) or not isinstance(labels, int) or labels < 4:
+        raise BenchError(f"{where}: expected a whole number of labelled reviews >= 4 (train + validation), "
+                         f"got {labels!r}")
+    validation = math.ceil(VALIDATION_SHARE * labels)
+    return [f"data.train_size={labels - validation}", f"data.val_size={validation}"]
+
+
+def _overrides(key: str, value: Any, where: str) -> list[str]:
+    return label_budget(value, f"{where}.{key}") if key == LABELS_KEY else [override(key, value)]
+
+
 def _unique(names: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
@@ -74,15 +91,15 @@ def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str], str |
         keys = list(matrix)
         combos = list(itertools.product(*(matrix[k] for k in keys)))
         names = _unique(["-".join(_piece(k, v) for k, v in zip(keys, combo, strict=True)) for combo in combos])
-        rows = [(n, [override(k, v) for k, v in zip(keys, combo, strict=True)], None, None)
-                for n, combo in zip(names, combos, strict=True)]
+        rows = [(n, [o for k, v in zip(keys, combo, strict=True) for o in _overrides(k, v, f"{where}: matrix")],
+                 None, None) for n, combo in zip(names, combos, strict=True)]
     extra = data.get("rows") or []
     if not isinstance(extra, list):
         raise BenchError(f"{where}: rows: expected a list of {{name, config, set}} mappings")
     for i, row in enumerate(extra):
-        if not isinstance(row, dict) or set(row) - {"name", "set", "config", "published"}:
-            raise BenchError(f"{where}: rows[{i}]: expected a mapping with name, config, set and/or published, "
-                             f"got {row!r}")
+        if not isinstance(row, dict) or set(row) - {"name", "set", "config", "published", LABELS_KEY}:
+            raise BenchError(f"{where}: rows[{i}]: expected a mapping with name, config, set, labels and/or "
+                             f"published, got {row!r}")
         published = row.get("published")
         if published is not None and not (
                 isinstance(published, dict) and set(published) == {"accuracy", "source"}
@@ -96,7 +113,9 @@ def expand(data: dict[str, Any], where: str) -> list[tuple[str, list[str], str |
         name = row.get("name")
         if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
             raise BenchError(f"{where}: rows[{i}].name: {name!r} is not a folder-safe name (letters, digits, . _ -)")
-        rows.append((name, strings(row.get("set"), f"{where}: rows[{i}].set", BenchError), config, published))
+        budget = label_budget(row[LABELS_KEY], f"{where}: rows[{i}]") if LABELS_KEY in row else []
+        rows.append((name, budget + strings(row.get("set"), f"{where}: rows[{i}].set", BenchError), config,
+                     published))
     taken = [n for n, *_ in rows]
     if dup := next((n for n in taken if taken.count(n) > 1), None):
         raise BenchError(f"{where}: rows: the name {dup!r} is used twice")

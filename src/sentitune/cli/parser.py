@@ -96,6 +96,8 @@ TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--truncation", "data.truncation", str, "head | tail | head+tail"),
     ("--windows", "data.windows", int, "read a long review as up to N windows of --max-length, logits pooled"),
     ("--epochs", "train.epochs", float, "epochs (fractions allowed)"),
+    ("--min-steps", "train.min_steps", int, "each phase trains at least this many optimizer steps (more epochs on "
+                                            "small data; 0: epochs alone decide)"),
     ("--lr", "train.lr", float, "peak learning rate"),
     ("--batch-size", "train.batch_size", int, "training batch size"),
     ("--seed", "train.seed", int, "seed for data splits, initialisation and batch order"),

@@ -18,6 +18,7 @@ from sentitune.errors import DataError
 
 TARGET_SUFFIXES = (".raw", ".seg")
 TABLE_TEST_FRACTION = 0.2  # test share held out of a CSV/JSONL source given without data.test_path
+SMALL_VALIDATION = 100  # fewer validation reviews than this: a warning that choosing on them is noisy
 
 
 def _read_hub(name: str) -> dict[str, list[Example]]:
@@ -114,6 +115,10 @@ def load_splits(
     if cfg.train_size is not None and cfg.train_size > len(pool):
         warnings.append(f"data.train_size={cfg.train_size} but only {len(pool)} training examples after the "
                         f"validation carve-out; using {len(pool)}")
+    if 0 < len(validation) < SMALL_VALIDATION:
+        warnings.append(f"validation has {len(validation)} reviews: the kept checkpoint (and an ensemble's weights) "
+                        f"are chosen on so few that the choice is mostly noise; {SMALL_VALIDATION} or more choose "
+                        "reliably (data.val_size)")
     if cfg.eval_size is not None and cfg.eval_size > len(test):
         warnings.append(f"data.eval_size={cfg.eval_size} but only {len(test)} test examples; using {len(test)}")
     return Splits(

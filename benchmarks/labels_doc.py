@@ -1,0 +1,100 @@
+"""docs/RESULTS.md "How many labels do I need?", from the label-budget bench (configs/benches/labels.yaml).
+
+    .venv/bin/python benchmarks/labels_doc.py                 # run the bench (finished rows are skipped), write
+    .venv/bin/python benchmarks/labels_doc.py --rows a,b      # run only these rows first
+    .venv/bin/python benchmarks/labels_doc.py --no-run        # only rewrite the section from the finished rows
+
+The section lives between the `<!-- labels:start -->` / `<!-- labels:end -->` markers in docs/RESULTS.md. Every
+number comes from a run directory under runs/bench/labels, read back by the bench (results.json: the learning
+curve, mean ± sd over seeds); each budget's two halves alone come from the rows' metrics.json (ensemble.test).
+Rows not run yet are listed with their command, never with a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from docs_block import write_block
+from machine import cores_line
+
+from sentitune.bench import load_bench, write_results
+from sentitune.bench.results import curve_table
+from sentitune.markdown import table
+from sentitune.report import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "configs" / "benches" / "labels.yaml"
+OUT = ROOT / "runs" / "bench" / "labels"
+DOC = ROOT / "docs" / "RESULTS.md"
+PLOT = ROOT / "docs" / "results" / "learning_curve.png"
+BLOCK = "labels"  # docs/RESULTS.md's block: <!-- labels:start --> ... <!-- labels:end -->
+
+
+def _halves(results: dict[str, Any]) -> list[list[str]]:
+    """Per budget: the transformer alone, the n-gram model alone and both, mean test accuracy over the seeds
+    (from each row's metrics.json: ensemble.test)."""
+    rows = []
+    for line in results["curve"]:
+        for point in line["points"]:
+            tests = [json.loads((OUT / name / "metrics.json").read_text(encoding="utf-8")) for name in point["runs"]]
+            members = [m["ensemble"]["test"] for m in tests if (m.get("ensemble") or {}).get("test")]
+            if not members:
+                continue
+            mean = {k: float(np.mean([m[k]["accuracy"] for m in members])) for k in ("transformer", "ngram")}
+            rows.append([f"{point['labels']:,}", line["line"], f"{mean['transformer']:.4f}", f"{mean['ngram']:.4f}",
+                         f"{point['accuracy_mean']:.4f}", str(len(members))])
+    return rows
+
+
+def section(results: dict[str, Any]) -> str:
+    bench = load_bench(BENCH)
+    done = {r["name"] for r in results["rows"]}
+    lines = ["## How many labels do I need?", "",
+             "Test accuracy on 2,000 stratified IMDb test reviews against the labelled reviews a run is given "
+             "(training + validation: a fifth of them, rounded up, is the validation set). Made by:", "",
+             "```bash", f"sentitune bench {BENCH.relative_to(ROOT)} --out {OUT.relative_to(ROOT)}", "```", "",
+             f"(`.venv/bin/python benchmarks/labels_doc.py` runs that bench and rewrites this section.) Machine: "
+             f"{cores_line()}. Each seed draws its own labelled reviews and its own test reviews.", ""]
+    if results["curve"]:
+        lines += curve_table(results["curve"])[3:]  # the table and its legend, under this section's own title
+        lines += ["", f"![Accuracy against labelled reviews](results/{PLOT.name})"]
+    halves = _halves(results)
+    if halves:
+        lines += ["", "Each half of the README's job alone (mean test accuracy over the same seeds):", ""]
+        lines += table(["labelled reviews", "line", "transformer alone", "n-gram alone", "both", "seeds"], halves)
+    missing = [row.name for row in bench.rows if row.name not in done]
+    if missing:
+        lines += ["", "Not run here yet (each is one command; nothing is estimated or typed in):", ""]
+        lines += [f"- `{name}`: `sentitune bench {BENCH.relative_to(ROOT)} --out {OUT.relative_to(ROOT)} "
+                  f"--rows {name}`" for name in missing]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-run", action="store_true", help="only rewrite the section from the finished rows")
+    parser.add_argument("--rows", help="comma-separated bench rows to run (default: all)")
+    args = parser.parse_args()
+    if not args.no_run:
+        command = [str(Path(sys.executable).parent / "sentitune"), "bench", str(BENCH), "--out", str(OUT),
+                   "--no-progress", *(["--rows", args.rows] if args.rows else [])]
+        done = subprocess.run(command, check=False, cwd=ROOT)
+        if done.returncode not in (0, 1):  # 1: a row failed; results.md says which
+            raise SystemExit(done.returncode)
+    results = write_results(load_bench(BENCH), OUT)
+    write_report(OUT)
+    if (OUT / "plots" / PLOT.name).is_file():
+        shutil.copyfile(OUT / "plots" / PLOT.name, PLOT)
+    write_block(DOC, BLOCK, section(results))
+    print(f"wrote the label-budget section of {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
