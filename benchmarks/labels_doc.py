@@ -12,19 +12,17 @@ Rows not run yet are listed with their command, never with a number.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_doc import refreshed_results
 from docs_block import write_block
 from machine import cores_line
 
-from sentitune.bench import load_bench, write_results
+from sentitune.bench import load_bench
 from sentitune.bench.results import curve_table
 from sentitune.markdown import table
 from sentitune.report import write_report
@@ -78,17 +76,7 @@ def section(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-run", action="store_true", help="only rewrite the section from the finished rows")
-    parser.add_argument("--rows", help="comma-separated bench rows to run (default: all)")
-    args = parser.parse_args()
-    if not args.no_run:
-        command = [str(Path(sys.executable).parent / "sentitune"), "bench", str(BENCH), "--out", str(OUT),
-                   "--no-progress", *(["--rows", args.rows] if args.rows else [])]
-        done = subprocess.run(command, check=False, cwd=ROOT)
-        if done.returncode not in (0, 1):  # 1: a row failed; results.md says which
-            raise SystemExit(done.returncode)
-    results = write_results(load_bench(BENCH), OUT)
+    results = refreshed_results(__doc__, BENCH, OUT, ROOT)
     write_report(OUT)
     if (OUT / "plots" / PLOT.name).is_file():
         shutil.copyfile(OUT / "plots" / PLOT.name, PLOT)
