@@ -295,6 +295,9 @@ def _draw_learning_curve(curve: list[dict[str, Any]], out: Path) -> Path:
                             textcoords="offset points", xytext=(4, -10), fontsize=6)
     ax.set(xscale="log", xlabel="labelled reviews (train + validation, log scale)", ylabel="test accuracy",
            title=BUDGET_PLOTS["learning_curve"])
+    budgets = sorted({p["labels"] for line in curve for p in line["points"] if p["labels"] > 0})
+    ax.set_xticks(budgets, [f"{b:,}" for b in budgets])  # the budgets themselves, not powers of ten
+    ax.minorticks_off()
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, out / "learning_curve.png")
