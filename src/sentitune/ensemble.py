@@ -142,7 +142,7 @@ def load_member(model_dir: Path, record: Any) -> NgramMember | None:
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {**{key: metrics.get(key) for key in ("accuracy", "roc_auc", "macro_f1")}, "answered": answered(metrics)[0]}
+    return {**{key: metrics.get(key) for key in ("accuracy", "roc_auc", "macro_f1")}, "answered": answered(metrics)}
 
 
 def member_metrics(labels: Sequence[int], names: list[str], transformer: np.ndarray,

@@ -87,5 +87,4 @@ def writing(where: Path | str, resumable: Callable[[], bool] = lambda: False) ->
         if found is None:
             raise
         code, filename = found
-        raise DiskError(disk_message(code, filename, where, code in (errno.ENOSPC, errno.EDQUOT) and resumable())
-                        ) from e
+        raise DiskError(disk_message(code, filename, where, resumable())) from e

@@ -251,7 +251,7 @@ class PhaseLoop:
                   "epoch": round(state.micro / self.per_epoch, 3), **metrics}
         with deferred_interrupt():  # the record, the best weights and the flag change together
             state.history.append({**{k: record[k] for k in ("phase", "step", "epoch", "loss", "accuracy", "macro_f1",
-                                                            "roc_auc")}, "answered": answered(metrics)[0]})
+                                                            "roc_auc")}, "answered": answered(metrics)})
             self.rundir.log(record)
             if metrics["loss"] < state.best_loss:
                 state.best_loss, state.best_params, state.bad_evals = metrics["loss"], snapshot(self.model,

@@ -122,8 +122,7 @@ def confusion_line(metrics: dict[str, Any]) -> str:
             f"{metrics['confusion_matrix']}")
 
 
-def answered(metrics: dict[str, object]) -> tuple[list[int], list[int]]:
-    """(the classes a model's decisions use, the classes the reviews have), from a confusion matrix: a model
-    that answers one class for every review of a two-class set learned nothing that tells them apart."""
-    matrix = np.asarray(metrics["confusion_matrix"])
-    return np.flatnonzero(matrix.sum(axis=0)).tolist(), np.flatnonzero(matrix.sum(axis=1)).tolist()
+def answered(metrics: dict[str, object]) -> list[int]:
+    """The classes a model's decisions use on some reviews, from their confusion matrix (columns: predicted): a
+    model that answers one class for every review of a two-class set learned nothing that tells them apart."""
+    return np.flatnonzero(np.asarray(metrics["confusion_matrix"]).sum(axis=0)).tolist()

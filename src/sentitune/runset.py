@@ -87,7 +87,7 @@ def plan_run(run_dir: Path, cfg: ExperimentConfig, other: Literal["error", "retr
     finished, checkpointed = (run_dir / "metrics.json").is_file(), (run_dir / "checkpoint.pt").is_file()
     if not finished and not checkpointed:
         return "start"
-    same = _same_config(run_dir, cfg)
+    same = same_config(run_dir, cfg)
     if finished and same:
         return "done"
     if other == "retrain":
@@ -106,7 +106,7 @@ def run_planned(cfg: ExperimentConfig, run_dir: Path, action: Action, progress: 
     return recipe_of(cfg).run(cfg, run_dir, resume, not resume, progress, lambda s: None)
 
 
-def _same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
+def same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
     """The run directory's config.yaml is `cfg` (an unreadable one is not)."""
     try:
         return to_dict(load_config(run_dir / "config.yaml")) == to_dict(cfg)
