@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("feature cache", ("features",)),
     ("evaluation", ("evaluation",)),
     ("run directory", ("runs",)),
-    ("recipes", ("loop", "train", "zero_shot", "classical", "ensemble")),
+    ("recipes", ("loop", "train", "zero_shot", "self_training", "classical", "ensemble")),
     ("export", ("export",)),
     ("using a run", ("scorers", "recipes", "inference")),
     ("serving", ("serve",)),

@@ -347,8 +347,13 @@ def test_a_label_budget_is_training_plus_validation(tmp_path: Path) -> None:
     assert (rows["labels1024"].train_size, rows["labels1024"].val_size) == (819, 205)
     assert (rows["small"].train_size, rows["small"].val_size) == (16, 4)
     for bad in (3, "many", True):
-        with pytest.raises(BenchError, match="labelled reviews >= 4"):
+        with pytest.raises(BenchError, match="labelled reviews, 0 or >= 4"):
             load_bench(write_bench(tmp_path / str(bad), {"name": "b", "set": COMMON, "matrix": {"labels": [bad]}}))
+    # 0: no labelled review at all, for a row whose teacher labels its training reviews
+    teacher = ["self_train.teacher=smollm2-135m", "data.unlabeled=pool"]
+    none = load_bench(write_bench(tmp_path / "none", {"name": "b", "set": COMMON,
+                                                      "rows": [{"name": "none", "labels": 0, "set": teacher}]}))
+    assert (none.rows[0].config.data.train_size, none.rows[0].config.data.val_size) == (0, 0)
 
 
 def test_the_learning_curve_has_a_line_per_method_and_a_point_per_budget(tmp_path: Path,

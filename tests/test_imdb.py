@@ -107,6 +107,52 @@ def test_folder_reads_like_the_archive_from_aclimdb_or_its_parent(
     assert as_set(from_archive) == as_set(imdb_slice)
 
 
+UNSUP_EXTRAS = {  # train/unsup as the official archive names it: <id>_0.txt, no label
+    "aclImdb/train/unsup/12_0.txt": b"Another unlabelled review.",
+    "aclImdb/train/unsup/0_0.txt": "Unlabelled \u2014 but a review, with <br /><br />tags \u2713.".encode(),
+}
+UNSUP_EXAMPLES = [Example("train/unsup/0_0", "Unlabelled \u2014 but a review, with <br /><br />tags \u2713.", -1),
+                  Example("train/unsup/12_0", "Another unlabelled review.", -1)]
+
+
+def test_archive_reads_unsup_only_when_asked(tmp_path: Path) -> None:
+    labelled = synthetic()
+    archive = write_archive(tmp_path / "aclImdb_v1.tar.gz", labelled, extra={**OFFICIAL_EXTRAS, **UNSUP_EXTRAS})
+    out = read_archive(archive, ("train", "test", "unsup"))
+    assert out["unsup"] == UNSUP_EXAMPLES  # label -1, rating None, sorted by id, text decoded as the others
+    assert all(e.rating is None for e in out["unsup"])
+    plain = read_archive(archive)
+    assert "unsup" not in plain and not any(e.label == -1 for exs in plain.values() for e in exs)
+    assert {k: out[k] for k in ("train", "test")} == plain
+    assert read_imdb(archive, ("unsup",)) == {"unsup": UNSUP_EXAMPLES}  # no labelled split asked: none checked
+
+
+def test_folder_reads_unsup_like_the_archive(tmp_path: Path) -> None:
+    labelled = synthetic()
+    extras = {**OFFICIAL_EXTRAS, **UNSUP_EXTRAS}
+    archive = write_archive(tmp_path / "aclImdb_v1.tar.gz", labelled, extra=extras)
+    folder = write_folder(tmp_path / "extracted", labelled)
+    for name, data in extras.items():
+        (tmp_path / "extracted" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "extracted" / name).write_bytes(data)
+    splits = ("train", "test", "unsup")
+    assert read_imdb(folder, splits) == read_imdb(tmp_path / "extracted", splits) == read_archive(archive, splits)
+    assert read_imdb(folder, splits)["unsup"] == UNSUP_EXAMPLES
+    assert "unsup" not in read_imdb(folder)
+
+
+def test_no_unsup_reviews_is_an_empty_split_not_an_error(tmp_path: Path) -> None:
+    labelled = synthetic()
+    splits = ("train", "test", "unsup")
+    archive = read_archive(write_archive(tmp_path / "a.tar.gz", labelled), splits)
+    folder = read_imdb(write_folder(tmp_path, labelled), splits)
+    assert archive["unsup"] == folder["unsup"] == []
+    assert archive == folder and len(archive["train"]) == len(archive["test"]) == 6
+    latin = write_archive(tmp_path / "latin.tar.gz", labelled, extra={"aclImdb/train/unsup/3_0.txt": b"caf\xe9"})
+    with pytest.raises(DataError, match="latin.tar.gz: member aclImdb/train/unsup/3_0.txt: not UTF-8"):
+        read_archive(latin, splits)
+
+
 def test_imdb_errors_name_the_file(tmp_path: Path, imdb_slice: dict[str, list[Example]]) -> None:
     with pytest.raises(DataError, match="nope.tar.gz: no such file"):
         read_imdb(tmp_path / "nope.tar.gz")

@@ -7,9 +7,12 @@ from __future__ import annotations
 import types
 import typing
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
-from sentitune.errors import ConfigError
+import yaml
+
+from sentitune.errors import ConfigError, SentituneError
 
 
 def coerce(tp: Any, value: Any, where: str) -> Any:
@@ -76,3 +79,19 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         raise ConfigError(f"unknown setting {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
     kwargs = {k: coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def read_yaml(path: Path, error: type[SentituneError], what: str) -> Any:
+    """A YAML file's content, or `error` with one line naming the file (and the line, for a syntax error)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise error(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({problem})") from None

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from sentitune.coerce import from_dict
+from sentitune.coerce import from_dict, read_yaml
 from sentitune.errors import ConfigError
 from sentitune.kinds import METHODS, PHASE_METHODS, ZERO_SHOT, kind_of
 
@@ -60,6 +60,7 @@ class DataConfig:
     window_stride: int | None = None  # review tokens between window starts; None: windows do not overlap
     empty: str = "error"  # empty reviews: "error" or "skip" (skips are counted and reported)
     max_chars: int = 1_000_000  # a longer review is an input error, not a silent memory blow-up
+    unlabeled: str | None = None  # for self_train: unsup (IMDb train/unsup) | pool (train's rest, labels hidden) | file
 
 
 @dataclass
@@ -204,6 +205,21 @@ class EnsembleConfig:
 
 
 @dataclass
+class SelfTrainConfig:
+    """Self-training (sentitune.self_training): a teacher labels unlabelled reviews (data.unlabeled), the ones it
+    is surest of join the labelled training reviews, and the student trains on both as usual. The teacher is a
+    causal LM prompted as the zero_shot section says (template, review_tokens, truncation), its decision moved to
+    the class shares of the labelled reviews (equal shares with none)."""
+
+    teacher: str | None = None  # hub id, folder or packaged name of the causal LM; None: no self-training
+    unlabeled_size: int = 2000  # unlabelled reviews the teacher labels (a draw stable across seeds and sizes)
+    keep: float = 0.5  # the most confident fraction of them trains the student (each class in its share)
+    check_size: int = 200  # labelled reviews the teacher is also scored on: its accuracy, recorded (0: none)
+    pseudo_validation: float = 0.2  # of the kept, to validation when it has under 100 labelled reviews (0: never)
+    batch_size: int = 8  # teacher prompts per forward pass
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "run"
     data: DataConfig = field(default_factory=DataConfig)
@@ -212,6 +228,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    self_train: SelfTrainConfig = field(default_factory=SelfTrainConfig)
 
     def phases(self) -> list[PhaseConfig]:
         """Every run is a list of phases; a single method is one phase of `train.epochs`."""
@@ -228,7 +245,23 @@ class ExperimentConfig:
         self._validate_training()
         self._validate_methods()
         self._validate_zero_shot()
+        self._validate_self_train()
         return self
+
+    def _validate_self_train(self) -> None:
+        """The self_train section and what it needs: unlabelled reviews and a trained student."""
+        st = self.self_train
+        if (st.teacher is None) != (self.data.unlabeled is None):
+            raise ConfigError("self_train.teacher and data.unlabeled: self-training needs both (a teacher and "
+                              "unsup, pool or a file of reviews for it to label); give both or neither")
+        if st.teacher is not None and not kind_of(self).trains:
+            raise ConfigError(f"self_train.teacher: trains a student; {self.method.name} trains no transformer")
+        _positive("self_train.unlabeled_size", st.unlabeled_size, minimum=1)
+        _positive("self_train.check_size", st.check_size, minimum=0)
+        _positive("self_train.batch_size", st.batch_size, minimum=1)
+        if not (0 < st.keep <= 1 and 0 <= st.pseudo_validation < 1):
+            raise ConfigError(f"self_train.keep must be in (0, 1] and self_train.pseudo_validation in [0, 1), got "
+                              f"{st.keep} and {st.pseudo_validation}")
 
     def _validate_data(self) -> None:
         """Choices, class names, target settings, sizes and lengths of the data section."""
@@ -253,8 +286,8 @@ class ExperimentConfig:
         if self.data.target_start_column and not self.data.target_column:
             raise ConfigError("data.target_start_column: needs data.target_column")
         _positive("data.max_length", self.data.max_length, minimum=8)
-        if self.data.train_size is not None:
-            _positive("data.train_size", self.data.train_size, minimum=2)
+        if self.data.train_size is not None:  # 0: no labelled training review (a self-trained student's choice)
+            _positive("data.train_size", self.data.train_size, minimum=0 if self.self_train.teacher else 2)
         if self.data.eval_size is not None:
             _positive("data.eval_size", self.data.eval_size, minimum=2)
         if not self.data.val_size >= 0:
@@ -321,7 +354,7 @@ class ExperimentConfig:
             if not kind.trains:
                 raise ConfigError(f"ensemble.ngram: combines a trained transformer with an n-gram model; method "
                                   f"{self.method.name} is not a trained transformer")
-            if not self.data.val_size:
+            if not self.data.val_size and not (self.self_train.teacher and self.self_train.pseudo_validation):
                 raise ConfigError("ensemble.ngram: the weights are fitted on validation; data.val_size is 0")
         if self.method.freeze_layers < 0:
             raise ConfigError(f"method.freeze_layers: must be >= 0, got {self.method.freeze_layers}")
@@ -435,22 +468,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        try:
-            if path.is_dir():
-                raise ConfigError(f"{path}: is a folder; --config takes an experiment YAML file")
-            if not path.is_file():
-                raise ConfigError(f"{path}: config file not found")
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:  # no read permission, an unreadable disk: one line, not a traceback
-            raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not UTF-8 text") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:  # one line: the file, the line, the problem (str(e) spans several)
-            mark = getattr(e, "problem_mark", None)
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({problem})") from None
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder; --config takes an experiment YAML file")
+        data = read_yaml(path, ConfigError, "config file") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
     for item in overrides or []:

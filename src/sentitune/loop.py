@@ -43,6 +43,7 @@ class Prepared:
     model: SentimentClassifier
     encoded: dict[str, Encoded]
     cluster: Cluster = field(default_factory=Cluster)
+    self_training: dict[str, Any] | None = None  # self_train: what the teacher did (metrics.json)
 
 
 @dataclass

@@ -290,8 +290,8 @@ def _draw_learning_curve(curve: list[dict[str, Any]], out: Path) -> Path:
         ax.errorbar(xs, ys, yerr=[p["accuracy_sd"] or 0.0 for p in shown], marker="o", lw=1.2, capsize=3,
                     label=line["line"])
         for p in shown:
-            if p["wall_seconds_mean"]:
-                ax.annotate(f"{p['wall_seconds_mean'] / 60:.1f} min", (p["labels"], p["accuracy_mean"]),
+            if p["cost_seconds_mean"]:
+                ax.annotate(f"{p['cost_seconds_mean'] / 60:.1f} min", (p["labels"], p["accuracy_mean"]),
                             textcoords="offset points", xytext=(4, -10), fontsize=6)
     ax.set(xscale="log", xlabel="labelled reviews (train + validation, log scale)", ylabel="test accuracy",
            title=BUDGET_PLOTS["learning_curve"])

@@ -114,8 +114,9 @@ def _tfidf_summary(cfg: ExperimentConfig, metrics: dict[str, Any], out: Path) ->
 
 
 def _given_labels(cfg: ExperimentConfig, data: dict[str, Any]) -> int:
-    """A trained run is given its training and its validation reviews, labelled: the budget counts both."""
-    return int(data["train"]["n"]) + int(data["validation"]["n"])
+    """A trained run is given its training and its validation reviews, labelled: the budget counts both (not the
+    ones a self-training teacher labelled)."""
+    return sum(int(data[s]["n"]) - int(data[s].get("pseudo", 0)) for s in ("train", "validation"))
 
 
 def _prompt_labels(cfg: ExperimentConfig, data: dict[str, Any]) -> int:

@@ -9,8 +9,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.errors import SentituneError
 
@@ -37,22 +35,6 @@ def strings(value: Any, where: str, error: type[SentituneError]) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
         raise error(f"{where}: expected a list of key=value strings, got {value!r}")
     return list(value)
-
-
-def read_yaml(path: Path, error: type[SentituneError], what: str) -> Any:
-    """A YAML file's content, or `error` with one line naming the file (and the line, for a syntax error)."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise error(f"{path}: {what} not found") from None
-    except OSError as e:
-        raise error(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise error(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise error(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({problem})") from None
 
 
 def read_header(path: Path, data: Any, keys: tuple[str, ...], error: type[SentituneError],

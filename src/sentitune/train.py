@@ -32,6 +32,7 @@ from sentitune.precision import name as precision_name
 from sentitune.precision import pick_precision
 from sentitune.runs import FollowerRun, RunDir
 from sentitune.runtime import Report, device, seed_everything, set_threads
+from sentitune.self_training import self_train
 
 
 class Interrupted(Exception):
@@ -86,8 +87,10 @@ def parameter_report(model: SentimentClassifier, cfg: ExperimentConfig, names: l
 # ---------------------------------------------------------------------------- the recipe
 
 
-def prepare(cfg: ExperimentConfig, report: Report = lambda s: None, cl: Cluster | None = None) -> Prepared:
-    """Data, tokenizer and classifier for `cfg` (everything before the first optimizer step)."""
+def prepare(cfg: ExperimentConfig, report: Report = lambda s: None, cl: Cluster | None = None,
+            progress: bool = False) -> Prepared:
+    """Data (with self_train, the teacher's pseudo-labels added), tokenizer and classifier for `cfg` (everything
+    before the first optimizer step)."""
     cl = cl or Cluster()
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
@@ -97,6 +100,11 @@ def prepare(cfg: ExperimentConfig, report: Report = lambda s: None, cl: Cluster 
            + (f"; skipped {splits.skipped}" if splits.skipped else ""))
     for warning in splits.warnings:
         report(f"warning: {warning}")
+    self_training = None
+    if cfg.self_train.teacher:  # the main process scores (and caches); the others read its cache
+        with cl.main_first():
+            splits, self_training = self_train(cfg, splits, report, progress and cl.main)
+        seed_everything(cfg.train.seed)  # the teacher drew no random numbers the student's weights depend on
     tokenizer = load_tokenizer(resolved.source)
     model = build_classifier(cfg, resolved, tokenizer.pad_token_id).to(device())
     # Test is tokenized only when something will score it: a run with neither pass never touches it.
@@ -108,7 +116,7 @@ def prepare(cfg: ExperimentConfig, report: Report = lambda s: None, cl: Cluster 
     }
     if cl.rank:  # the same weights everywhere (and DDP copies rank 0's), but each process its own dropout
         torch.manual_seed(cfg.train.seed + 1_000_003 * cl.rank)
-    return Prepared(cfg, splits, resolved, tokenizer, model, encoded, cl)
+    return Prepared(cfg, splits, resolved, tokenizer, model, encoded, cl, self_training)
 
 
 def train(
@@ -130,7 +138,7 @@ def train(
     cl = cluster()
     if not cl.main:  # one voice: the main process reports and draws the progress bars
         report, progress = (lambda s: None), False
-    run, p, names = _start(cfg, Path(run_dir), resume, overwrite, report, cl)
+    run, p, names = _start(cfg, Path(run_dir), resume, overwrite, report, cl, progress)
     model, pad_id, dev = p.model, p.tokenizer.pad_token_id, device()
     precision = pick_precision(cfg.train.precision, dev)  # training (and validation) autocast
     eval_precision = pick_precision(cfg.train.eval_precision, dev)  # baseline and test: what predict uses
@@ -209,7 +217,7 @@ def _refuse_one_class(p: Prepared, where: Path, state: State, ensemble: dict[str
 
 
 def _start(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool, report: Report,
-           cl: Cluster) -> tuple[RunDir, Prepared, list[str]]:
+           cl: Cluster, progress: bool) -> tuple[RunDir, Prepared, list[str]]:
     """The run directory, everything before the first step and the names of the parameters any phase trains,
     every check made before the directory is written (a method's own, such as partial's freeze depth, too): a
     failed start leaves nothing behind (only the main process writes; the others follow)."""
@@ -218,7 +226,7 @@ def _start(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool, 
         run = RunDir.create(run_dir, cfg, resume=True)
     elif cl.main:
         RunDir(run_dir).check_free(overwrite)
-    p = prepare(cfg, report, cl)
+    p = prepare(cfg, report, cl, progress)
     names = tracked_names(p.model, cfg)  # each phase's method checks itself here (freeze depth, LoRA targets)
     if len(p.encoded["train"]) == 0:
         raise DataError("no training examples after filtering")
@@ -291,6 +299,10 @@ def _metrics(p: Prepared, state: State, params: dict[str, Any], test: dict[str, 
     }
     if ensemble is not None:
         metrics["ensemble"] = ensemble
+    if p.self_training is not None:  # scores found in the teacher's cache cost what they cost when scored
+        metrics["self_training"] = st = p.self_training
+        if st["teacher_cost_seconds"] is not None:
+            metrics["cost_seconds"] = round(wall - st["scoring_seconds"] + st["teacher_cost_seconds"], 2)
     return metrics
 
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentitune.coerce import read_yaml
 from sentitune.config import ExperimentConfig, load_config
 from sentitune.errors import SentituneError
-from sentitune.runset import SAFE_NAME, one_line, override, read_header, read_yaml, strings
+from sentitune.runset import SAFE_NAME, one_line, override, read_header, strings
 
 BENCH_KEYS = ("name", "base", "set", "matrix", "rows")
 LABELS_KEY = "labels"  # a matrix key (or a row's key) that is no setting: a label budget, train + validation
@@ -56,9 +57,10 @@ def _piece(key: str, value: Any) -> str:
 
 def label_budget(labels: Any, where: str) -> list[str]:
     """The overrides that give a run `labels` labelled reviews in all: a fifth (rounded up) for validation, the
-    rest for training. Counting both is what a user with N labelled reviews has."""
-    if isinstance(labels, bool) or not isinstance(labels, int) or labels < 4:
-        raise BenchError(f"{where}: expected a whole number of labelled reviews >= 4 (train + validation), "
+    rest for training. Counting both is what a user with N labelled reviews has. 0: none at all (a self-trained
+    student learns from its teacher's labels alone)."""
+    if isinstance(labels, bool) or not isinstance(labels, int) or not (labels == 0 or labels >= 4):
+        raise BenchError(f"{where}: expected a whole number of labelled reviews, 0 or >= 4 (train + validation), "
                          f"got {labels!r}")
     validation = math.ceil(VALIDATION_SHARE * labels)
     return [f"data.train_size={labels - validation}", f"data.val_size={validation}"]

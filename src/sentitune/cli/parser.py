@@ -101,6 +101,10 @@ TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--lr", "train.lr", float, "peak learning rate"),
     ("--batch-size", "train.batch_size", int, "training batch size"),
     ("--seed", "train.seed", int, "seed for data splits, initialisation and batch order"),
+    ("--teacher", "self_train.teacher", str, "self-training: a causal LM (e.g. smollm2-135m) labels --unlabeled "
+                                             "reviews; its surest labels train this run too"),
+    ("--unlabeled", "data.unlabeled", str, "unlabelled reviews for --teacher: unsup (IMDb train/unsup), pool "
+                                           "(training reviews not drawn, labels hidden) or a .txt/CSV/JSONL file"),
 ]
 
 

@@ -1,7 +1,8 @@
 """The IMDb Large Movie Review Dataset (Maas et al. 2011) from its official archive.
 
 The archive is streamed: 50,000 small files are read straight from the gzip stream, never
-extracted. The official download also holds `train/unsup/` and `*.feat` files; they are skipped.
+extracted. The official download also holds `train/unsup/` (50,000 unlabelled reviews, read only when the
+split "unsup" is asked for: a self-training teacher labels them) and `*.feat` files (always skipped).
 """
 
 from __future__ import annotations
@@ -29,16 +30,22 @@ IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
 ENV_PATH = "SENTITUNE_IMDB"
 
-_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+UNSUP = "unsup"  # the split of train/unsup/'s unlabelled reviews
+UNLABELLED = -1  # their label: none (the rating in their names is 0)
+_MEMBER = re.compile(r"(?:^|/)aclImdb/(?:(train|test)/(pos|neg)|train/(unsup))/(\d+)_(\d+)\.txt$")
 
 
-def _parse_member(name: str) -> tuple[str, int, str, int] | None:
-    """'aclImdb/train/pos/123_9.txt' -> ('train', 1, '123', 9); None for files that are not reviews."""
+def _parse_member(name: str) -> tuple[str, str, int, int | None] | None:
+    """'aclImdb/train/pos/123_9.txt' -> ('train', 'train/pos/123_9', 1, 9): the split it belongs to, its id,
+    label and rating; 'aclImdb/train/unsup/5_0.txt' -> ('unsup', 'train/unsup/5_0', -1, None); None for files
+    that are not reviews."""
     m = _MEMBER.search(name.replace("\\", "/"))
     if not m:
         return None
-    split, polarity, rid, rating = m.groups()
-    return split, int(polarity == "pos"), rid, int(rating)
+    split, polarity, unsup, rid, rating = m.groups()
+    if unsup:
+        return UNSUP, f"train/unsup/{rid}_{rating}", UNLABELLED, None
+    return split, f"{split}/{polarity}/{rid}_{rating}", int(polarity == "pos"), int(rating)
 
 
 def _decode(raw: bytes, where: str) -> str:
@@ -49,7 +56,8 @@ def _decode(raw: bytes, where: str) -> str:
 
 
 def read_archive(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, list[Example]]:
-    """Stream reviews out of aclImdb_v1.tar.gz; errors name the archive and the member.
+    """Stream reviews out of aclImdb_v1.tar.gz; errors name the archive and the member. "unsup" in `splits`:
+    train/unsup/'s unlabelled reviews too, on the same pass ([] when the archive has none: the caller decides).
 
     The whole compressed stream is read, so the gzip CRC and length are checked: tar stops at its
     end-of-archive marker, and a damaged byte can fake one early (fewer reviews) or change a review.
@@ -74,11 +82,11 @@ def read_archive(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dic
                         parsed = _parse_member(member.name)
                         if parsed is None or not member.isfile() or parsed[0] not in out:
                             continue
-                        split, label, rid, rating = parsed
+                        split, rid, label, rating = parsed
                         handle = tar.extractfile(member)
                         data = handle.read() if handle is not None else b""
                         text = _decode(data, f"{path}: member {member.name}")
-                        out[split].append(_example(split, label, rid, rating, text))
+                        out[split].append(Example(id=rid, text=text, label=label, rating=rating))
                 except DataError:
                     _drain(tar.fileobj)  # a member that is not UTF-8 may be a damaged stream: the CRC says which
                     raise
@@ -198,36 +206,32 @@ class _HashingReader:
 
 
 def read_folder(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, list[Example]]:
-    """Read an extracted `aclImdb/` folder (or the folder that contains it)."""
+    """Read an extracted `aclImdb/` folder (or the folder that contains it); "unsup" as `read_archive` reads it."""
     root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
     out: dict[str, list[Example]] = {s: [] for s in splits}
     for split in splits:
-        for polarity in ("neg", "pos"):
-            folder = root / split / polarity
-            if not folder.is_dir():
+        for folder in ["train/unsup"] if split == UNSUP else [f"{split}/neg", f"{split}/pos"]:
+            if not (root / folder).is_dir():
                 continue
-            for file in sorted(folder.glob("*.txt")):
-                parsed = _parse_member(f"aclImdb/{split}/{polarity}/{file.name}")
+            for file in sorted((root / folder).glob("*.txt")):
+                parsed = _parse_member(f"aclImdb/{folder}/{file.name}")
                 if parsed is None:
                     continue
-                _, label, rid, rating = parsed
+                _, rid, label, rating = parsed
                 try:
                     raw = file.read_bytes()
                 except OSError as e:
                     raise DataError(f"{file}: cannot read ({e.strerror})") from None
-                out[split].append(_example(split, label, rid, rating, _decode(raw, str(file))))
+                out[split].append(Example(id=rid, text=_decode(raw, str(file)), label=label, rating=rating))
     _check_layout(out, str(root))
     return out
 
 
-def _example(split: str, label: int, rid: str, rating: int, text: str) -> Example:
-    return Example(id=f"{split}/{'pos' if label else 'neg'}/{rid}_{rating}", text=text, label=label, rating=rating)
-
-
 def _check_layout(out: dict[str, list[Example]], where: str) -> None:
+    """Each labelled split has both classes (an empty "unsup" is the caller's to judge); every split sorted."""
     for split, examples in out.items():
         labels = {e.label for e in examples}
-        if labels != {0, 1}:
+        if split != UNSUP and labels != {0, 1}:
             missing = [p for p, v in (("neg", 0), ("pos", 1)) if v not in labels]
             raise DataError(
                 f"{where}: unexpected layout: no reviews under aclImdb/{split}/{'|'.join(missing)}/ "
@@ -238,6 +242,7 @@ def _check_layout(out: dict[str, list[Example]], where: str) -> None:
 
 
 def read_imdb(path: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, list[Example]]:
+    """The archive or the extracted folder at `path`: `splits` of "train", "test" and "unsup" (unlabelled)."""
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir():

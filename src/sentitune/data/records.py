@@ -26,10 +26,14 @@ class Splits:
     # every training example after the validation carve-out, before data.train_size subsampled it: what a
     # cheap model (an ensemble's n-gram half) may train on while the transformer trains on `train`
     pool: list[Example] = field(default_factory=list)
+    unlabeled: list[Example] = field(default_factory=list)  # data.unlabeled: what a self-training teacher labels
+    pseudo: dict[str, int] = field(default_factory=dict)  # split -> how many of its examples a teacher labelled
 
     def summary(self) -> dict[str, dict[str, int]]:
         out = {}
         for name in ("train", "validation", "test"):
             counts = Counter(e.label for e in getattr(self, name))
             out[name] = {"n": len(getattr(self, name)), **{f"label_{k}": v for k, v in sorted(counts.items())}}
+            if self.pseudo.get(name):  # self-training: the teacher's labels are counted apart from the user's
+                out[name]["pseudo"] = self.pseudo[name]
         return out

@@ -10,6 +10,7 @@ from pathlib import Path
 from sentitune.config import BINARY_LABELS, DataConfig
 from sentitune.data.imdb import locate_imdb, read_imdb
 from sentitune.data.records import Example, Splits
+from sentitune.data.reviews import iter_reviews
 from sentitune.data.splits import sample, split_off
 from sentitune.data.tabular import read_table
 from sentitune.data.targets import moved_span, read_target_lines
@@ -31,10 +32,13 @@ def _read_hub(name: str) -> dict[str, list[Example]]:
         ds = datasets.load_dataset(name)
     except Exception as e:  # the hub raises many types for "offline"
         raise DataError(f"hf:{name}: cannot load from the hub ({type(e).__name__}); use the archive") from None
-    return {
+    out = {
         split: [Example(id=f"{split}/{i}", text=r["text"], label=int(r["label"])) for i, r in enumerate(ds[split])]
         for split in ("train", "test")
     }
+    if "unsupervised" in ds:  # the hub's name for the archive's train/unsup
+        out["unsup"] = [Example(id=f"unsup/{i}", text=r["text"], label=-1) for i, r in enumerate(ds["unsupervised"])]
+    return out
 
 
 def is_target_lines(cfg: DataConfig, path: str) -> bool:
@@ -64,7 +68,8 @@ def read_source(cfg: DataConfig, progress: Callable[[int, int | None], None] | N
     if not is_file_source(cfg) and [x.lower() for x in cfg.labels] != BINARY_LABELS:
         raise DataError(f"data.source={cfg.source} is binary (negative, positive); data.labels is {cfg.labels}")
     if cfg.source == "imdb":
-        return read_imdb(locate_imdb(cfg.path, progress=progress))
+        unsup = ("unsup",) if cfg.unlabeled == "unsup" else ()
+        return read_imdb(locate_imdb(cfg.path, progress=progress), ("train", "test", *unsup))
     if cfg.source.startswith("hf:"):
         return _read_hub(cfg.source[3:])
     return {"train": read_file(cfg, cfg.source), "test": read_file(cfg, cfg.test_path) if cfg.test_path else []}
@@ -121,14 +126,41 @@ def load_splits(
                         "reliably (data.val_size)")
     if cfg.eval_size is not None and cfg.eval_size > len(test):
         warnings.append(f"data.eval_size={cfg.eval_size} but only {len(test)} test examples; using {len(test)}")
+    train = sample(pool, cfg.train_size, seed)
     return Splits(
-        train=sample(pool, cfg.train_size, seed),
+        train=train,
         validation=validation,
         test=sample(test, cfg.eval_size, seed),
         skipped=skipped,
         warnings=warnings,
         pool=pool,
+        unlabeled=_unlabeled(cfg, raw, pool, train, skipped),
     )
+
+
+def _unlabeled(cfg: DataConfig, raw: dict[str, list[Example]], pool: list[Example], train: list[Example],
+               skipped: dict[str, int]) -> list[Example]:
+    """data.unlabeled's reviews, cleaned and checked as the labelled ones are. "pool": the training reviews that
+    neither train nor validation drew (they keep their labels only to measure pseudo-labels afterwards; the teacher
+    never reads them); "unsup" and a file: label -1."""
+    if cfg.unlabeled is None:
+        return []
+    if cfg.unlabeled == "pool":
+        drawn = {e.id for e in train}
+        return [e for e in pool if e.id not in drawn]
+    if cfg.unlabeled == "unsup":
+        if "unsup" not in raw:
+            raise DataError(f"data.unlabeled=unsup: the IMDb archive's train/unsup; data.source={cfg.source} has "
+                            "none (use pool or a file of reviews)")
+        if not raw["unsup"]:
+            raise DataError(f"{cfg.path or cfg.source}: no train/unsup reviews (the official archive has 50,000); "
+                            "use data.unlabeled=pool or a file of reviews")
+        return prepare(raw["unsup"], cfg, skipped)
+    reviews = iter_reviews(Path(cfg.unlabeled), cfg.text_column)
+    found = [Example(id=r.where or f"{cfg.unlabeled}:{i}", text=r.text, label=-1) for i, r in enumerate(reviews)]
+    if not found:
+        raise DataError(f"{cfg.unlabeled}: no reviews (data.unlabeled)")
+    return prepare(found, cfg, skipped)
 
 
 def _require_two_classes(examples: list[Example], where: str, role: str, why: str, names: list[str]) -> None:

@@ -13,10 +13,11 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from sentitune.coerce import read_yaml
 from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.errors import SentituneError
 from sentitune.kinds import kind_of
-from sentitune.runset import override, read_header, read_yaml, strings
+from sentitune.runset import override, read_header, strings
 
 METRICS = {"loss": "minimize", "accuracy": "maximize", "macro_f1": "maximize", "roc_auc": "maximize"}
 TRIAL_FORCED = ["train.baseline=false", "train.evaluate_test=false"]  # trials never score test
