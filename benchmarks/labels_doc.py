@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from bench_doc import refreshed_results
 from docs_block import write_block
+from label_peers import ARMS, PEERS
 from machine import cores_line
 
 from sentitune.bench import load_bench
@@ -71,6 +72,23 @@ def _teachers(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _peers() -> list[list[str]]:
+    """Per budget: each peer arm's mean test accuracy ± sd over seeds (benchmarks/label_peers.py's peers.json)."""
+    if not PEERS.is_file():
+        return []
+    records = list(json.loads(PEERS.read_text(encoding="utf-8")).values())
+    arms = [a for a in ARMS if any(r["arm"] == a for r in records)]
+    rows = []
+    for labels in sorted({r["labels"] for r in records}):
+        cells = []
+        for arm in arms:
+            accuracy = [r["accuracy"] for r in records if r["arm"] == arm and r["labels"] == labels]
+            sd = f" ± {np.std(accuracy, ddof=1):.4f}" if len(accuracy) > 1 else ""
+            cells.append(f"{np.mean(accuracy):.4f}{sd} ({len(accuracy)} seeds)" if accuracy else "")
+        rows.append([f"{labels:,}", *cells])
+    return [["labelled reviews", *arms], *rows]
+
+
 def section(results: dict[str, Any]) -> str:
     bench = load_bench(BENCH)
     done = {r["name"] for r in results["rows"]}
@@ -79,7 +97,12 @@ def section(results: dict[str, Any]) -> str:
              "(training + validation: a fifth of them, rounded up, is the validation set). Made by:", "",
              "```bash", f"sentitune bench {BENCH.relative_to(ROOT)} --out {OUT.relative_to(ROOT)}", "```", "",
              f"(`.venv/bin/python benchmarks/labels_doc.py` runs that bench and rewrites this section.) Machine: "
-             f"{cores_line()}. Each seed draws its own labelled reviews and its own test reviews.", ""]
+             f"{cores_line()}. Each seed draws its own labelled reviews and its own test reviews.", "",
+             "Lines: `partial` is the README's job (configs/experiments/quickstart.yaml: cached MiniLM prefix, top 2 "
+             "layers + NBSVM) on the labelled reviews alone; `self-train` the same job as the student of SmolLM2 "
+             "prompted (`--teacher smollm2-135m --unlabeled pool`: it labels 2,000 training reviews whose labels are "
+             "hidden, its surest half joins the labelled ones; docs/METHODS.md, \"Self-training\"); `zero-shot` "
+             "SmolLM2 prompted, no training (its decision reads no label).", ""]
     if results["curve"]:
         lines += curve_table(results["curve"])[3:]  # the table and its legend, under this section's own title
         lines += ["", f"![Accuracy against labelled reviews](results/{PLOT.name})"]
@@ -87,6 +110,12 @@ def section(results: dict[str, Any]) -> str:
     if halves:
         lines += ["", "Each half of the README's job alone (mean test accuracy over the same seeds):", ""]
         lines += table(["labelled reviews", "line", "transformer alone", "n-gram alone", "both", "seeds"], halves)
+    peers = _peers()
+    if peers:
+        lines += ["", "Peers on the same labelled reviews (all of them for training) and the same test reviews, "
+                  "by seed (`.venv/bin/python benchmarks/label_peers.py`; `--setfit` adds SetFit on the packaged "
+                  "MiniLM):", ""]
+        lines += table(peers[0], peers[1:])
     teachers = _teachers(results)
     if teachers:
         lines += ["", "The self-trained rows' teacher (SmolLM2 prompted, its decision moved to the labelled reviews' "
