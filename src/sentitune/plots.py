@@ -276,8 +276,9 @@ def _draw_time_to_accuracy(rows: list[dict[str, Any]], out: Path) -> Path:
 
 
 def _draw_learning_curve(curve: list[dict[str, Any]], out: Path) -> Path:
-    """One line per method over label budgets (log scale, sd as error bars, each point's mean minutes beside
-    it); a line whose only point is at 0 labels (a prompt) is a dashed level: what no labels at all give."""
+    """One line per method over label budgets (log scale above the smallest budget, linear from 0 to it, so a
+    line's 0-label point shows; sd as error bars, each point's mean minutes beside it); a line whose only point is
+    at 0 labels (a prompt) is a dashed level: what no labels at all give."""
     fig, ax = _figure()
     for line in curve:
         points = line["points"]
@@ -285,7 +286,7 @@ def _draw_learning_curve(curve: list[dict[str, Any]], out: Path) -> Path:
             ax.axhline(points[0]["accuracy_mean"], ls="--", lw=1, c="grey",
                        label=f"{line['line']}: 0 labels ({points[0]['accuracy_mean']:.3f})")
             continue
-        shown = [p for p in points if p["labels"] > 0]
+        shown = points
         xs, ys = [p["labels"] for p in shown], [p["accuracy_mean"] for p in shown]
         ax.errorbar(xs, ys, yerr=[p["accuracy_sd"] or 0.0 for p in shown], marker="o", lw=1.2, capsize=3,
                     label=line["line"])
@@ -293,9 +294,10 @@ def _draw_learning_curve(curve: list[dict[str, Any]], out: Path) -> Path:
             if p["cost_seconds_mean"]:
                 ax.annotate(f"{p['cost_seconds_mean'] / 60:.1f} min", (p["labels"], p["accuracy_mean"]),
                             textcoords="offset points", xytext=(4, -10), fontsize=6)
-    ax.set(xscale="log", xlabel="labelled reviews (train + validation, log scale)", ylabel="test accuracy",
+    budgets = sorted({p["labels"] for line in curve for p in line["points"] if len(line["points"]) > 1})
+    ax.set_xscale("symlog", linthresh=min([b for b in budgets if b > 0], default=1))
+    ax.set(xlabel="labelled reviews (train + validation, log scale)", ylabel="test accuracy",
            title=BUDGET_PLOTS["learning_curve"])
-    budgets = sorted({p["labels"] for line in curve for p in line["points"] if p["labels"] > 0})
     ax.set_xticks(budgets, [f"{b:,}" for b in budgets])  # the budgets themselves, not powers of ten
     ax.minorticks_off()
     ax.title.set_fontsize(9)
