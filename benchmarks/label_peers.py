@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,10 @@ def setfit(train: list[Example], test: list[Example], seed: int) -> np.ndarray:
     from sentitune.models.registry import resolve
 
     model = SetFitModel.from_pretrained(resolve("minilm").source)
-    args = TrainingArguments(batch_size=16, num_epochs=1, seed=seed)
     data = Dataset.from_dict({"text": [e.text for e in train], "label": [e.label for e in train]})
-    Trainer(model=model, args=args, train_dataset=data).train()
+    with tempfile.TemporaryDirectory() as checkpoints:  # its Trainer's checkpoints (260 MB), not in the checkout
+        args = TrainingArguments(output_dir=checkpoints, batch_size=16, num_epochs=1, seed=seed)
+        Trainer(model=model, args=args, train_dataset=data).train()
     return np.asarray(model.predict([e.text for e in test]))
 
 

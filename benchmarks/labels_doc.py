@@ -84,7 +84,8 @@ def _peers() -> list[list[str]]:
         for arm in arms:
             accuracy = [r["accuracy"] for r in records if r["arm"] == arm and r["labels"] == labels]
             sd = f" ± {np.std(accuracy, ddof=1):.4f}" if len(accuracy) > 1 else ""
-            cells.append(f"{np.mean(accuracy):.4f}{sd} ({len(accuracy)} seeds)" if accuracy else "")
+            cells.append(f"{np.mean(accuracy):.4f}{sd} ({len(accuracy)} seed{'s' if len(accuracy) > 1 else ''})"
+                         if accuracy else "")
         rows.append([f"{labels:,}", *cells])
     return [["labelled reviews", *arms], *rows]
 
