@@ -220,7 +220,7 @@ def _teacher_cost(caches: Sequence[TeacherCache], reviews: int) -> dict[str, Any
     """What scoring every review this run used costs (seconds per review measured when the cache was filled),
     however many it found cached: a bench's later rows are cheap only because earlier ones paid."""
     per_review = [c.seconds_per_review for c in caches]
-    cost = sum(p for p in per_review if p is not None) * reviews if all(p is not None for p in per_review) else None
+    cost = None if None in per_review else sum(per_review) * reviews  # type: ignore[arg-type]
     return {"teacher_cost_seconds": round(cost, 1) if cost is not None else None,
             "teacher_cache": [str(c.path) for c in caches]}
 

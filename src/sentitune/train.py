@@ -104,7 +104,7 @@ def prepare(cfg: ExperimentConfig, report: Report = lambda s: None, cl: Cluster 
     if cfg.self_train.teacher:  # the main process scores (and caches); the others read its cache
         with cl.main_first():
             splits, self_training = self_train(cfg, splits, report, progress and cl.main)
-        seed_everything(cfg.train.seed)  # the teacher drew no random numbers the student's weights depend on
+        seed_everything(cfg.train.seed)  # the head starts from the seed alone, whatever the teacher's passes drew
     tokenizer = load_tokenizer(resolved.source)
     model = build_classifier(cfg, resolved, tokenizer.pad_token_id).to(device())
     # Test is tokenized only when something will score it: a run with neither pass never touches it.
