@@ -1,7 +1,7 @@
 """Self-training: a teacher labels unlabelled reviews, and the ones it is surest of train the student.
 
-Why: with a few dozen labels every trained recipe loses to a prompted LM that saw none (zero-shot SmolLM2 scores
-0.84 on IMDb), yet the prompted LM is slow to use and cannot learn from the labels. Its confident labels on a few
+Why: with a few dozen labels every trained recipe loses to a prompted LM that saw none (docs/RESULTS.md, "How many
+labels do I need?"), yet the prompted LM is slow to use and cannot learn from the labels. Its confident labels on a few
 thousand unlabelled reviews give the fast student (the cached prefix + n-grams of `configs/experiments/
 quickstart.yaml`) far more to learn from than the labels alone, and the student is an ordinary run: it predicts,
 serves and exports like any other (docs/RESULTS.md, "How many labels do I need?").
