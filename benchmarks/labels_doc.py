@@ -102,7 +102,9 @@ def section(results: dict[str, Any]) -> str:
              "Lines: `partial` is the README's job (configs/experiments/quickstart.yaml: cached MiniLM prefix, top 2 "
              "layers + NBSVM) on the labelled reviews alone; `self-train` the same job as the student of SmolLM2 "
              "prompted (`--teacher smollm2-135m --unlabeled pool`: it labels 2,000 training reviews whose labels are "
-             "hidden, its surest half joins the labelled ones; docs/METHODS.md, \"Self-training\"); `zero-shot` "
+             "hidden, its surest half joins the labelled ones; docs/METHODS.md, \"Self-training\"); `contrastive` the "
+             "same job with `--method contrastive` (its top 2 layers tuned with a batch-wise supervised contrastive "
+             "loss, then its head: the SetFit idea; docs/METHODS.md, \"Contrastive\"); `zero-shot` "
              "SmolLM2 prompted, no training (its decision reads no label).", ""]
     if results["curve"]:
         lines += curve_table(results["curve"])[3:]  # the table and its legend, under this section's own title

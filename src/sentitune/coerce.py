@@ -1,6 +1,8 @@
 """A dataclass from a nested dict of YAML values: each value coerced to its field's declared type (a union, a
 list, a nested dataclass, bool, int, float, str), unknown keys refused, every error naming the field. What
-`load_config` builds an experiment with; written here, generic, because no library does it with our errors."""
+`load_config` builds an experiment with; written here, generic, because no library does it with our errors. And
+the checks `ExperimentConfig.validate` runs on a field (a choice, a bound, a pattern, a folder name), each a
+one-line error naming it."""
 
 from __future__ import annotations
 
@@ -95,3 +97,36 @@ def read_yaml(path: Path, error: type[SentituneError], what: str) -> Any:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise error(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML ({problem})") from None
+
+
+# ---------------------------------------------------------------- checks of one field
+
+
+def check_name(name: str) -> None:
+    """The run's name is a folder under runs/ (and a bench row's under the bench's --out): one plain path
+    part, so a name such as `../x` or `/tmp/x` cannot put the run anywhere else."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
+        raise ConfigError(f"name: {name!r} is not a plain folder name (no /, \\, .. or surrounding spaces); "
+                          "use --out to choose where the run goes")
+
+
+def check_pattern(name: str, pattern: str) -> None:
+    import re
+
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"{name}: not a valid regular expression ({e})") from None
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+def check_positive(name: str, value: float, minimum: float | None = None) -> None:
+    if minimum is None:
+        if not value > 0:
+            raise ConfigError(f"{name}: must be > 0, got {value}")
+    elif value < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")

@@ -13,6 +13,10 @@ from typing import Any
 
 import yaml
 
+from sentitune.coerce import check_choice as _check_choice
+from sentitune.coerce import check_name as _check_name
+from sentitune.coerce import check_pattern as _check_pattern
+from sentitune.coerce import check_positive as _positive
 from sentitune.coerce import from_dict, read_yaml
 from sentitune.errors import ConfigError
 from sentitune.kinds import METHODS, PHASE_METHODS, ZERO_SHOT, kind_of
@@ -101,14 +105,32 @@ class PhaseConfig:
     method: str = "lora"  # probe | partial | full | lora
     epochs: float = 1.0
     lr: float | None = None  # None: TrainConfig.lr
+    # cross-entropy: the head's logits against the labels. contrastive: no head; reviews of one class pulled
+    # together and of other classes apart in each batch (models/contrastive.py); a later phase trains the head.
+    loss: str = "cross-entropy"
+    temperature: float = 0.1  # contrastive: the softmax temperature of the cosine similarities
+
+
+@dataclass
+class ContrastiveSettings:
+    """method.name=contrastive, the SetFit idea on sentitune's cached prefix: the top blocks (partial, above
+    method.freeze_layers) tuned with a batch-wise supervised contrastive loss for train.epochs at train.lr (each
+    review encoded once per step, not once per pair), then a linear head (logistic regression) on the tuned
+    encoder's cached states."""
+
+    temperature: float = 0.1
+    head_epochs: float = 10.0
+    head_lr: float = 0.01
 
 
 @dataclass
 class MethodConfig:
-    name: str = "lora"  # probe | partial | full | lora | two-phase | zero-shot | tfidf (the classical reference)
-    freeze_layers: int = 10  # partial: embeddings + first N blocks frozen
+    # probe | partial | full | lora | two-phase | contrastive | zero-shot | tfidf (the classical reference)
+    name: str = "lora"
+    freeze_layers: int = 10  # partial (and contrastive): embeddings + first N blocks frozen
     lora: LoraSettings = field(default_factory=LoraSettings)
     phases: list[PhaseConfig] = field(default_factory=list)  # two-phase
+    contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
     tfidf: TfidfSettings = field(default_factory=TfidfSettings)  # tfidf
 
 
@@ -233,8 +255,12 @@ class ExperimentConfig:
     def phases(self) -> list[PhaseConfig]:
         """Every run is a list of phases; a single method is one phase of `train.epochs`."""
         if self.method.name == "two-phase":
-            return [PhaseConfig(p.method, p.epochs, p.lr if p.lr is not None else self.train.lr)
+            return [dataclasses.replace(p, lr=p.lr if p.lr is not None else self.train.lr)
                     for p in self.method.phases]
+        if self.method.name == "contrastive":
+            c = self.method.contrastive
+            return [PhaseConfig("partial", self.train.epochs, self.train.lr, "contrastive", c.temperature),
+                    PhaseConfig("probe", c.head_epochs, c.head_lr)]
         return [PhaseConfig(self.method.name, self.train.epochs, self.train.lr)]
 
     def validate(self) -> ExperimentConfig:
@@ -307,6 +333,16 @@ class ExperimentConfig:
         for i, p in enumerate(self.method.phases):
             _check_choice(f"method.phases[{i}].method", p.method, PHASE_METHODS)
             _positive(f"method.phases[{i}].epochs", p.epochs)
+            _check_choice(f"method.phases[{i}].loss", p.loss, ("cross-entropy", "contrastive"))
+            _positive(f"method.phases[{i}].temperature", p.temperature)
+            if p.loss == "contrastive" and p.method == "probe":
+                raise ConfigError(f"method.phases[{i}]: a contrastive loss tunes the encoder; probe trains the head")
+        if kind_of(self).trains and self.phases()[-1].loss == "contrastive":
+            raise ConfigError("method.phases: the last phase is contrastive, so the head never trains; add a probe "
+                              "phase after it (or use method.name=contrastive)")
+        _positive("method.contrastive.temperature", self.method.contrastive.temperature)
+        _positive("method.contrastive.head_epochs", self.method.contrastive.head_epochs)
+        _positive("method.contrastive.head_lr", self.method.contrastive.head_lr)
         _positive("train.epochs", self.train.epochs)
         if not 0 <= self.train.seed < 2**32:  # numpy's seeds; a wider one would fail minutes later, in a traceback
             raise ConfigError(f"train.seed: must be in 0..{2**32 - 1}, got {self.train.seed}")
@@ -416,14 +452,6 @@ class ExperimentConfig:
                               "transformer classifiers")
 
 
-def _check_name(name: str) -> None:
-    """The run's name is a folder under runs/ (and a bench row's under the bench's --out): one plain path
-    part, so a name such as `../x` or `/tmp/x` cannot put the run anywhere else."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
-        raise ConfigError(f"name: {name!r} is not a plain folder name (no /, \\, .. or surrounding spaces); "
-                          "use --out to choose where the run goes")
-
-
 def _binary_only_decisions(zs: ZeroShotConfig, classes: int) -> None:
     """The label-free threshold (the median margin) assumes two balanced classes; it has no N-class form here."""
     if zs.decision == "label-free":
@@ -432,28 +460,6 @@ def _binary_only_decisions(zs: ZeroShotConfig, classes: int) -> None:
     if zs.sweep and zs.sweep_metric == "calibrated_accuracy":
         raise ConfigError(f"zero_shot.sweep_metric: calibrated_accuracy (median threshold) is for two classes; "
                           f"data.labels has {classes}: use roc_auc or accuracy")
-
-
-def _check_pattern(name: str, pattern: str) -> None:
-    import re
-
-    try:
-        re.compile(pattern)
-    except re.error as e:
-        raise ConfigError(f"{name}: not a valid regular expression ({e})") from None
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
-
-
-def _positive(name: str, value: float, minimum: float | None = None) -> None:
-    if minimum is None:
-        if not value > 0:
-            raise ConfigError(f"{name}: must be > 0, got {value}")
-    elif value < minimum:
-        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
 
 
 # ---------------------------------------------------------------- building from dicts and YAML

@@ -27,11 +27,12 @@ def review_of(batch: dict[str, torch.Tensor], dev: torch.device) -> torch.Tensor
 
 
 def forward(net: torch.nn.Module, batch: dict[str, torch.Tensor], dev: torch.device,
-            features: Features | None = None) -> torch.Tensor:
-    """A collated batch through the classifier (or its data-parallel wrapper): its logits. The one forward
-    call of training and evaluation: token ids, mask, the cached prefix states, each row's review."""
+            features: Features | None = None, embed: bool = False) -> torch.Tensor:
+    """A collated batch through the classifier (or its data-parallel wrapper): its logits (embed: its pooled
+    states). The one forward call of training and evaluation: token ids, mask, the cached prefix states, each
+    row's review."""
     return net(to_device(batch["input_ids"], dev), to_device(batch["attention_mask"], dev),
-               prefix_of(features, batch, dev), review_of(batch, dev))
+               prefix_of(features, batch, dev), review_of(batch, dev), embed)
 
 
 @torch.inference_mode()

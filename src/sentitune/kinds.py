@@ -1,7 +1,7 @@
 """The kinds of run, and what each one can do: the one place that says so.
 
 A kind groups the methods that share a recipe. `classifier`: a transformer classifier that the training loop
-trains (probe, partial, full, lora, two-phase). `zero-shot`: a causal LM's label-word likelihoods, nothing
+trains (probe, partial, full, lora, two-phase, contrastive). `zero-shot`: a causal LM's label-word likelihoods, nothing
 trains. `tfidf`: n-grams and a logistic regression, no transformer at all. Modules never compare
 `method.name` with a kind's methods: they ask `kind_of(cfg)` what the run can do (its `trains` flag, its
 `reads_tokens` flag...), and `recipes.py` holds how each kind trains, evaluates and predicts. A new kind of run
@@ -30,8 +30,8 @@ class Kind:
     reference: bool = False  # the classical reference a bench compares every other row with (McNemar)
 
 
-CLASSIFIER = Kind("classifier", (*PHASE_METHODS, "two-phase"), trains=True, reads_tokens=True, data_parallel=True,
-                  exports=True)
+CLASSIFIER = Kind("classifier", (*PHASE_METHODS, "two-phase", "contrastive"), trains=True, reads_tokens=True,
+                  data_parallel=True, exports=True)
 ZERO_SHOT = Kind("zero-shot", ("zero-shot",), trains=False, reads_tokens=True)
 TFIDF = Kind("tfidf", ("tfidf",), trains=False, reads_tokens=False, reference=True)
 KINDS = (CLASSIFIER, ZERO_SHOT, TFIDF)

@@ -23,6 +23,7 @@ from sentitune.evaluation import evaluate, forward
 from sentitune.features import Features
 from sentitune.metrics import answered
 from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.contrastive import supervised_contrastive_loss
 from sentitune.models.methods import method
 from sentitune.models.registry import ResolvedModel
 from sentitune.precision import autocast
@@ -104,6 +105,10 @@ class PhaseLoop:
         self.model, self.data, self.cl = p.model, p.encoded["train"], p.cluster
         self.pad_id, self.dev = p.tokenizer.pad_token_id, device()
         method(phase.method).apply(self.model, cfg.method)
+        self.contrastive = phase.loss == "contrastive"
+        if self.contrastive:  # the loss reads the pooled states: the head (and a window scorer) wait for a later phase
+            for name, param in self.model.named_parameters():
+                param.requires_grad = param.requires_grad and not name.startswith(("head.", "window_scorer."))
         self.net = self.cl.wrap(self.model, self.dev)  # per phase: DDP averages the gradients this phase trains
         self.features = features or {}
         if "train" in self.features and state.micro == 0:  # computing the cache is part of the first epoch's cost
@@ -186,9 +191,13 @@ class PhaseLoop:
         """One micro-batch (this process's share of it): the loss, its gradients accumulated."""
         dev = self.dev
         with self.cl.no_sync(self.net, sync):
+            labels = to_device(batch["labels"], dev)
             with autocast(dev, self.precision):
-                logits = forward(self.net, batch, dev, self.features.get("train"))
-            loss = self.model.loss(logits, to_device(batch["labels"], dev))  # per review (window logits pooled)
+                out = forward(self.net, batch, dev, self.features.get("train"), embed=self.contrastive)
+            if self.contrastive:  # pooled states of this process's share of the batch
+                loss = supervised_contrastive_loss(out, labels, self.phase.temperature)
+            else:
+                loss = self.model.loss(out, labels)  # per review (window logits pooled)
             self.scaler.scale(loss * (weight / self.cfg.train.grad_accum)).backward()
         reviews = len(batch["labels"]) if weight else 0
         self.window[0], self.window[1] = self.window[0] + loss.item() * reviews, self.window[1] + reviews
@@ -243,7 +252,7 @@ class PhaseLoop:
     def validate(self) -> bool:
         """Evaluate on validation, keep the best parameters; True when early stopping says stop."""
         state, cfg, p = self.state, self.cfg, self.p
-        if not len(p.encoded["validation"]):
+        if not len(p.encoded["validation"]) or self.contrastive:  # no head yet to score with: a checkpoint only
             state.pending_validation = False
             return False
         metrics, _ = evaluate(self.model, p.encoded["validation"], cfg.train.eval_batch_size, self.pad_id,

@@ -85,7 +85,7 @@ process of the same machine) is taken over. Whoever finishes a row rewrites the 
 # Flags that map onto config fields, so the common settings do not need --set.
 TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--model", "model.spec", str, "hub id, local folder or packaged name (see `sentitune models`)"),
-    ("--method", "method.name", str, "probe | partial | full | lora | two-phase | zero-shot | tfidf"),
+    ("--method", "method.name", str, "probe | partial | full | lora | two-phase | contrastive | zero-shot | tfidf"),
     ("--data", "data.path", str,
      "IMDb archive or extracted aclImdb/ folder (default: $SENTITUNE_IMDB, cache, download)"),
     ("--source", "data.source", str, "imdb, hf:imdb, or a CSV/JSONL file of text,label"),

@@ -93,11 +93,12 @@ class SentimentClassifier(nn.Module):
         return {"position_ids": (attention_mask.long().cumsum(1) - 1).clamp(min=0)}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                prefix: Prefix | None = None, review: torch.Tensor | None = None) -> torch.Tensor:
+                prefix: Prefix | None = None, review: torch.Tensor | None = None, embed: bool = False) -> torch.Tensor:
         """Logits; with a `prefix` (states after embeddings + blocks[:depth]) only the top blocks run.
 
         review: each row's review (collate's `review`, windowed data): logits are then one row per review,
-        its windows' logits pooled by `window_pooling`.
+        its windows' logits pooled by `window_pooling`. embed: the pooled states instead of logits (a review's
+        windows averaged), what a contrastive phase trains the encoder on; the head is not used.
         """
         backbone_trains = any(p.requires_grad for p in self.backbone.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and backbone_trains):
@@ -106,6 +107,9 @@ class SentimentClassifier(nn.Module):
                 hidden = top_forward(self.backbone, input_ids, attention_mask, prefix.states, prefix.depth, **kwargs)
             else:
                 hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        if embed:
+            states = pool(hidden, attention_mask, self.pooling).float()
+            return states if review is None else pool_windows(states, review, "mean")
         pooled = self.dropout(pool(hidden, attention_mask, self.pooling)).to(self.head.weight.dtype)
         logits = self.head(pooled)
         if review is None:
