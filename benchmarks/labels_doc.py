@@ -104,7 +104,8 @@ def section(results: dict[str, Any]) -> str:
              "prompted (`--teacher smollm2-135m --unlabeled pool`: it labels 2,000 training reviews whose labels are "
              "hidden, its surest half joins the labelled ones; docs/METHODS.md, \"Self-training\"); `contrastive` the "
              "same job with `--method contrastive` (its top 2 layers tuned with a batch-wise supervised contrastive "
-             "loss, then its head: the SetFit idea; docs/METHODS.md, \"Contrastive\"); `zero-shot` "
+             "loss, then its head: the SetFit idea; docs/METHODS.md, \"Contrastive\"); `self-train-contrastive` that "
+             "job as the self-trained student; `zero-shot` "
              "SmolLM2 prompted, no training (its decision reads no label).", ""]
     if results["curve"]:
         lines += curve_table(results["curve"])[3:]  # the table and its legend, under this section's own title

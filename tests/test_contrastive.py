@@ -76,6 +76,7 @@ def test_contrastive_is_a_contrastive_phase_then_a_head() -> None:
     (["method.phases=[{method: probe, loss: contrastive}, {method: probe}]"], "probe trains the head"),
     (["method.phases=[{method: partial, loss: hinge}, {method: probe}]"], "method.phases[0].loss"),
     (["method.name=contrastive", "method.contrastive.temperature=0"], "method.contrastive.temperature"),
+    (["method.name=contrastive", "train.batch_size=2"], "train.batch_size: a contrastive phase"),
 ])
 def test_a_contrastive_schedule_that_cannot_work_is_refused(overrides: list[str], expect: str) -> None:
     with pytest.raises(ConfigError, match=expect.replace("[", r"\[").replace("]", r"\]")):
