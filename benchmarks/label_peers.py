@@ -33,6 +33,7 @@ from sentitune.atomic import write_json
 from sentitune.bench import load_bench
 from sentitune.data.records import Example
 from sentitune.data.sources import load_splits
+from sentitune.models.classifier import pool
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "configs" / "benches" / "labels.yaml"
@@ -71,9 +72,7 @@ class Embedder:
                 enc = self.tokenizer([e.text for e in batch], truncation=True, max_length=256, padding=True,
                                      return_tensors="pt")
                 states = self.model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                pooled = (states * mask).sum(1) / mask.sum(1)
-                pooled = self.torch.nn.functional.normalize(pooled, dim=-1)
+                pooled = self.torch.nn.functional.normalize(pool(states, enc["attention_mask"], "mean"), dim=-1)
                 for e, v in zip(batch, pooled.numpy(), strict=True):
                     self.cache[e.id] = v
         return np.stack([self.cache[e.id] for e in examples])

@@ -337,10 +337,11 @@ class ExperimentConfig:
             _positive(f"method.phases[{i}].temperature", p.temperature)
             if p.loss == "contrastive" and p.method == "probe":
                 raise ConfigError(f"method.phases[{i}]: a contrastive loss tunes the encoder; probe trains the head")
-        if kind_of(self).trains and any(p.loss == "contrastive" for p in self.phases()) and self.train.batch_size < 4:
+        losses = [p.loss for p in self.phases()] if kind_of(self).trains else []
+        if "contrastive" in losses and self.train.batch_size < 4:
             raise ConfigError(f"train.batch_size: a contrastive phase compares the reviews of a batch with each other; "
                               f"{self.train.batch_size} is too few (at least 4)")
-        if kind_of(self).trains and self.phases()[-1].loss == "contrastive":
+        if losses and losses[-1] == "contrastive":
             raise ConfigError("method.phases: the last phase is contrastive, so the head never trains; add a probe "
                               "phase after it (or use method.name=contrastive)")
         _positive("method.contrastive.temperature", self.method.contrastive.temperature)

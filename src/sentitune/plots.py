@@ -286,11 +286,10 @@ def _draw_learning_curve(curve: list[dict[str, Any]], out: Path) -> Path:
             ax.axhline(points[0]["accuracy_mean"], ls="--", lw=1, c="grey",
                        label=f"{line['line']}: 0 labels ({points[0]['accuracy_mean']:.3f})")
             continue
-        shown = points
-        xs, ys = [p["labels"] for p in shown], [p["accuracy_mean"] for p in shown]
-        ax.errorbar(xs, ys, yerr=[p["accuracy_sd"] or 0.0 for p in shown], marker="o", lw=1.2, capsize=3,
+        xs, ys = [p["labels"] for p in points], [p["accuracy_mean"] for p in points]
+        ax.errorbar(xs, ys, yerr=[p["accuracy_sd"] or 0.0 for p in points], marker="o", lw=1.2, capsize=3,
                     label=line["line"])
-        for p in shown:
+        for p in points:
             if p["cost_seconds_mean"]:
                 ax.annotate(f"{p['cost_seconds_mean'] / 60:.1f} min", (p["labels"], p["accuracy_mean"]),
                             textcoords="offset points", xytext=(4, -10), fontsize=6)

@@ -107,10 +107,10 @@ class SentimentClassifier(nn.Module):
                 hidden = top_forward(self.backbone, input_ids, attention_mask, prefix.states, prefix.depth, **kwargs)
             else:
                 hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        states = pool(hidden, attention_mask, self.pooling)
         if embed:
-            states = pool(hidden, attention_mask, self.pooling).float()
-            return states if review is None else pool_windows(states, review, "mean")
-        pooled = self.dropout(pool(hidden, attention_mask, self.pooling)).to(self.head.weight.dtype)
+            return states.float() if review is None else pool_windows(states, review, "mean")
+        pooled = self.dropout(states).to(self.head.weight.dtype)
         logits = self.head(pooled)
         if review is None:
             return logits
