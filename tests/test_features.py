@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,8 @@ def test_cache_is_built_once_reused_and_keyed(model: tuple, encoded: object, tmp
     mtime = (cache.folder / "hidden.bin").stat().st_mtime_ns
     again = build_cache(backbone, encoded, 1, pad, batch_size=4, root=tmp_path)
     assert again.folder == cache.folder and (again.folder / "hidden.bin").stat().st_mtime_ns == mtime
+    # what building it took is recorded once, and a process that finds it built knows it did not pay for it
+    assert cache.fresh and not again.fresh and again.seconds == cache.seconds > 0
     other_n = build_cache(backbone, encoded, 2 if backbone.config.num_hidden_layers > 2 else 0, pad,
                           batch_size=4, root=tmp_path)
     assert other_n.folder != cache.folder
@@ -140,6 +143,13 @@ def test_feature_cache_dir_says_where_the_cache_goes(imdb_slice_archive: Path, t
                              f"data.path={imdb_slice_archive}", "data.max_length=32", "data.train_size=16",
                              "data.val_size=0", "data.eval_size=8", "train.batch_size=8", "train.baseline=false",
                              "train.feature_cache=true", f"train.feature_cache_dir={tmp_path / 'elsewhere'}"])
-    assert train(cfg, tmp_path / "run")["feature_cache"]
-    assert len(list((tmp_path / "elsewhere").iterdir())) == 2  # train and test, each under its own key
+    first = train(cfg, tmp_path / "run")
+    assert first["feature_cache"] and "feature_cache_found_seconds" not in first and "cost_seconds" not in first
+    caches = list((tmp_path / "elsewhere").iterdir())
+    assert len(caches) == 2  # train and test, each under its own key
     assert not (tmp_path / "cache" / "features").exists()
+    # A run that finds the caches built costs, from nothing, what building them took on top of its own time.
+    second = train(cfg, tmp_path / "run2")
+    built = sum(json.loads((c / "meta.json").read_text())["seconds"] for c in caches)
+    assert second["feature_cache_found_seconds"] == pytest.approx(built, abs=0.02) and built > 0
+    assert second["cost_seconds"] == pytest.approx(second["wall_seconds"] + built, abs=0.02)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,10 @@ class FeatureCache:
         meta = json.loads((folder / "meta.json").read_text())
         self.offsets = np.load(folder / "offsets.npy")
         self.hidden_size = int(meta["hidden_size"])
+        # What building it took (0 for a cache written before this was recorded): a run that finds it built
+        # counts it in its cost (metrics.json cost_seconds), as it counts a teacher's cached scores.
+        self.seconds = float(meta.get("seconds") or 0.0)
+        self.fresh = False  # built by this process (build_cache), not found on disk
         shape = (int(self.offsets[-1]), self.hidden_size)
         self._raw = np.memmap(folder / "hidden.bin", dtype=np.uint16, mode="r", shape=shape)
         self._states: torch.Tensor | None = None  # every state on a device (see hold_on)
@@ -136,6 +141,7 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
     offsets = np.zeros(len(data) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(x) for x in data.input_ids])
     hidden_size = base_model(backbone).config.hidden_size
+    started = time.perf_counter()
     # Keys are content hashes: a folder another run finished meanwhile holds the same states, so keep theirs.
     with atomic_dir(folder, keep_theirs="meta.json") as tmp:
         out = np.memmap(tmp / "hidden.bin", dtype=np.uint16, mode="w+", shape=(int(offsets[-1]), hidden_size))
@@ -158,8 +164,11 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
         del out
         np.save(tmp / "offsets.npy", offsets)
         (tmp / "meta.json").write_text(json.dumps({"hidden_size": hidden_size, "n": n, "reviews": len(data),
-                                                   "tokens": int(offsets[-1]), "fingerprint": fingerprint}))
-    return FeatureCache(folder)
+                                                   "tokens": int(offsets[-1]), "fingerprint": fingerprint,
+                                                   "seconds": round(time.perf_counter() - started, 2)}))
+    cache = FeatureCache(folder)
+    cache.fresh = True
+    return cache
 
 
 @dataclass
@@ -169,6 +178,11 @@ class Features:
     n: int
     cache: FeatureCache
     build_seconds: float  # ~0 when the cache already existed
+
+    @property
+    def found_seconds(self) -> float:
+        """What building the cache took when this run found it built (0 when it built it): part of its cost."""
+        return 0.0 if self.cache.fresh else self.cache.seconds
 
 
 def prefix_of(features: Features | None, batch: dict[str, torch.Tensor], dev: torch.device) -> Prefix | None:

@@ -66,6 +66,15 @@ def phase_features(p: Prepared, cfg: ExperimentConfig, phase: PhaseConfig, progr
     return out
 
 
+def cache_costs(features: dict[str, Features] | None, costs: dict[str, float]) -> dict[str, float]:
+    """`costs` (cache folder -> what it costs this run) with `features`' caches added: 0 for one built now, its
+    recorded build time for one found on disk, so a run's cost counts what it would take from nothing. A folder
+    seen again (built in one phase, found in the next) keeps its first entry."""
+    for f in (features or {}).values():
+        costs.setdefault(str(f.cache.folder), f.found_seconds)
+    return costs
+
+
 # ---------------------------------------------------------------------------- training state
 
 
@@ -146,6 +155,7 @@ def train(
     phases = cfg.phases()
     method(phases[state.phase].method).apply(model, cfg.method)
     features, features_phase = phase_features(p, cfg, phases[state.phase], progress), state.phase
+    found = cache_costs(features, {})
     if checkpoint is None and cfg.train.baseline and len(p.encoded["test"]):
         state.baseline, _ = evaluate(model, p.encoded["test"], cfg.train.eval_batch_size, pad_id, eval_precision,
                                      "baseline", progress, features and features["test"], cl)
@@ -158,6 +168,7 @@ def train(
         while state.phase < len(phases):
             if state.phase != features_phase:  # the first phase's states were built before the baseline
                 features, features_phase = phase_features(p, cfg, phases[state.phase], progress), state.phase
+                cache_costs(features, found)
             PhaseLoop(p, cfg, run, state, names, phases[state.phase], precision, progress, report,
                       features).run(checkpoint)
             checkpoint = None
@@ -184,7 +195,7 @@ def train(
         run.log({"event": "final", "split": "test", **test_metrics})
     method(phases[-1].method).apply(model, cfg.method)
     metrics = _metrics(p, state, params, test_metrics, test_seconds, ensemble, precision, eval_precision, features,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, sum(found.values()))
     if test_scores is not None:
         run.write_predictions(p.splits.test, test_scores.tolist(), labels=cfg.data.labels)
     form = saved_form([phase.method for phase in phases], cfg.method)
@@ -275,8 +286,12 @@ def _score_test(p: Prepared, precision: torch.dtype | None, progress: bool, feat
 
 def _metrics(p: Prepared, state: State, params: dict[str, Any], test: dict[str, Any] | None,
              test_seconds: float | None, ensemble: dict[str, Any] | None, precision: torch.dtype | None,
-             eval_precision: torch.dtype | None, features: dict[str, Features] | None, wall: float) -> dict[str, Any]:
-    """metrics.json: test and baseline metrics, the validation history, parameters, data, precisions, timings."""
+             eval_precision: torch.dtype | None, features: dict[str, Features] | None, wall: float,
+             found: float = 0.0) -> dict[str, Any]:
+    """metrics.json: test and baseline metrics, the validation history, parameters, data, precisions, timings.
+
+    cost_seconds (written when it differs from the wall time): what the run takes from nothing, counting the
+    feature caches it found built (`found`) and its teacher's cached scores at what computing them took."""
     cfg = p.cfg
     metrics = {
         "name": cfg.name,
@@ -297,12 +312,15 @@ def _metrics(p: Prepared, state: State, params: dict[str, Any], test: dict[str, 
         "feature_cache": bool(features),
         "wall_seconds": round(wall, 2),
     }
+    if found:
+        metrics["feature_cache_found_seconds"] = round(found, 2)
+        metrics["cost_seconds"] = round(wall + found, 2)
     if ensemble is not None:
         metrics["ensemble"] = ensemble
     if p.self_training is not None:  # scores found in the teacher's cache cost what they cost when scored
         metrics["self_training"] = st = p.self_training
         if st["teacher_cost_seconds"] is not None:
-            metrics["cost_seconds"] = round(wall - st["scoring_seconds"] + st["teacher_cost_seconds"], 2)
+            metrics["cost_seconds"] = round(wall + found - st["scoring_seconds"] + st["teacher_cost_seconds"], 2)
     return metrics
 
 

@@ -254,8 +254,9 @@ def curve_table(curve: list[dict[str, Any]]) -> list[str]:
     return ["", "## Learning curve: accuracy against labelled reviews", "",
             "Labelled reviews: training + validation, everything a run was given (a prompt: its demonstrations and "
             "the validation labels its decision read). Each cell: mean test accuracy ± sd over seeds (seeds × the "
-            "mean cost of one run: its wall time, with a self-training teacher's cached scores counted at what "
-            "scoring them took).", "", *md.table(["labelled reviews", *(c["line"] for c in curve)], table)]
+            "mean cost of one run: its wall time, with a self-training teacher's cached scores and the feature "
+            "caches it found built counted at what computing them took).", "",
+            *md.table(["labelled reviews", *(c["line"] for c in curve)], table)]
 
 
 def class_heads(results: dict[str, Any]) -> list[str]:
