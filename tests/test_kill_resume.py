@@ -31,7 +31,8 @@ pytestmark = pytest.mark.numeric  # run again under the other precision by `make
 # 48 training reviews in batches of 8: 6 optimizer steps an epoch, 12 in all; a checkpoint every 2
 # steps and at each validation (steps 6 and 12), so kills land before, between and on checkpoints.
 STEPS = 12
-TIMINGS = {"train_seconds", "train_tokens_per_second", "wall_seconds", "epoch_seconds", "test_seconds"}
+TIMINGS = {"train_seconds", "train_tokens_per_second", "wall_seconds", "epoch_seconds", "test_seconds",
+           "cost_seconds", "feature_cache_found_seconds"}
 
 WRAPPER = textwrap.dedent('''
     """Run `sentitune` and kill this very process at one chosen point (FAULT, FAULT_AT)."""
