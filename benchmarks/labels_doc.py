@@ -112,6 +112,9 @@ def section(results: dict[str, Any]) -> str:
              "SmolLM2 prompted, no training (its decision reads no label).", ""]
     if results["curve"]:
         lines += curve_table(results["curve"])[3:]  # the table and its legend, under this section's own title
+        lines += ["", "The rows of every line but `self-train-mpnet` ran before a run counted the feature caches it "
+                  "found built (metrics.json `feature_cache_found_seconds`): where an earlier row of the same seed "
+                  "had built their test reviews' prefix states, their minutes leave out that build."]
         lines += ["", f"![Accuracy against labelled reviews](results/{PLOT.name})"]
     halves = _halves(results)
     if halves:
