@@ -71,14 +71,14 @@ def cache_key(fingerprint: str, n: int, data: Encoded, precision: str = "fp32") 
 class FeatureCache:
     """Per-row (review or window) hidden states in one bf16 memory-mapped file, with row offsets."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, fresh: bool = False) -> None:
         meta = json.loads((folder / "meta.json").read_text())
         self.offsets = np.load(folder / "offsets.npy")
         self.hidden_size = int(meta["hidden_size"])
         # What building it took (0 for a cache written before this was recorded): a run that finds it built
         # counts it in its cost (metrics.json cost_seconds), as it counts a teacher's cached scores.
         self.seconds = float(meta.get("seconds") or 0.0)
-        self.fresh = False  # built by this process (build_cache), not found on disk
+        self.fresh = fresh  # built just now by build_cache, not found on disk
         shape = (int(self.offsets[-1]), self.hidden_size)
         self._raw = np.memmap(folder / "hidden.bin", dtype=np.uint16, mode="r", shape=shape)
         self._states: torch.Tensor | None = None  # every state on a device (see hold_on)
@@ -166,9 +166,7 @@ def build_cache(backbone: nn.Module, data: Encoded, n: int, pad_id: int, fingerp
         (tmp / "meta.json").write_text(json.dumps({"hidden_size": hidden_size, "n": n, "reviews": len(data),
                                                    "tokens": int(offsets[-1]), "fingerprint": fingerprint,
                                                    "seconds": round(time.perf_counter() - started, 2)}))
-    cache = FeatureCache(folder)
-    cache.fresh = True
-    return cache
+    return FeatureCache(folder, fresh=True)
 
 
 @dataclass

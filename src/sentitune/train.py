@@ -314,13 +314,15 @@ def _metrics(p: Prepared, state: State, params: dict[str, Any], test: dict[str, 
     }
     if found:
         metrics["feature_cache_found_seconds"] = round(found, 2)
-        metrics["cost_seconds"] = round(wall + found, 2)
     if ensemble is not None:
         metrics["ensemble"] = ensemble
+    cost, counted = wall + found, bool(found)
     if p.self_training is not None:  # scores found in the teacher's cache cost what they cost when scored
         metrics["self_training"] = st = p.self_training
         if st["teacher_cost_seconds"] is not None:
-            metrics["cost_seconds"] = round(wall + found - st["scoring_seconds"] + st["teacher_cost_seconds"], 2)
+            cost, counted = cost + st["teacher_cost_seconds"] - st["scoring_seconds"], True
+    if counted:
+        metrics["cost_seconds"] = round(cost, 2)
     return metrics
 
 

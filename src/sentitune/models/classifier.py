@@ -109,7 +109,8 @@ class SentimentClassifier(nn.Module):
                 hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         states = pool(hidden, attention_mask, self.pooling)
         if embed:
-            return states.float() if review is None else pool_windows(states, review, "mean")
+            embedded = states.float()  # windows averaged in float32, as the loss reads them
+            return embedded if review is None else pool_windows(embedded, review, "mean")
         pooled = self.dropout(states).to(self.head.weight.dtype)
         logits = self.head(pooled)
         if review is None:
