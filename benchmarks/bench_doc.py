@@ -30,7 +30,7 @@ def run_bench(bench: Path, out: Path, rows: str | None, cwd: Path) -> None:
 def refreshed_results(doc: str, bench: Path, out: Path, cwd: Path) -> dict[str, Any]:
     """The script's command line read, the bench run (unless --no-run), and its results rewritten from the
     run directories: what every such script starts with."""
-    from sentitune.bench import load_bench, write_results
+    from sentitune.benching import load_bench, write_results
 
     args = arguments(doc)
     if not args.no_run:

@@ -30,7 +30,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from sentitune.atomic import write_json
-from sentitune.bench import load_bench
+from sentitune.benching import load_bench
 from sentitune.data.records import Example
 from sentitune.data.sources import load_splits
 from sentitune.models.classifier import pool

@@ -23,8 +23,8 @@ from docs_block import write_block
 from label_peers import ARMS, PEERS
 from machine import cores_line
 
-from sentitune.bench import load_bench
-from sentitune.bench.results import curve_table
+from sentitune.benching import load_bench
+from sentitune.benching.results import curve_table
 from sentitune.markdown import table
 from sentitune.report import write_report
 

@@ -52,7 +52,7 @@ def main() -> int:
 
     from sentitune.config import load_config
     from sentitune.data.sources import load_splits
-    from sentitune.train import train
+    from sentitune.training import train
 
     overrides = ["model.spec=minilm", "method.name=lora", f"data.train_size={args.train_size}", "data.val_size=32",
                  f"data.eval_size={args.reviews}", f"data.max_length={args.max_length}", "train.lr=0.002",

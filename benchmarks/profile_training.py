@@ -24,7 +24,7 @@ import torch
 from docs_block import publish
 from speed import ROOT, experiment, gpt2_124m_random, matmul_peak, model_flops_per_token, speed_args
 
-from sentitune.train import train
+from sentitune.training import train
 
 GROUPS = [  # (group, substrings of operator names), first match wins
     ("cache read", ("sentitune.cache_read",)),

@@ -19,7 +19,7 @@ from docs_block import write_block
 from sentitune.config import load_config
 from sentitune.data.imdb import read_imdb
 from sentitune.data.records import Example
-from sentitune.train import train
+from sentitune.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # The archive the tests read (tests/conftest.py).

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from sentitune.atomic import write_text
-from sentitune.bench import BenchRow, load_bench
+from sentitune.benching import BenchRow, load_bench
 from sentitune.config import ExperimentConfig
 from sentitune.markdown import duration
 from sentitune.report import write_report
@@ -377,7 +377,7 @@ def main() -> None:
             raise SystemExit(done.returncode)
         subprocess.run([str(Path(sys.executable).parent / "sentitune"), "search", str(SEARCH), "--out",
                         str(SEARCH_OUT), "--no-progress"], check=False)
-    from sentitune.bench import write_results
+    from sentitune.benching import write_results
 
     results = write_results(load_bench(BENCH), OUT)
     PAGE.mkdir(parents=True, exist_ok=True)

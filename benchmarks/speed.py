@@ -255,7 +255,7 @@ def run_trainer(args: argparse.Namespace, model: str, best: bool) -> dict[str, A
 def run_sentitune(args: argparse.Namespace, model: str) -> dict[str, Any]:
     import torch
 
-    from sentitune.train import train
+    from sentitune.training import train
 
     run_dir = Path(tempfile.mkdtemp()) / "run"
     with tempfile.TemporaryDirectory(prefix="sentitune-features-") as cold:

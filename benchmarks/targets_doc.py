@@ -21,7 +21,7 @@ from bench_doc import refreshed_results
 from docs_block import write_block
 from machine import arch, cpus_online
 
-from sentitune.bench import load_bench
+from sentitune.benching import load_bench
 from sentitune.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -462,3 +462,12 @@ def full_gpt2_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                                 "--set", "train.baseline=false", "--out", str(out)])
         assert code == 0, err
         yield out
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A selected test whose module has slow set-up to do in the background (tests/test_install.py: a fresh venv,
+    mostly pip unpacking) starts it now, so it overlaps the tests that run before it."""
+    for module in {item.module for item in session.items if isinstance(item, pytest.Function)}:
+        start = getattr(module, "start_in_background", None)
+        if callable(start):
+            start()

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sentitune"
 
 # Bottom to top. A module may import from its own layer or a lower one, never from a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("ground floor", ("errors", "paths", "atomic", "markdown", "claims", "metrics", "statistics", "runtime",
+    ("ground floor", ("errors", "extras", "paths", "atomic", "markdown", "claims", "metrics", "statistics", "runtime",
                       "distributed")),
     ("settings", ("kinds", "coerce", "config", "precision")),
     ("data", ("data",)),
@@ -24,12 +24,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("feature cache", ("features",)),
     ("evaluation", ("evaluation",)),
     ("run directory", ("runs",)),
-    ("recipes", ("loop", "train", "zero_shot", "self_training", "classical", "ensemble")),
+    ("recipes", ("loop", "training", "zero_shot", "self_training", "classical", "ensemble", "tracking")),
     ("export", ("export",)),
     ("using a run", ("scorers", "recipes", "inference")),
     ("serving", ("serve",)),
-    ("bench", ("runset", "bench", "plots", "report", "search")),
-    ("command line", ("cli", "__main__")),
+    ("bench", ("runset", "benching", "plots", "report", "search")),
+    ("command line and Python", ("cli", "__main__", "api")),
 ]
 
 
@@ -76,7 +76,7 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_graph_is_read(graph: dict[str, set[str]]) -> None:
     """Guards the checks below against reading nothing: known edges must be found."""
-    assert "config" in graph["train"] and "models.methods" in graph["train"]
+    assert "config" in graph["training"] and "models.methods" in graph["training"]
     assert "models.split" in graph["models.classifier"]
     assert "models.classifier" in graph["models.lora"] and "models.blocks" in graph["models.split"]
 

@@ -24,7 +24,7 @@ from conftest import (
 from conftest import bench_predictions as _predictions
 from sklearn.metrics import f1_score
 
-from sentitune.bench import BenchError, load_bench
+from sentitune.benching import BenchError, load_bench
 
 
 def test_matrix_expansion_and_names(tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_base_is_read_relative_to_the_bench_file(tmp_path: Path) -> None:
 
 
 def test_a_finished_row_from_another_config_fails_instead_of_being_skipped(tmp_path: Path) -> None:
-    from sentitune.bench import run_bench
+    from sentitune.benching import run_bench
     from sentitune.config import dump_yaml, load_config
 
     bench = load_bench(write_bench(tmp_path, {"name": "b", "rows": [{"name": "r", "set": ["train.seed=1"]}]}))
@@ -327,7 +327,7 @@ def test_a_bench_with_two_bad_rows_names_both_on_one_line_and_runs_nothing(tmp_p
 
 
 def test_one_bad_row_is_still_named_with_its_error(tmp_path: Path) -> None:
-    from sentitune.bench import BenchError, load_bench
+    from sentitune.benching import BenchError, load_bench
 
     path = write_bench(tmp_path, {"name": "b", "rows": [{"name": "ok"}, {"name": "r", "config": "missing.yaml"}]})
     with pytest.raises(BenchError) as info:

@@ -105,7 +105,7 @@ def test_os_and_memory_errors_are_one_line(case: Slipped, tmp_path: Path, monkey
         monkeypatch.setattr("sentitune.inference.Predictor", fail)  # predict loads the run through it
         argv = ["predict", str(tmp_path), "A fine film.", "--output", str(tmp_path / "out" / "out.csv")]
     else:
-        monkeypatch.setattr("sentitune.train.train", fail)
+        monkeypatch.setattr("sentitune.training.train", fail)
         argv = ["train", "--model", "gpt2-tiny-random", "--out", str(tmp_path / "run")]
         if case.command == RUN_STARTED:
             (tmp_path / "run").mkdir()

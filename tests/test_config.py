@@ -58,7 +58,7 @@ def test_shipped_bench_files_load_and_fit_their_models(path: Path) -> None:
     """Every row of a shipped bench builds a valid config; offline rows fit the packaged model's depth."""
     from transformers import AutoConfig
 
-    from sentitune.bench import load_bench
+    from sentitune.benching import load_bench
     from sentitune.models.packaged import PACKAGED
     from sentitune.models.registry import resolve
 
@@ -78,7 +78,7 @@ def test_every_published_row_has_an_offline_counterpart_in_the_results_doc() -> 
     estimated) and to the measured row of configs/benches/offline-results.yaml that answers it, if any."""
     import importlib.util
 
-    from sentitune.bench import load_bench
+    from sentitune.benching import load_bench
 
     spec = importlib.util.spec_from_file_location("results_doc", CONFIGS.parent / "benchmarks" / "results_doc.py")
     module = importlib.util.module_from_spec(spec)

@@ -100,7 +100,8 @@ def ensemble_run(tmp_path_factory: pytest.TempPathFactory, imdb_slice_archive: P
             *NBSVM]
     code, out, err = run_cli(["train", "--model", "minilm", "--method", "partial", "--data", str(imdb_slice_archive),
                               "--train-size", "80", "--val-size", "30", "--eval-size", "40", "--max-length", "48",
-                              "--epochs", "1", "--lr", "0.0005", "--out", str(run), "--no-progress", "--ngram-ensemble",
+                              "--truncation", "head+tail", "--epochs", "1", "--lr", "0.0005", "--out", str(run),
+                              "--no-progress", "--ngram-ensemble",
                               *[x for s in sets for x in ("--set", s)]])
     assert code == 0, err
     assert "partial + n-gram" in out and "n-gram alone" in out
@@ -158,6 +159,44 @@ def test_ensemble_predict_evaluate_and_export(ensemble_run: Path, tmp_path: Path
     code, _, err = run_cli(["export", str(ensemble_run), "--out", str(tmp_path / "x")])
     assert_one_line_error(code, err, ["ensemble", "n-gram"])
     assert not (tmp_path / "x").exists()
+
+
+# Runs in a Python where torch, transformers and sentitune cannot be imported: the export's scorer alone.
+WITHOUT_SENTITUNE = ("import runpy, sys\n"
+                     "for name in ('torch', 'transformers', 'sentitune'):\n"
+                     "    sys.modules[name] = None\n"
+                     "sys.argv = ['sentitune_scorer.py', sys.argv[1]]\n"
+                     "runpy.run_path(sys.argv[1] + '/sentitune_scorer.py', run_name='__main__')\n")
+
+
+def test_an_ensemble_exports_to_onnx_and_scores_without_torch_or_sentitune(
+        ensemble_run: Path, tmp_path: Path, imdb_full: dict[str, list]) -> None:
+    """The head+tail MiniLM + NBSVM run exported with --format onnx: its folder's sentitune_scorer.py, in a process
+    that cannot import torch or sentitune, gives predict's probabilities on real raw test reviews (long ones cut
+    head+tail, <br /> tags and all)."""
+    import subprocess
+    import sys
+
+    from sentitune.inference import Predictor
+
+    out = tmp_path / "onnx"
+    code, stdout, err = run_cli(["export", str(ensemble_run), "--format", "onnx", "--out", str(out)])
+    assert code == 0, err
+    record = json.loads((out / "sentitune.json").read_text())
+    meta = json.loads((ensemble_run / "model" / "sentitune.json").read_text())
+    assert record["ensemble"]["weights"] == meta["ensemble"]["weights"] and (out / "ngram" / "tfidf.npz").is_file()
+    assert record["scorer"] == "sentitune_scorer.py" and record["check"]["scorer_max_probability_difference"] <= 1e-5
+    card = (out / "README.md").read_text()
+    assert "first quarter of its token budget and its last tokens" in card and "python sentitune_scorer.py" in card
+    reviews = [e.text for e in imdb_full["test"][::500]]  # 50 raw reviews, both classes, most cut at 48 tokens
+    assert any("<br />" in r for r in reviews)
+    done = subprocess.run([sys.executable, "-c", WITHOUT_SENTITUNE, str(out)], input="\n".join(reviews),
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = [json.loads(line) for line in done.stdout.splitlines()]
+    expected = Predictor(ensemble_run).predict(reviews)
+    assert [g["label"] for g in got] == [p.label for p in expected]
+    np.testing.assert_allclose([g["probs"]["positive"] for g in got], [p.prob_positive for p in expected], atol=1e-5)
 
 
 def test_ensemble_model_folder_without_its_ngram_half_is_refused(ensemble_run: Path, tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def test_training_from_the_cache_matches_recomputing_the_prefix(
 ) -> None:
     """Same seed, same batches: only the bf16 rounding of the cached states differs."""
     from sentitune.config import load_config
-    from sentitune.train import train
+    from sentitune.training import train
 
     monkeypatch.setenv("SENTITUNE_CACHE", str(tmp_path / "cache"))
     base = [f"model.spec={spec}", f"method.name={method}", f"data.path={imdb_slice_archive}", "data.max_length=48",
@@ -136,7 +136,7 @@ def test_feature_cache_dir_says_where_the_cache_goes(imdb_slice_archive: Path, t
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """train.feature_cache_dir: a cold cache for a benchmark, or a faster disk, without touching $SENTITUNE_CACHE."""
     from sentitune.config import load_config
-    from sentitune.train import train
+    from sentitune.training import train
 
     monkeypatch.setenv("SENTITUNE_CACHE", str(tmp_path / "cache"))
     cfg = load_config(None, ["model.spec=gpt2-tiny-random", "method.name=partial", "method.freeze_layers=1",

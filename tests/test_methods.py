@@ -2,7 +2,7 @@
 
 The models are tiny random-init transformers with real tokenizers: the packaged `gpt2-tiny-random`
 (GPT-2 code path, Conv1D, no pad token) and a 2-layer BERT built here with MiniLM's real WordPiece
-files. Each run goes through `sentitune.train.train` on real IMDb reviews, is saved, and is loaded
+files. Each run goes through `sentitune.training.train` on real IMDb reviews, is saved, and is loaded
 back through `sentitune.models.saving.load_model`. What must train and what must not is written out here per
 architecture by parameter name, independently of how models/blocks.py decides it.
 """
@@ -20,12 +20,12 @@ import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaModel
 
 import sentitune.loop as loop_mod
-import sentitune.train as train_mod
+import sentitune.training as train_mod
 from sentitune.config import ExperimentConfig, load_config
 from sentitune.models.classifier import SentimentClassifier, pool
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
 from sentitune.models.saving import load_model
-from sentitune.train import Interrupted, train
+from sentitune.training import Interrupted, train
 
 pytestmark = pytest.mark.numeric  # run again under the other precision by `make test`
 
@@ -103,12 +103,12 @@ def positive_scores(model: SentimentClassifier, tokenizer: Any, texts: list[str]
 
 
 def evaluate_arguments(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """A call of sentitune.train.evaluate, by parameter name (model, desc: the split...), not by position."""
+    """A call of sentitune.training.evaluate, by parameter name (model, desc: the split...), not by position."""
     return dict(inspect.signature(EVALUATE).bind(*args, **kwargs).arguments)
 
 
 class Recorder:
-    """Wraps the public build/evaluate/save steps sentitune.train calls, to see the model at each point."""
+    """Wraps the public build/evaluate/save steps sentitune.training calls, to see the model at each point."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, texts: list[str]) -> None:
         self.texts = texts

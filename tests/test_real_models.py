@@ -23,7 +23,7 @@ from sentitune.models.lora import add_lora
 from sentitune.models.methods import method
 from sentitune.models.registry import load_backbone, load_tokenizer, resolve
 from sentitune.models.saving import load_model
-from sentitune.train import train
+from sentitune.training import train
 
 
 @pytest.fixture(scope="module")

@@ -254,10 +254,10 @@ def test_an_interrupted_trial_resumes_from_its_checkpoint(tmp_path: Path, imdb_s
 
 def test_a_failing_trial_is_reported_and_the_search_goes_on(tmp_path: Path, imdb_slice_archive: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import sentitune.train
+    import sentitune.training
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    real, calls = sentitune.train.train, {"n": 0}
+    real, calls = sentitune.training.train, {"n": 0}
 
     def first_fails(*args: object, **kwargs: object) -> dict:
         calls["n"] += 1
@@ -265,7 +265,7 @@ def test_a_failing_trial_is_reported_and_the_search_goes_on(tmp_path: Path, imdb
             raise DataError("boom: the first trial's data")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sentitune.train, "train", first_fails)
+    monkeypatch.setattr(sentitune.training, "train", first_fails)
     path = write_search(tmp_path, tiny(imdb_slice_archive))
     storage = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     code, stdout, err = run_cli(["search", str(path), "--out", str(tmp_path / "out"), "--storage", storage,
@@ -283,12 +283,12 @@ def test_a_failing_trial_is_reported_and_the_search_goes_on(tmp_path: Path, imdb
 
 def test_no_completed_trial_is_exit_1(tmp_path: Path, imdb_slice_archive: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import sentitune.train
+    import sentitune.training
 
     def fails(*args: object, **kwargs: object) -> dict:
         raise DataError("always")
 
-    monkeypatch.setattr(sentitune.train, "train", fails)
+    monkeypatch.setattr(sentitune.training, "train", fails)
     path = write_search(tmp_path, tiny(imdb_slice_archive, trials=1))
     code, stdout, err = run_cli(["search", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
     assert code == 1 and "best: failed: no trial completed" in stdout and "Traceback" not in err, stdout + err

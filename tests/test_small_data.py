@@ -12,7 +12,7 @@ import pytest
 from sentitune.config import load_config
 from sentitune.data.sources import load_splits
 from sentitune.ensemble import fit_weights
-from sentitune.train import OneClassModel, train
+from sentitune.training import OneClassModel, train
 
 
 def tiny_cfg(archive: Path, *extra: str) -> object:

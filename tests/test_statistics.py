@@ -16,7 +16,7 @@ from conftest import BENCH_FINISHED as FINISHED
 from conftest import bench_predictions as _predictions
 from scipy.stats import binomtest
 
-from sentitune.bench import load_bench
+from sentitune.benching import load_bench
 
 
 def test_mcnemar_against_the_tfidf_reference(bench_run: tuple[Path, Path, int, str]) -> None:
@@ -41,7 +41,7 @@ def test_mcnemar_against_the_tfidf_reference(bench_run: tuple[Path, Path, int, s
 def test_runs_from_before_macro_f1_get_it_from_their_predictions(bench_run: tuple[Path, Path, int, str],
                                                                   tmp_path: Path) -> None:
     """metrics.json written before macro_f1 and per_class existed: the bench computes both from predictions.csv."""
-    from sentitune.bench import write_results
+    from sentitune.benching import write_results
 
     path, out, _, _ = bench_run
     old = tmp_path / "out"

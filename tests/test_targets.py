@@ -249,7 +249,7 @@ def test_every_method_trains_on_targets(method: str, extra: list[str], tiny_targ
     """Each trained method on the decoder code path (GPT-2, the target in a prompt, or markers): a 3-logit
     head, a probability per class in predictions.csv, and the saved run predicting the same numbers."""
     from sentitune.inference import Predictor
-    from sentitune.train import train
+    from sentitune.training import train
 
     train_file, test_file = tiny_target_files
     cfg = load_config(None, [f"data.source={train_file}", f"data.test_path={test_file}",

@@ -354,7 +354,7 @@ def test_interrupted_windowed_run_resumes_to_the_same_result(mean_run: Path, tmp
         return real_clip(*args, **kwargs)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
-    from sentitune.train import Interrupted, train
+    from sentitune.training import Interrupted, train
 
     cfg = load_config(mean_run / "config.yaml")
     with pytest.raises(Interrupted):
@@ -379,7 +379,7 @@ def test_export_and_onnx_refuse_a_windowed_run(mean_run: Path, tmp_path: Path) -
 def test_feature_cache_trains_windowed_probe(imdb_slice_archive: Path, tmp_path: Path) -> None:
     """train.feature_cache with windows: the cache holds the windows; the run's test pass (from the bf16 cache)
     and predict (recomputing the model) agree as closely as with one window (docs/PERFORMANCE.md)."""
-    from sentitune.train import train
+    from sentitune.training import train
 
     cfg = load_config(None, ["model.spec=gpt2-tiny-random", "method.name=probe", f"data.path={imdb_slice_archive}",
                              "data.max_length=16", "data.windows=3", "model.window_pooling=max",

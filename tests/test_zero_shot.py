@@ -190,7 +190,7 @@ def test_run_and_cli_write_a_complete_run(tiny: tuple, imdb_slice_archive: Path,
                  "--eval-size", "10", "--val-size", "10", "--set", "zero_shot.calibration_size=6",
                  "--out", str(tmp_path / "train"), "--no-progress"]) == 0
     # The recipe for trained methods says where zero-shot runs instead of failing somewhere inside.
-    from sentitune.train import train
+    from sentitune.training import train
 
     with pytest.raises(ConfigError, match="method.name=zero-shot trains no transformer"):
         train(cfg, tmp_path / "not-trained")

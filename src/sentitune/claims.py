@@ -29,6 +29,7 @@ from types import TracebackType
 import sqlalchemy as sa
 
 from sentitune.errors import SentituneError
+from sentitune.extras import require
 
 GRACE_SECONDS = 120  # a claim (or an Optuna trial) without a heartbeat for this long is taken over
 TABLE = "sentitune_claims"
@@ -114,6 +115,8 @@ class Claims:
 
     def __init__(self, url: str, grace: float = GRACE_SECONDS) -> None:
         self.url, self.grace, self.worker = url, float(grace), worker_id()
+        if url.startswith("postgresql"):
+            require("postgres", "a PostgreSQL --storage")
         try:
             self.engine = sa.create_engine(url, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite")
                                                     else {"pool_pre_ping": True}))

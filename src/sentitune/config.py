@@ -27,6 +27,7 @@ HEADS = ("softmax", "sigmoid")
 TRUNCATIONS = ("head", "tail", "head+tail")
 WINDOW_POOLINGS = ("mean", "max", "attention")  # how the window logits of one review are pooled
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+TRACKERS = ("tensorboard", "mlflow")  # train.report_to (tracking.py)
 TARGET_INPUTS = ("auto", "pair", "markers", "prompt")  # how a target reaches the model (data/targets.py)
 DATA_FORMATS = ("auto", "table", "target-lines")
 BINARY_LABELS = ["negative", "positive"]
@@ -34,9 +35,12 @@ BINARY_LABELS = ["negative", "positive"]
 
 @dataclass
 class DataConfig:
-    source: str = "imdb"  # "imdb" (archive/folder), "hf:imdb" (hub dataset) or a CSV/JSONL path
+    source: str = "imdb"  # imdb (archive/folder) | hf:NAME[:CONFIG] | save_to_disk folder | .parquet | CSV/JSONL
     path: str | None = None  # IMDb archive or extracted folder; None: $SENTITUNE_IMDB, cache, download
-    test_path: str | None = None  # for CSV/JSONL sources: a separate test file; None: 20% of source held out
+    test_path: str | None = None  # for file sources: a separate test file; None: 20% of source held out
+    train_split: str = "train"  # a dataset source's split mapping (data/hf_datasets.py):
+    validation_split: str | None = "auto"  # auto: its "validation" when it is not the test; null: carved from train
+    test_split: str | None = "auto"  # auto: "test", or "validation" where test's labels are hidden; null: held out
     text_column: str = "text"
     label_column: str = "label"
     id_column: str | None = None
@@ -166,6 +170,8 @@ class TrainConfig:
     eval_every: int | None = None  # optimizer steps between validations; None: once per epoch
     checkpoint_every: int | None = 200  # optimizer steps between resumable checkpoints
     log_every: int | None = 10  # optimizer steps between training-loss records in log.jsonl (curves); 0: off
+    report_to: list[str] = field(default_factory=list)  # tensorboard | mlflow (tracking.py; sentitune[tracking])
+    tracking_uri: str | None = None  # MLflow's; None: $MLFLOW_TRACKING_URI, else sqlite mlflow.db beside the run
     seed: int = 42
     precision: str = "auto"  # training autocast: auto | bf16 | fp16 (GPU only) | fp32
     eval_precision: str = "fp32"  # baseline, test, evaluate, predict: fp32 gives the same numbers on any CPU
@@ -328,6 +334,8 @@ class ExperimentConfig:
         """The training loop's settings: precisions, phases, epochs, rates, sizes, seeds, dropouts."""
         _check_choice("train.precision", self.train.precision, PRECISIONS)
         _check_choice("train.eval_precision", self.train.eval_precision, PRECISIONS)
+        for tracker in self.train.report_to:
+            _check_choice("train.report_to", tracker, TRACKERS)
         if self.method.name == "two-phase" and not self.method.phases:
             raise ConfigError("method.phases: two-phase needs at least one phase")
         for i, p in enumerate(self.method.phases):

@@ -20,7 +20,7 @@ PHASE_METHODS = ("probe", "partial", "full", "lora")  # one class each in models
 class Kind:
     name: str
     methods: tuple[str, ...]  # the method.name values of this kind
-    # The training loop (train.py) trains a transformer classifier: checkpoints and --resume, data-parallel
+    # The training loop (training.py) trains a transformer classifier: checkpoints and --resume, data-parallel
     # processes, windows of a long review, an n-gram ensemble beside it, search trials, train.evaluate_test off,
     # export to a plain transformers folder or an ONNX graph.
     trains: bool

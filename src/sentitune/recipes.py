@@ -33,7 +33,7 @@ class Recipe:
 
 def _train(cfg: ExperimentConfig, out: Path, resume: bool, overwrite: bool, progress: bool,
            report: Report) -> dict[str, Any]:
-    from sentitune.train import train
+    from sentitune.training import train
 
     return train(cfg, out, resume=resume, overwrite=overwrite, progress=progress, report=report)
 
@@ -137,3 +137,14 @@ RECIPES = {r.kind.name: r for r in (
 def recipe_of(cfg: ExperimentConfig) -> Recipe:
     """The recipe of a run's config (its method's kind)."""
     return RECIPES[kind_of(cfg).name]
+
+
+def run_recipe(cfg: ExperimentConfig, out: Path, resume: bool = False, overwrite: bool = False,
+               progress: bool = False, report: Report = lambda s: None, experiment: str | None = None
+               ) -> dict[str, Any]:
+    """Run `cfg` by its recipe into `out`, reported to train.report_to's trackers (`experiment`: the bench's or
+    search's name, which groups its runs); the CLI, the Python API, bench and search all start runs here."""
+    from sentitune.tracking import tracked
+
+    with tracked(cfg, out, experiment, resume):
+        return recipe_of(cfg).run(cfg, out, resume, overwrite, progress, report)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sentitune.atomic import write_text
-from sentitune.bench import SEED_METRICS, class_cell, class_heads
+from sentitune.benching import SEED_METRICS, class_cell, class_heads
 from sentitune.errors import SentituneError
 from sentitune.plots import CAPTIONS, LENGTH_BINS, RowData, accuracy_by_length, draw_all, length_label, read_row
 

@@ -17,13 +17,15 @@ file that happens to sit in a run directory survives, and a folder that is not a
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import fnmatch
 import json
 import pickle
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,8 @@ from sentitune.errors import RunError, SentituneError
 from sentitune.models.saving import MODEL_META, saved_config
 
 # What sentitune writes into a run directory (train, evaluate, zero-shot): --overwrite deletes these only.
-OUTPUT_NAMES = frozenset({"config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt", "model", "zero_shot.json"})
+OUTPUT_NAMES = frozenset({"config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt", "model", "zero_shot.json",
+                          "tracking.json", "tensorboard"})  # the last two: train.report_to (tracking.py)
 OUTPUT_PATTERNS = ("predictions*.csv", "eval-*.json", "margins*.csv")
 # Leftovers of a killed write: `.NAME.XXXXXXXX.tmp` (atomic.py), `.model.XXXXXXXX` (model folders were
 # once staged without the .tmp suffix), and `model.old` (a kill between the model folder's two renames).
@@ -46,6 +49,29 @@ _TEMP = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
 _OLD_MODEL_TEMP = re.compile(r"\.model\.[A-Za-z0-9_]{8}")
 # Top-level sections every config.yaml sentitune writes has (a hand-written fragment may not).
 _CONFIG_SECTIONS = ("name", "data", "model", "method", "train")
+# Who hears each log record besides log.jsonl: a context variable, so only the run being tracked is heard.
+_LISTENERS: contextvars.ContextVar[tuple[Callable[[dict[str, Any]], None], ...]] = contextvars.ContextVar(
+    "sentitune_log_listeners", default=())
+
+UNTRACKED = ("report_to", "tracking_uri")  # train settings that change where a run is reported, not what it computes
+
+
+def identity(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What makes two runs the same run (resume, a bench's finished row): the config, less where it is reported."""
+    data = to_dict(cfg)
+    for key in UNTRACKED:
+        data["train"].pop(key, None)
+    return data
+
+
+@contextlib.contextmanager
+def listening(listener: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+    """`listener` receives every record a RunDir logs while the body runs (tracking.py)."""
+    token = _LISTENERS.set((*_LISTENERS.get(), listener))
+    try:
+        yield
+    finally:
+        _LISTENERS.reset(token)
 
 
 class RunDir:
@@ -66,8 +92,8 @@ class RunDir:
                 raise RunError(f"{run.path}: this run already finished (metrics.json); nothing to resume — "
                                "use --overwrite to run it again or another --out")
             saved = load_config(config_file)
-            if to_dict(saved) != to_dict(cfg):
-                diff = _first_difference(to_dict(saved), to_dict(cfg))
+            if identity(saved) != identity(cfg):
+                diff = _first_difference(identity(saved), identity(cfg))
                 raise RunError(f"{run.path}: was started with another config ({diff}); resume with the same one")
             run.remove_leftovers()
             return run
@@ -132,6 +158,8 @@ class RunDir:
     # ------------------------------------------------------------------ outputs
     def log(self, record: dict[str, Any]) -> None:
         append_line(self.path / "log.jsonl", json.dumps(record))
+        for listener in _LISTENERS.get():  # experiment trackers (tracking.py), while a run is tracked
+            listener(record)
 
     def write_metrics(self, metrics: dict[str, Any], name: str = "metrics.json") -> None:
         write_json(self.path / name, metrics)

@@ -9,8 +9,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from sentitune.config import ExperimentConfig, load_config, to_dict
+from sentitune.config import ExperimentConfig, load_config
 from sentitune.errors import SentituneError
+from sentitune.runs import identity
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a bench, search or row name: one folder under --out
 
@@ -79,18 +80,20 @@ def plan_run(run_dir: Path, cfg: ExperimentConfig, other: Literal["error", "retr
     return "resume"
 
 
-def run_planned(cfg: ExperimentConfig, run_dir: Path, action: Action, progress: bool) -> dict[str, Any]:
+def run_planned(cfg: ExperimentConfig, run_dir: Path, action: Action, progress: bool,
+                experiment: str | None = None) -> dict[str, Any]:
     """Run `cfg` by its recipe (recipes.py) into `run_dir`: resumed, or started afresh (clearing what a run
-    of another config or a run killed before its first checkpoint left there)."""
-    from sentitune.recipes import recipe_of
+    of another config or a run killed before its first checkpoint left there); `experiment` groups the runs of
+    one bench or search in a tracker."""
+    from sentitune.recipes import run_recipe
 
     resume = action == "resume"
-    return recipe_of(cfg).run(cfg, run_dir, resume, not resume, progress, lambda s: None)
+    return run_recipe(cfg, run_dir, resume, not resume, progress, experiment=experiment)
 
 
 def same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
     """The run directory's config.yaml is `cfg` (an unreadable one is not)."""
     try:
-        return to_dict(load_config(run_dir / "config.yaml")) == to_dict(cfg)
+        return identity(load_config(run_dir / "config.yaml")) == identity(cfg)
     except SentituneError:
         return False

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sentitune.errors import SentituneError, disk_message, os_failure
-    from sentitune.train import Interrupted
+    from sentitune.training import Interrupted
 
     try:
         _check_launch(args)

@@ -88,7 +88,10 @@ TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--method", "method.name", str, "probe | partial | full | lora | two-phase | contrastive | zero-shot | tfidf"),
     ("--data", "data.path", str,
      "IMDb archive or extracted aclImdb/ folder (default: $SENTITUNE_IMDB, cache, download)"),
-    ("--source", "data.source", str, "imdb, hf:imdb, or a CSV/JSONL file of text,label"),
+    ("--source", "data.source", str, "imdb, hf:NAME[:CONFIG] (a Hugging Face dataset), a Parquet file or "
+                                     "save_to_disk folder, or a CSV/JSONL file of text,label"),
+    ("--text-column", "data.text_column", str, "the text's column in a file or dataset (default: text)"),
+    ("--label-column", "data.label_column", str, "the label's column in a file or dataset (default: label)"),
     ("--train-size", "data.train_size", int, "stratified subsample of the training pool"),
     ("--val-size", "data.val_size", float, "validation carved from train: fraction (<1) or count"),
     ("--eval-size", "data.eval_size", int, "stratified subsample of the test split"),

@@ -8,7 +8,7 @@ from typing import Any
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sentitune.bench import load_bench
+    from sentitune.benching import load_bench
     from sentitune.errors import writing
 
     bench = load_bench(args.bench_file)
@@ -18,7 +18,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace, bench: Any, out: Path) -> int:
-    from sentitune.bench import BenchError, Outcome, run_bench, write_results
+    from sentitune.benching import BenchError, Outcome, run_bench, write_results
 
     if args.report_only:
         if not out.is_dir():
@@ -74,7 +74,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from sentitune.errors import writing
     from sentitune.paths import ensure_writable_dir
     from sentitune.search import SearchError, TrialOutcome, load_search, run_search
-    from sentitune.train import Interrupted
+    from sentitune.training import Interrupted
 
     if args.trials is not None and args.trials < 1:
         raise SearchError(f"--trials: expected a whole number >= 1, got {args.trials}")

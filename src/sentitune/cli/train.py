@@ -20,14 +20,14 @@ def _flag_overrides(args: argparse.Namespace, flags: list[tuple[str, str, type, 
 
 
 def train_config(args: argparse.Namespace) -> Any:
-    from sentitune.config import load_config
+    from sentitune.data.sources import load_experiment
 
     overrides = _flag_overrides(args, TRAIN_FLAGS)
     if getattr(args, "feature_cache", False):
         overrides.append("train.feature_cache=true")
     if getattr(args, "ngram_ensemble", False):
         overrides.append("ensemble.ngram=true")
-    return load_config(args.config, overrides + args.overrides)
+    return load_experiment(args.config, overrides + args.overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -44,13 +44,13 @@ def _run(cfg: Any, out: Path, args: argparse.Namespace) -> int:
     """Any kind of run (the recipe registry knows how), then its summary, printed by the main process."""
     from sentitune.errors import writing
     from sentitune.paths import ensure_writable_dir
-    from sentitune.recipes import recipe_of
+    from sentitune.recipes import recipe_of, run_recipe
 
     ensure_writable_dir(out)  # before minutes of data and model loading, not after
     recipe = recipe_of(cfg)
     # A full disk once the run's config.yaml is written: a trained run continues with --resume.
     with writing(out, resumable=lambda: recipe.kind.trains and (out / "config.yaml").is_file()):
-        result = recipe.run(cfg, out, getattr(args, "resume", False), args.overwrite, not args.no_progress,
+        result = run_recipe(cfg, out, getattr(args, "resume", False), args.overwrite, not args.no_progress,
                             lambda s: print(s, flush=True))
     if int(os.environ.get("RANK", "0")):  # one of several processes (accelerate launch): the main one prints
         return 0
@@ -59,8 +59,8 @@ def _run(cfg: Any, out: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_zero_shot(args: argparse.Namespace) -> int:
-    from sentitune.config import load_config
+    from sentitune.data.sources import load_experiment
 
     overrides = ["method.name=zero-shot", *_flag_overrides(args, ZERO_SHOT_FLAGS)]
-    cfg = load_config(args.config, overrides + args.overrides)
+    cfg = load_experiment(args.config, overrides + args.overrides)
     return _run(cfg, Path(args.out or Path("runs") / cfg.name), args)

@@ -116,6 +116,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from sentitune.extras import require
+
+    require("serve", "sentitune serve")
     from sentitune.serve import Limits, serve
 
     limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,

@@ -7,7 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from sentitune.config import BINARY_LABELS, DataConfig
+from sentitune.config import BINARY_LABELS, DataConfig, ExperimentConfig, load_config
+from sentitune.data.hf_datasets import class_names, is_dataset_source, read_dataset
 from sentitune.data.imdb import locate_imdb, read_imdb
 from sentitune.data.records import Example, Splits
 from sentitune.data.reviews import iter_reviews
@@ -22,23 +23,16 @@ TABLE_TEST_FRACTION = 0.2  # test share held out of a CSV/JSONL source given wit
 SMALL_VALIDATION = 100  # fewer validation reviews than this: a warning that choosing on them is noisy
 
 
-def _read_hub(name: str) -> dict[str, list[Example]]:
-    """The Hugging Face `imdb` dataset; needs `datasets` and a reachable hub."""
-    try:
-        import datasets  # type: ignore[import-not-found]
-    except ImportError:
-        raise DataError(f"hf:{name}: install the 'hub' extra (pip install datasets)") from None
-    try:
-        ds = datasets.load_dataset(name)
-    except Exception as e:  # the hub raises many types for "offline"
-        raise DataError(f"hf:{name}: cannot load from the hub ({type(e).__name__}); use the archive") from None
-    out = {
-        split: [Example(id=f"{split}/{i}", text=r["text"], label=int(r["label"])) for i, r in enumerate(ds[split])]
-        for split in ("train", "test")
-    }
-    if "unsupervised" in ds:  # the hub's name for the archive's train/unsup
-        out["unsup"] = [Example(id=f"unsup/{i}", text=r["text"], label=-1) for i, r in enumerate(ds["unsupervised"])]
-    return out
+def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """A config from the user (`load_config`), its data.labels read from a Hugging Face dataset's ClassLabel when
+    left at the binary default: a run's config.yaml then records the names, so a saved config is read as is."""
+    cfg = load_config(path, overrides)
+    if is_dataset_source(cfg.data.source) and cfg.data.labels == BINARY_LABELS:
+        names = class_names(cfg.data)
+        if names and names != cfg.data.labels:
+            cfg.data.labels = names
+            cfg.validate()  # the checks that depend on the number of classes
+    return cfg
 
 
 def is_target_lines(cfg: DataConfig, path: str) -> bool:
@@ -47,8 +41,8 @@ def is_target_lines(cfg: DataConfig, path: str) -> bool:
 
 
 def is_file_source(cfg: DataConfig) -> bool:
-    """A CSV/JSONL or `$T$` file, not the (binary) IMDb archive or hub dataset."""
-    return cfg.source != "imdb" and not cfg.source.startswith("hf:")
+    """A CSV/JSONL or `$T$` file: not the (binary) IMDb archive, nor a Hugging Face dataset (data/hf_datasets.py)."""
+    return cfg.source != "imdb" and not is_dataset_source(cfg.source)
 
 
 def has_targets(cfg: DataConfig) -> bool:
@@ -64,14 +58,19 @@ def read_file(cfg: DataConfig, path: str) -> list[Example]:
                       offsets)  # type: ignore[arg-type]
 
 
-def read_source(cfg: DataConfig, progress: Callable[[int, int | None], None] | None = None) -> dict[str, list[Example]]:
-    if not is_file_source(cfg) and [x.lower() for x in cfg.labels] != BINARY_LABELS:
-        raise DataError(f"data.source={cfg.source} is binary (negative, positive); data.labels is {cfg.labels}")
+def read_source(cfg: DataConfig, progress: Callable[[int, int | None], None] | None = None,
+                notes: list[str] | None = None) -> dict[str, list[Example]]:
+    """Role -> examples: train and test (empty: held out of train), and validation or unsup when the source has
+    them; what a dataset's split mapping chose is added to `notes`."""
     if cfg.source == "imdb":
+        if [x.lower() for x in cfg.labels] != BINARY_LABELS:
+            raise DataError(f"data.source=imdb is binary (negative, positive); data.labels is {cfg.labels}")
         unsup = ("unsup",) if cfg.unlabeled == "unsup" else ()
         return read_imdb(locate_imdb(cfg.path, progress=progress), ("train", "test", *unsup))
-    if cfg.source.startswith("hf:"):
-        return _read_hub(cfg.source[3:])
+    if is_dataset_source(cfg.source):
+        found, chosen = read_dataset(cfg)
+        (notes if notes is not None else []).extend(chosen)
+        return found
     return {"train": read_file(cfg, cfg.source), "test": read_file(cfg, cfg.test_path) if cfg.test_path else []}
 
 
@@ -99,11 +98,12 @@ def prepare(examples: list[Example], cfg: DataConfig, skipped: dict[str, int]) -
 def load_splits(
     cfg: DataConfig, seed: int, progress: Callable[[int, int | None], None] | None = None
 ) -> Splits:
-    raw = read_source(cfg, progress)
+    warnings: list[str] = []
+    raw = read_source(cfg, progress, warnings)
     skipped: dict[str, int] = {}
     train = prepare(raw["train"], cfg, skipped)
     test = prepare(raw.get("test", []), cfg, skipped)
-    table = is_file_source(cfg)
+    table = cfg.source != "imdb"  # a file or a dataset: its own classes, and maybe no test split
     _require_two_classes(train, cfg.source if table else cfg.path or cfg.source, "training",
                          "a classifier needs examples of {} classes", cfg.labels)
     if table and cfg.test_path:
@@ -114,9 +114,10 @@ def load_splits(
     if not test:
         # A single CSV/JSONL file: hold out a stratified, seeded test split rather than fail at the end.
         train, test = split_off(train, TABLE_TEST_FRACTION, seed)
-    # Validation is carved from the whole training split first, so it does not change with train_size.
-    pool, validation = split_off(train, cfg.val_size, seed)
-    warnings: list[str] = []
+    if "validation" in raw:  # a dataset's own validation split (data.validation_split)
+        pool, validation = train, prepare(raw["validation"], cfg, skipped)
+    else:  # carved from the whole training split first, so it does not change with train_size
+        pool, validation = split_off(train, cfg.val_size, seed)
     if cfg.train_size is not None and cfg.train_size > len(pool):
         warnings.append(f"data.train_size={cfg.train_size} but only {len(pool)} training examples after the "
                         f"validation carve-out; using {len(pool)}")

@@ -13,10 +13,12 @@ from typing import Any
 from sentitune.config import ExperimentConfig, to_dict
 from sentitune.data.batching import target_input
 from sentitune.data.sources import has_targets
+from sentitune.ensemble import load_member
 from sentitune.errors import RunError
+from sentitune.export.common import SCORER_PROBES
 from sentitune.kinds import kind_of
 from sentitune.models.registry import is_decoder
-from sentitune.models.saving import MODEL_META, load_model, preprocessing_of
+from sentitune.models.saving import MODEL_META, load_model, preprocessing_of, saved_entry
 from sentitune.runs import open_saved
 
 FORMATS = ("hf", "onnx")
@@ -58,19 +60,20 @@ def export_entries() -> tuple[frozenset[str], frozenset[str]]:
     from transformers.utils import CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
     from transformers.utils.hub import CHAT_TEMPLATE_DIR, CHAT_TEMPLATE_FILE, LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE
 
-    from sentitune.export.onnx import GRAPH_NAME, int8_path
+    from sentitune.ensemble import NGRAM_FOLDER
+    from sentitune.export.onnx import GRAPH_NAME, SCORER_FILE, int8_path
 
     weights = Path(SAFE_WEIGHTS_NAME)
     files = {
         MODEL_META, "README.md",  # export_record and the model card (hf.py, onnx.py)
         CONFIG_NAME, GENERATION_CONFIG_NAME, SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME,  # the hf model
         f"{weights.stem}-[0-9]*-of-[0-9]*{weights.suffix}",  # its shards, model-00001-of-00002.safetensors
-        GRAPH_NAME, int8_path(Path(GRAPH_NAME)).name,  # the onnx graph, fp32 or int8
+        GRAPH_NAME, int8_path(Path(GRAPH_NAME)).name, SCORER_FILE,  # the onnx graph, fp32 or int8; its scorer
         TOKENIZER_CONFIG_FILE, FULL_TOKENIZER_FILE, SPECIAL_TOKENS_MAP_FILE, ADDED_TOKENS_FILE,  # the tokenizer
         CHAT_TEMPLATE_FILE, LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE,
         *TOKENIZERS_FILES.values(), *SENTENCEPIECE_FILES.values(), *_VOCABULARIES,
     }
-    return frozenset(files), frozenset({CHAT_TEMPLATE_DIR})
+    return frozenset(files), frozenset({CHAT_TEMPLATE_DIR, NGRAM_FOLDER})  # NGRAM_FOLDER: an ensemble's half
 
 
 def foreign_entries(dest: Path) -> list[str]:
@@ -118,10 +121,13 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
         raise RunError("export: --quantize int8 applies to --format onnx (ONNX Runtime's dynamic quantization)")
     run_path, cfg, model_dir = open_saved(Path(path))
     check_trained(run_path, cfg)
-    if cfg.ensemble.ngram:
-        raise RunError(f"{run_path}: an ensemble run answers with its transformer and an n-gram model together; an "
-                       "export would hold the transformer alone. Use sentitune predict/serve, or train without "
-                       "ensemble.ngram to export")
+    if cfg.ensemble.ngram and fmt == "hf":
+        raise RunError(f"{run_path}: an ensemble run answers with its transformer and an n-gram model together; a "
+                       "transformers folder holds the transformer alone. Use --format onnx (the folder carries the "
+                       "n-gram model and a scorer that needs no torch)")
+    if cfg.ensemble.ngram and has_targets(cfg.data):
+        raise RunError(f"{run_path}: a target-dependent ensemble has no export: its n-gram half reads each target's "
+                       "context words, which the exported scorer does not build (export a run without ensemble.ngram)")
     if Path(dest).resolve() in (Path(run_path).resolve(), Path(model_dir).resolve()):
         raise RunError(f"export: --out {dest} would replace the run's own files; choose another folder")
     check_destination(Path(dest))
@@ -140,6 +146,15 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
         from sentitune.export.hf import export_hf
 
         return export_hf(model, tokenizer, meta, Path(dest), metrics)
+    from sentitune.export.common import pipeline_probabilities
     from sentitune.export.onnx import export_onnx_folder
+    from sentitune.extras import require
 
-    return export_onnx_folder(model, tokenizer, meta, Path(dest), metrics, quantize)
+    require("onnx", "export --format onnx")
+    member = load_member(model_dir, saved_entry(model_dir, "ensemble"))
+    portable = None
+    if not meta["has_targets"]:  # whole reviews: the folder gets sentitune_scorer.py (export/portable.py)
+        portable = {"expected": pipeline_probabilities(model, tokenizer, cfg, member, SCORER_PROBES),
+                    "ensemble": saved_entry(model_dir, "ensemble"), "model_dir": model_dir,
+                    "pad_token_id": tokenizer.pad_token_id}
+    return export_onnx_folder(model, tokenizer, meta, Path(dest), metrics, quantize, portable)

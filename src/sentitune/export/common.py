@@ -8,11 +8,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sentitune import __version__
+from sentitune.config import ExperimentConfig
+from sentitune.data.batching import encode, encoding_args
+from sentitune.data.records import Example
+from sentitune.data.text import clean_text
+from sentitune.ensemble import NgramMember
 from sentitune.errors import ModelError
+from sentitune.evaluation import score
 from sentitune.models.classifier import SentimentClassifier
+from sentitune.models.registry import is_decoder
 from sentitune.models.saving import save_tokenizer
 
 MAX_DIFF = 1e-5  # an export whose probabilities differ more from sentitune's is not written
@@ -25,6 +33,12 @@ PROBE_TEXTS = [
 ]
 
 
+# The scorer an ONNX folder carries is checked on these too: one review long enough (~600 tokens) that every
+# truncation (head, tail, head+tail) cuts it.
+SCORER_PROBES = [*PROBE_TEXTS, "What starts as a slow, careful portrait turns into something else. " * 40
+                 + "In the end I loved it."]
+
+
 class ExportError(ModelError):
     """The classifier has no exact form in the requested format (says which format does)."""
 
@@ -34,6 +48,19 @@ def sentitune_probabilities(model: SentimentClassifier, batch: Any) -> Any:
     """sentitune's class probabilities (float64 numpy) for a tokenized batch (numpy or torch arrays)."""
     ids, mask = (torch.as_tensor(batch[name]).long() for name in ("input_ids", "attention_mask"))
     return probabilities(model.eval()(ids, mask).float(), model.num_logits).numpy()
+
+
+def pipeline_probabilities(model: SentimentClassifier, tokenizer: Any, cfg: ExperimentConfig,
+                           member: NgramMember | None, texts: list[str]) -> np.ndarray:
+    """[n, classes] probabilities as `sentitune predict` gives them: the HTML clean-up, the run's truncation, the
+    model in fp32, and an ensemble's n-gram half added. What an exported scorer must reproduce."""
+    examples = [Example(id=str(i), text=clean_text(t) if cfg.data.clean_html else t, label=0)
+                for i, t in enumerate(texts)]
+    data = encode(examples, tokenizer, **encoding_args(cfg.data, is_decoder(model.backbone.config)))
+    scores = score(model.float().eval(), data, cfg.train.eval_batch_size, tokenizer.pad_token_id, None)[0]
+    if member is not None:
+        scores = member.combine(scores, examples)
+    return np.column_stack([1 - scores, scores]) if scores.ndim == 1 else scores
 
 
 def probabilities(logits: torch.Tensor, num_logits: int) -> torch.Tensor:

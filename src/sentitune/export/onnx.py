@@ -35,6 +35,7 @@ from sentitune.atomic import write_atomic
 from sentitune.config import ConfigError
 from sentitune.data.batching import Encoded, iterate, sorted_batches
 from sentitune.errors import RunError
+from sentitune.extras import require
 from sentitune.models.classifier import SentimentClassifier
 from sentitune.models.saving import MODEL_META
 from sentitune.paths import ensure_writable_dir
@@ -215,6 +216,7 @@ class OnnxScorer:
     loss), so evaluate and predict can use either."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
+        require("onnx", f"{path}: scoring an ONNX graph", only=("onnxruntime",))
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -275,9 +277,40 @@ def _losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ sentitune export --format onnx
 
+SCORER_FILE = "sentitune_scorer.py"  # export/portable.py, copied: the folder scores reviews as the run does
+
+
+def add_scorer(folder: Path, record: dict[str, Any], portable: dict[str, Any], quantize: str | None
+               ) -> dict[str, Any]:
+    """Put the scorer (and an ensemble's n-gram model) into an export being written, and check it: its
+    probabilities on the scorer probes, computed from the folder alone, against sentitune's predict (the run's
+    truncation, head+tail included, and the n-gram half). fp32 within 1e-5, or the export is not written."""
+    import inspect
+
+    from sentitune.ensemble import NGRAM_FOLDER
+    from sentitune.export.common import MAX_DIFF, SCORER_PROBES
+    from sentitune.export.portable import Scorer
+
+    shutil.copyfile(str(inspect.getsourcefile(Scorer)), folder / SCORER_FILE)
+    record = {**record, "scorer": SCORER_FILE, "pad_token_id": portable["pad_token_id"]}
+    if portable["ensemble"]:
+        shutil.copytree(Path(portable["model_dir"]) / NGRAM_FOLDER, folder / NGRAM_FOLDER)
+        record["ensemble"] = {"weights": portable["ensemble"]["weights"], "ngram": NGRAM_FOLDER}
+    (folder / MODEL_META).write_text(json.dumps(record, indent=2))
+    got = Scorer(folder).probabilities(list(SCORER_PROBES))
+    diff = float(np.abs(got - portable["expected"]).max())
+    if quantize is None and not diff <= MAX_DIFF:
+        raise RunError(f"export: {SCORER_FILE}'s probabilities differ from sentitune's by {diff:.2e} (> {MAX_DIFF:g}) "
+                       "on the probe reviews; not written")
+    record["check"] = {**record["check"], "scorer_probe_reviews": len(SCORER_PROBES),
+                       "scorer_max_probability_difference": diff}
+    return record
+
+
 
 def export_onnx_folder(model: SentimentClassifier, tokenizer: Any, meta: dict[str, Any], dest: Path,
-                       metrics: dict[str, Any] | None = None, quantize: str | None = None) -> dict[str, Any]:
+                       metrics: dict[str, Any] | None = None, quantize: str | None = None,
+                       portable: dict[str, Any] | None = None) -> dict[str, Any]:
     """A folder ONNX Runtime users load without sentitune: the graph (model.onnx, or model.int8.onnx), the
     tokenizer with the run's limits and HTML clean-up (as for --format hf), sentitune.json and a model card.
 
@@ -310,5 +343,8 @@ def export_onnx_folder(model: SentimentClassifier, tokenizer: Any, meta: dict[st
         record = {**export_record(meta, "onnx", len(PROBE_TEXTS), diff), "graph": graph.name, "quantize": quantize,
                   "inputs": list(INPUTS), "outputs": list(OUTPUTS)}
         (tmp / MODEL_META).write_text(json.dumps(record, indent=2))
+        if portable is not None:
+            record = add_scorer(tmp, record, portable, quantize)
+            (tmp / MODEL_META).write_text(json.dumps(record, indent=2))
         (tmp / "README.md").write_text(onnx_card(record, metrics), encoding="utf-8")
     return record

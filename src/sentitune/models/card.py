@@ -93,6 +93,21 @@ def _ensemble_line(meta: dict[str, Any]) -> str:
             "only, so sentitune refuses to export it.\n")
 
 
+def _scorer_section(record: dict[str, Any]) -> str:
+    """How to score as the run does with the folder's sentitune_scorer.py (export/portable.py), when it has one."""
+    scorer = record.get("scorer")
+    if not scorer:
+        return ""
+    folder = "path/to/this/folder"
+    steps = "clean-up, the run's cut of long reviews" + (", the n-gram half" if record.get("ensemble") else "")
+    return (f"## As the run answers: `{scorer}` (numpy, onnxruntime, tokenizers; no torch, no sentitune)\n\n"
+            f"```bash\npython {scorer} {folder} \"A quietly brilliant film.\"   # one JSON line per text\n```\n\n"
+            f"```python\nimport sys\nsys.path.insert(0, \"{folder}\")\nfrom sentitune_scorer import Scorer\n\n"
+            f"probs = Scorer(\"{folder}\").probabilities([\"A quietly brilliant film.\"])  # [n, classes]\n```\n\n"
+            f"It does every step above ({steps}); checked against sentitune on the export's probe reviews: largest "
+            f"difference {record['check'].get('scorer_max_probability_difference', 0):.1e}.\n")
+
+
 def onnx_card(record: dict[str, Any], metrics: dict[str, Any] | None) -> str:
     """The card of an `export --format onnx` folder: how to run the graph with onnxruntime alone."""
     pre = record.get("preprocessing") or {}
@@ -102,10 +117,18 @@ def onnx_card(record: dict[str, Any], metrics: dict[str, Any] | None) -> str:
             'padding=True, return_tensors="np")' if pair else
             'tokenizer(["A quietly brilliant film."], truncation=True, padding=True, return_tensors="np")')
     caveats = []
+    scorer = record.get("scorer")
     if pre.get("truncation") == "head+tail":
-        head = pre.get("head_tokens") or "quarter of the"
-        caveats.append(f"- The run kept the first {head} and the last tokens of a long review (head+tail); a "
-                       "tokenizer truncates one end only, so cut the ids yourself to match.")
+        head = f"{pre['head_tokens']} tokens" if pre.get("head_tokens") else "quarter of its token budget"
+        caveats.append(f"- The run read a long review as its first {head} and its last tokens, up to max_length "
+                       "(head+tail); a tokenizer truncates one end only: " + (
+                           f"`{scorer}` cuts the ids as the run did (its `truncate_ids`)." if scorer else
+                           "cut the ids yourself to match."))
+    if record.get("ensemble"):
+        weights = record["ensemble"]["weights"]
+        caveats.append(f"- An ensemble: the graph's log-probabilities x {weights['transformer']:.3f} plus those of the "
+                       f"n-gram model in `{record['ensemble']['ngram']}/` x {weights['ngram']:.3f}, then a softmax; "
+                       f"`{scorer}` computes both (the n-gram model in numpy, from its vocabulary and arrays).")
     if record.get("target_input") in ("markers", "prompt"):
         caveats.append("- The run showed the target as " + str(record.get("target_input")) + " (see `preprocessing` "
                        "in sentitune.json); build the same text before tokenizing.")
@@ -131,6 +154,7 @@ def onnx_card(record: dict[str, Any], metrics: dict[str, Any] | None) -> str:
         "pad on the right.\n",
         "## Preprocessing\n",
         "\n".join([*preprocessing_lines(record), *caveats]) + "\n",
+        _scorer_section(record),
     ]
     return "\n".join(p for p in parts if p)
 

@@ -1,6 +1,6 @@
 """The adaptation methods, one class each: what trains, how deep the frozen prefix is, how it is saved.
 
-The recipe (train.py), the feature cache (how much of the forward pass can be computed once) and
+The recipe (training.py), the feature cache (how much of the forward pass can be computed once) and
 saving (which form of the backbone to write) all read these classes, so a method is described in one
 place. Freezing is by structure (models/blocks.py): the embeddings and the first N transformer blocks.
 Methods are pure: `trainable` and `frozen_modules` only look at the model; `apply` is the one call

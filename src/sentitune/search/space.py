@@ -14,7 +14,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from sentitune.coerce import read_yaml
-from sentitune.config import ExperimentConfig, load_config, to_dict
+from sentitune.config import ExperimentConfig, to_dict
+from sentitune.data.sources import load_experiment
 from sentitune.errors import SentituneError
 from sentitune.kinds import kind_of
 from sentitune.runset import override, read_header, strings
@@ -122,7 +123,7 @@ def load_search(path: str | Path) -> Search:
 
 def _config(search: Search, overrides: list[str], where: str) -> ExperimentConfig:
     try:
-        return load_config(search.base, overrides)
+        return load_experiment(search.base, overrides)
     except SentituneError as e:
         raise SearchError(f"{search.path}: {where}: {e}") from None
 

@@ -16,8 +16,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sentitune.claims import GRACE_SECONDS, Beat, Claims, ClaimsError, heartbeat_interval, local_and_gone, safe_url
-from sentitune.config import ExperimentConfig, load_config
+from sentitune.config import ExperimentConfig
+from sentitune.data.sources import load_experiment
 from sentitune.errors import SentituneError
+from sentitune.extras import require
 from sentitune.runset import one_line, plan_run, run_planned
 from sentitune.search.space import Search, SearchError, final_overrides, fingerprint, trial_dir_name, trial_overrides
 from sentitune.search.summary import write_summary
@@ -62,7 +64,7 @@ def objective(metrics: dict[str, Any], metric: str) -> float:
     return float(value)
 
 
-def _train(cfg: ExperimentConfig, run_dir: Path, progress: bool) -> tuple[str, dict[str, Any]]:
+def _train(cfg: ExperimentConfig, run_dir: Path, progress: bool, experiment: str) -> tuple[str, dict[str, Any]]:
     """Read a finished run back, resume a checkpointed one, or train it; a run directory of another config
     (out/best once a better trial turned up) is ours and is trained again."""
     action = plan_run(run_dir, cfg, "retrain", SearchError, "search run")
@@ -71,7 +73,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, progress: bool) -> tuple[str, d
             return "read back", json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             action = "start"  # unreadable: train it again
-    metrics = run_planned(cfg, run_dir, action, progress)
+    metrics = run_planned(cfg, run_dir, action, progress, experiment)
     return ("resumed" if action == "resume" else "ran"), metrics
 
 
@@ -93,6 +95,8 @@ def open_storage(url: str, grace: float = GRACE_SECONDS, requeue: Requeue | None
     `grace` seconds is failed by the next worker that looks, and `requeue` queues its settings again."""
     import sqlalchemy.exc
 
+    if url.startswith("postgresql"):
+        require("postgres", f"storage {safe_url(url)}")
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
@@ -220,8 +224,8 @@ def run_trial(w: Worker, trial: optuna.Trial, out: Path, progress: bool) -> Tria
     with Beat(heartbeat_interval(w.claims.grace), lambda: w.storage.record_heartbeat(trial._trial_id)):
         try:
             with w.claims.hold(w.key(run)) as held:
-                cfg = load_config(search.base, [*overrides, f"name={search.name}-{name}"])
-                status, metrics = _train(cfg, out / run, progress)
+                cfg = load_experiment(search.base, [*overrides, f"name={search.name}-{name}"])
+                status, metrics = _train(cfg, out / run, progress, search.name)
                 held.done()
             value = objective(metrics, search.metric)
         except SentituneError as e:
@@ -239,7 +243,7 @@ def run_trial(w: Worker, trial: optuna.Trial, out: Path, progress: bool) -> Tria
 def run_final(w: Worker, out: Path, progress: bool) -> FinalOutcome:
     """The best trial's params with `set` (not `trial_set`) trained once into out/best, test pass on. best/
     is claimed: a second worker waits, then reads the finished run back (skipped)."""
-    from sentitune.train import Interrupted
+    from sentitune.training import Interrupted
 
     search, study = w.search, w.study
 
@@ -249,9 +253,9 @@ def run_final(w: Worker, out: Path, progress: bool) -> FinalOutcome:
     best = study.best_trial
     outcome = FinalOutcome("", dict(best.params), best.number, best.value)
     try:
-        cfg = load_config(search.base, final_overrides(search, best.params))
+        cfg = load_experiment(search.base, final_overrides(search, best.params))
         with w.claims.hold(w.key("best")) as held:
-            status, outcome.metrics = _train(cfg, out / "best", progress)
+            status, outcome.metrics = _train(cfg, out / "best", progress, search.name)
             held.done()
         outcome.status = "skipped" if status == "read back" else status
     except (Interrupted, KeyboardInterrupt):

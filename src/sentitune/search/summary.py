@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from sentitune import markdown as md
 from sentitune.atomic import write_json, write_text
 from sentitune.claims import safe_url
-from sentitune.config import load_config
+from sentitune.data.sources import load_experiment
 from sentitune.errors import SentituneError
 from sentitune.runset import same_config
 from sentitune.search.space import Search, final_overrides
@@ -31,7 +31,7 @@ def summary(search: Search, study: optuna.Study, out: Path, url: str) -> dict[st
         metrics_file = out / "best" / "metrics.json"
         if metrics_file.is_file():
             try:
-                same = same_config(out / "best", load_config(search.base, final_overrides(search, b.params)))
+                same = same_config(out / "best", load_experiment(search.base, final_overrides(search, b.params)))
                 best["test"] = json.loads(metrics_file.read_text(encoding="utf-8")).get("test") if same else None
             except (OSError, ValueError, SentituneError):
                 best["test"] = None

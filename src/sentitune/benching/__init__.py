@@ -29,7 +29,7 @@ example's decision (the `pred` of predictions.csv, the most probable class), mac
 a bench with more than two classes also gets each class's F1.
 """
 
-from sentitune.bench.results import (
+from sentitune.benching.results import (
            RESULT_COLUMNS,
            SEED_METRICS,
            class_cell,
@@ -38,8 +38,8 @@ from sentitune.bench.results import (
            markdown,
            write_results,
 )
-from sentitune.bench.rows import Bench, BenchError, BenchRow, load_bench
-from sentitune.bench.run import Outcome, run_bench
+from sentitune.benching.rows import Bench, BenchError, BenchRow, load_bench
+from sentitune.benching.run import Outcome, run_bench
 
 __all__ = ["RESULT_COLUMNS", "SEED_METRICS", "Bench", "BenchError", "BenchRow", "Outcome", "class_cell",
            "class_heads", "collect", "load_bench", "markdown", "run_bench", "write_results"]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sentitune.coerce import read_yaml
-from sentitune.config import ExperimentConfig, load_config
+from sentitune.config import ExperimentConfig
+from sentitune.data.sources import load_experiment
 from sentitune.errors import SentituneError
 from sentitune.runset import SAFE_NAME, one_line, override, read_header, strings
 
@@ -143,7 +144,7 @@ def load_bench(path: str | Path) -> Bench:
         try:
             if row_base and not config_path.is_file():
                 raise BenchError(f"config: {config_path} not found")
-            cfg = load_config(config_path, everything)
+            cfg = load_experiment(config_path, everything)
         except SentituneError as e:
             bad.append(f"row {row_name}: {one_line(e)}")
             continue

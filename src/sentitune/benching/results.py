@@ -15,7 +15,7 @@ import numpy as np
 
 from sentitune import markdown as md
 from sentitune.atomic import write_csv, write_json, write_text
-from sentitune.bench.rows import Bench, BenchError, BenchRow
+from sentitune.benching.rows import Bench, BenchError, BenchRow
 from sentitune.config import ExperimentConfig, load_config, to_dict
 from sentitune.kinds import kind_of
 from sentitune.statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, accuracy_ci, class_f1, mcnemar_p

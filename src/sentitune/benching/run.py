@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sentitune.bench.results import write_results
-from sentitune.bench.rows import Bench, BenchError, BenchRow
+from sentitune.benching.results import write_results
+from sentitune.benching.rows import Bench, BenchError, BenchRow
 from sentitune.claims import GRACE_SECONDS, Claims, ClaimsError
 from sentitune.runset import Action, one_line, plan_run, run_planned
 
@@ -51,7 +51,7 @@ def run_bench(bench: Bench, out: Path, progress: bool = False,
     workers are left to them (tried once more at the end, in case their worker died meanwhile). The results
     files are rewritten after each row, from every finished row of the bench, under a lock; `at_end(out)`
     (the report) runs under the same lock when this worker is done, unless other workers still run rows."""
-    from sentitune.train import Interrupted
+    from sentitune.training import Interrupted
 
     out.mkdir(parents=True, exist_ok=True)
     claims = _open_claims(out, workers_db, grace)
@@ -76,7 +76,7 @@ def run_bench(bench: Bench, out: Path, progress: bool = False,
                     held.done()
                     return _left(claims, key, row.name) if last else Outcome(row.name, "skipped")
                 try:
-                    metrics = run_planned(row.config, run_dir, action, progress)
+                    metrics = run_planned(row.config, run_dir, action, progress, bench.name)
                 except (Interrupted, KeyboardInterrupt):
                     raise
                 except Exception as e:  # noqa: BLE001 - one failed row must not stop the bench
