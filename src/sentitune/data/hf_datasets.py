@@ -8,6 +8,9 @@ class names), so the split mapping (train / validation / test, a test split with
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,8 @@ def _open(source: str) -> dict[str, Any]:
     try:
         if source.startswith("hf:"):
             name, _, config = source[3:].partition(":")
-            loaded = datasets.load_dataset(name, config or None)
+            with _hub_quiet():  # an unreachable hub: our one line below, not its retry warnings too
+                loaded = datasets.load_dataset(name, config or None)
         elif Path(source).suffix.lower() in PARQUET_SUFFIXES:
             if not Path(source).is_file():
                 raise DataError(f"{source}: no such file")
@@ -77,6 +81,17 @@ def _open(source: str) -> dict[str, Any]:
     if isinstance(loaded, datasets.Dataset):  # one split: save_to_disk of a Dataset, or a single Parquet file
         return {"train": loaded}
     return dict(loaded)
+
+
+@contextlib.contextmanager
+def _hub_quiet() -> Iterator[None]:
+    hub = logging.getLogger("huggingface_hub")
+    level = hub.level
+    hub.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub.setLevel(level)
 
 
 def class_names(cfg: DataConfig) -> list[str] | None:
