@@ -119,7 +119,7 @@ def test_a_bench_is_one_experiment_with_a_run_per_row(imdb_slice_archive: Path, 
     out = tmp_path / "bench" / "out"
     code, stdout, err = run_cli(["bench", str(bench), "--out", str(out), "--no-progress"])
     assert code == 0, stdout + err
-    client = MlflowClient(tracking_uri=local_store(out / "full"))
+    client = MlflowClient(tracking_uri=local_store(out))
     assert (out / "mlflow.db").is_file() and (out / "mlartifacts").is_dir()
     experiment = client.get_experiment_by_name("tracked-bench")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
@@ -166,10 +166,15 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path: Path) -> None:
     first = json.loads((out / "tracking.json").read_text())["mlflow_run_id"]
     with tracked(cfg, out, resume=True):
         RunDir(out).log({"event": "train", "phase": 1, "step": 2, "loss": 0.5})
-    client = MlflowClient(tracking_uri=local_store(out))
+    client = MlflowClient(tracking_uri=local_store(out.parent))
     assert json.loads((out / "tracking.json").read_text())["mlflow_run_id"] == first
     assert client.get_run(first).info.status == "FINISHED"
     assert [(m.step, m.value) for m in client.get_metric_history(first, "train_loss")] == [(1, 0.7), (2, 0.5)]
     with tracked(cfg, out):
         RunDir(out).log({"event": "train", "phase": 1, "step": 1, "loss": 0.6})
     assert json.loads((out / "tracking.json").read_text())["mlflow_run_id"] != first
+    # a search's trials (SEARCH/trials/NAME) and its best run (SEARCH/best) share the search's store
+    trial = tmp_path / "search" / "trials" / "t1"
+    with tracked(cfg, trial, "a-search", store=tmp_path / "search"):
+        RunDir.create(trial, cfg).log({"event": "train", "phase": 1, "step": 1, "loss": 0.4})
+    assert (tmp_path / "search" / "mlflow.db").is_file() and not (trial.parent / "mlflow.db").exists()

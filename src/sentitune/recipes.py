@@ -140,11 +140,12 @@ def recipe_of(cfg: ExperimentConfig) -> Recipe:
 
 
 def run_recipe(cfg: ExperimentConfig, out: Path, resume: bool = False, overwrite: bool = False,
-               progress: bool = False, report: Report = lambda s: None, experiment: str | None = None
-               ) -> dict[str, Any]:
+               progress: bool = False, report: Report = lambda s: None, experiment: str | None = None,
+               store: Path | None = None) -> dict[str, Any]:
     """Run `cfg` by its recipe into `out`, reported to train.report_to's trackers (`experiment`: the bench's or
-    search's name, which groups its runs); the CLI, the Python API, bench and search all start runs here."""
+    search's name, which groups its runs; `store`: the folder of the default local MLflow store); the CLI, the
+    Python API, bench and search all start runs here."""
     from sentitune.tracking import tracked
 
-    with tracked(cfg, out, experiment, resume):
+    with tracked(cfg, out, experiment, resume, store):
         return recipe_of(cfg).run(cfg, out, resume, overwrite, progress, report)

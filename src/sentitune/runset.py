@@ -81,14 +81,14 @@ def plan_run(run_dir: Path, cfg: ExperimentConfig, other: Literal["error", "retr
 
 
 def run_planned(cfg: ExperimentConfig, run_dir: Path, action: Action, progress: bool,
-                experiment: str | None = None) -> dict[str, Any]:
+                experiment: str | None = None, store: Path | None = None) -> dict[str, Any]:
     """Run `cfg` by its recipe (recipes.py) into `run_dir`: resumed, or started afresh (clearing what a run
     of another config or a run killed before its first checkpoint left there); `experiment` groups the runs of
-    one bench or search in a tracker."""
+    one bench or search in a tracker, `store` the folder of its default local MLflow store."""
     from sentitune.recipes import run_recipe
 
     resume = action == "resume"
-    return run_recipe(cfg, run_dir, resume, not resume, progress, experiment=experiment)
+    return run_recipe(cfg, run_dir, resume, not resume, progress, experiment=experiment, store=store)
 
 
 def same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:

@@ -70,9 +70,10 @@ class _Step:
         return self.offset + self.last
 
 
-def local_store(out: Path) -> str:
-    """The default MLflow tracking URI of a run folder `out`: mlflow.db in the folder that holds it."""
-    return f"sqlite:///{(out.parent / LOCAL_STORE).resolve()}"
+def local_store(folder: Path) -> str:
+    """The default MLflow tracking URI: mlflow.db in `folder` (the one that holds the run folder, or a bench's or
+    search's own folder)."""
+    return f"sqlite:///{(folder / LOCAL_STORE).resolve()}"
 
 
 class _TensorBoard:
@@ -95,19 +96,19 @@ class _MLflow:
     """One MLflow run through an MlflowClient of its own: the process's global MLflow state (mlflow.set_tracking_uri
     sets $MLFLOW_TRACKING_URI) is left as the user had it."""
 
-    def __init__(self, cfg: ExperimentConfig, out: Path, experiment: str | None, resume: bool) -> None:
+    def __init__(self, cfg: ExperimentConfig, out: Path, experiment: str | None, resume: bool, store: Path) -> None:
         require("tracking", "train.report_to: mlflow", only=("mlflow",))
         from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         local = not (cfg.train.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
-        uri = cfg.train.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store(out)
+        uri = cfg.train.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store(store)
         self.client = client = MlflowClient(tracking_uri=uri)
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         found = client.get_experiment_by_name(name)
         if found is None:
-            artifacts = (out.parent / LOCAL_ARTIFACTS).resolve().as_uri() if local else None  # not in the cwd
+            artifacts = (store / LOCAL_ARTIFACTS).resolve().as_uri() if local else None  # not in the cwd
             try:
                 experiment_id = client.create_experiment(name, artifact_location=artifacts)
             except MlflowException:  # another worker of the bench created it first
@@ -146,8 +147,8 @@ class _Session:
     """The trackers of one run directory, started at its first log record: by then the recipe has checked and
     written the folder (config.yaml), so a refused start leaves no tracker run and no file behind."""
 
-    def __init__(self, cfg: ExperimentConfig, out: Path, experiment: str | None, resume: bool) -> None:
-        self.cfg, self.out, self.experiment, self.resume = cfg, out, experiment, resume
+    def __init__(self, cfg: ExperimentConfig, out: Path, experiment: str | None, resume: bool, store: Path) -> None:
+        self.cfg, self.out, self.experiment, self.resume, self.store = cfg, out, experiment, resume, store
         self.trackers: list[Any] | None = None
         self.step, self.tested = _Step(), False
 
@@ -155,7 +156,7 @@ class _Session:
         if self.trackers is None:
             wanted = self.cfg.train.report_to
             self.trackers = ([_TensorBoard(self.cfg, self.out)] if "tensorboard" in wanted else []) + (
-                [_MLflow(self.cfg, self.out, self.experiment, self.resume)] if "mlflow" in wanted else [])
+                [_MLflow(self.cfg, self.out, self.experiment, self.resume, self.store)] if "mlflow" in wanted else [])
         self.tested = self.tested or record.get("event") == "final"
         values, at = scalars(record), self.step(record)
         for tracker in self.trackers:
@@ -173,15 +174,17 @@ class _Session:
 
 
 @contextlib.contextmanager
-def tracked(cfg: ExperimentConfig, out: Path, experiment: str | None = None, resume: bool = False) -> Iterator[None]:
+def tracked(cfg: ExperimentConfig, out: Path, experiment: str | None = None, resume: bool = False,
+            store: Path | None = None) -> Iterator[None]:
     """Run the body with cfg.train.report_to's trackers listening to the run's log (`experiment`: MLflow's, e.g.
-    the bench's name). Only the main process of a data-parallel run reports (the others write no log either)."""
+    the bench's name; `store`: where the default local MLflow store lives, else the folder holding `out`). Only the
+    main process of a data-parallel run reports (the others write no log either)."""
     if not cfg.train.report_to or int(os.environ.get("RANK", "0")):
         yield
         return
     for tracker in cfg.train.report_to:  # before any work, not at the first record
         require("tracking", f"train.report_to: {tracker}", only=(tracker,))
-    session, failed = _Session(cfg, out, experiment, resume), True
+    session, failed = _Session(cfg, out, experiment, resume, store or out.parent), True
     try:
         with listening(session):
             yield

@@ -64,7 +64,8 @@ def objective(metrics: dict[str, Any], metric: str) -> float:
     return float(value)
 
 
-def _train(cfg: ExperimentConfig, run_dir: Path, progress: bool, experiment: str) -> tuple[str, dict[str, Any]]:
+def _train(cfg: ExperimentConfig, run_dir: Path, progress: bool, experiment: str, store: Path
+           ) -> tuple[str, dict[str, Any]]:
     """Read a finished run back, resume a checkpointed one, or train it; a run directory of another config
     (out/best once a better trial turned up) is ours and is trained again."""
     action = plan_run(run_dir, cfg, "retrain", SearchError, "search run")
@@ -73,7 +74,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, progress: bool, experiment: str
             return "read back", json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             action = "start"  # unreadable: train it again
-    metrics = run_planned(cfg, run_dir, action, progress, experiment)
+    metrics = run_planned(cfg, run_dir, action, progress, experiment, store)
     return ("resumed" if action == "resume" else "ran"), metrics
 
 
@@ -225,7 +226,7 @@ def run_trial(w: Worker, trial: optuna.Trial, out: Path, progress: bool) -> Tria
         try:
             with w.claims.hold(w.key(run)) as held:
                 cfg = load_experiment(search.base, [*overrides, f"name={search.name}-{name}"])
-                status, metrics = _train(cfg, out / run, progress, search.name)
+                status, metrics = _train(cfg, out / run, progress, search.name, out)
                 held.done()
             value = objective(metrics, search.metric)
         except SentituneError as e:
@@ -255,7 +256,7 @@ def run_final(w: Worker, out: Path, progress: bool) -> FinalOutcome:
     try:
         cfg = load_experiment(search.base, final_overrides(search, best.params))
         with w.claims.hold(w.key("best")) as held:
-            status, outcome.metrics = _train(cfg, out / "best", progress, search.name)
+            status, outcome.metrics = _train(cfg, out / "best", progress, search.name, out)
             held.done()
         outcome.status = "skipped" if status == "read back" else status
     except (Interrupted, KeyboardInterrupt):
