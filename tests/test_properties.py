@@ -163,3 +163,22 @@ def test_csv_bad_label_names_its_line(rows: list[tuple[str, int]], bad_row: int,
                 writer.writerow([text.replace("\r", "").replace("\n", " "), bad_label if i == bad_row else "pos"])
         with pytest.raises(DataError, match=rf"reviews\.csv:{bad_row + 2}: field 'label'"):
             read_table(path)
+
+
+# An ONNX export's sentitune_scorer.py (export/portable.py) carries its own copies of the clean-up and the cut, so
+# that it imports nothing of sentitune's: each copy must answer as sentitune's own does.
+@given(text=st.text(alphabet=st.sampled_from(list("ab <>/brBR\t\n")), max_size=60))
+def test_the_exported_scorers_clean_up_is_sentitunes(text: str) -> None:
+    from sentitune.data.text import clean_text
+    from sentitune.export import portable
+
+    assert portable.clean_text(text) == clean_text(text)
+
+
+@given(ids=st.lists(st.integers(0, 9), max_size=40), budget=st.integers(-2, 45),
+       side=st.sampled_from(["head", "tail", "head+tail"]), head=st.one_of(st.none(), st.integers(0, 50)))
+def test_the_exported_scorers_cut_is_sentitunes(ids: list[int], budget: int, side: str, head: int | None) -> None:
+    from sentitune.data.text import truncate_ids
+    from sentitune.export import portable
+
+    assert portable.truncate_ids(ids, budget, side, head) == truncate_ids(ids, budget, side, head)

@@ -113,8 +113,7 @@ def read_dataset(cfg: DataConfig) -> tuple[dict[str, list[Example]], list[str]]:
     what the split mapping chose."""
     found = open_splits(cfg)
     notes: list[str] = []
-    if cfg.train_split not in found:
-        raise DataError(f"{cfg.source}: no split {cfg.train_split!r} (data.train_split); splits: {', '.join(found)}")
+    _require_split(cfg, found, cfg.train_split, "data.train_split")
     test = _pick_test(cfg, found, notes)
     validation = _pick_validation(cfg, found, test)
     out = {"train": _examples(cfg, found, cfg.train_split)}
@@ -131,6 +130,11 @@ def read_dataset(cfg: DataConfig) -> tuple[dict[str, list[Example]], list[str]]:
     return out, notes
 
 
+def _require_split(cfg: DataConfig, found: dict[str, Any], name: str, setting: str) -> None:
+    if name not in found:
+        raise DataError(f"{cfg.source}: no split {name!r} ({setting}); splits: {', '.join(found)}")
+
+
 def _labeled(cfg: DataConfig, ds: Any) -> bool:
     """A split whose labels are present (GLUE's test splits store -1 for every hidden label)."""
     if cfg.label_column not in ds.column_names:
@@ -145,8 +149,7 @@ def _pick_test(cfg: DataConfig, found: dict[str, Any], notes: list[str]) -> str 
     if name is None:
         return None
     if name != AUTO:
-        if name not in found:
-            raise DataError(f"{cfg.source}: no split {name!r} (data.test_split); splits: {', '.join(found)}")
+        _require_split(cfg, found, name, "data.test_split")
         if not _labeled(cfg, found[name]):
             raise DataError(f"{cfg.source}: split {name!r} (data.test_split) has no labels in column "
                             f"{cfg.label_column!r}: nothing to score against")
@@ -169,8 +172,7 @@ def _pick_validation(cfg: DataConfig, found: dict[str, Any], test: str | None) -
     if name is None:
         return None
     if name != AUTO:
-        if name not in found:
-            raise DataError(f"{cfg.source}: no split {name!r} (data.validation_split); splits: {', '.join(found)}")
+        _require_split(cfg, found, name, "data.validation_split")
         if name in (test, cfg.train_split):
             raise DataError(f"{cfg.source}: data.validation_split={name!r} is also the "
                             f"{'test' if name == test else 'training'} split")

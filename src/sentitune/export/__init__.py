@@ -18,7 +18,7 @@ from sentitune.errors import RunError
 from sentitune.export.common import SCORER_PROBES
 from sentitune.kinds import kind_of
 from sentitune.models.registry import is_decoder
-from sentitune.models.saving import MODEL_META, load_model, preprocessing_of, saved_entry
+from sentitune.models.saving import MODEL_META, load_model, preprocessing_of
 from sentitune.runs import open_saved
 
 FORMATS = ("hf", "onnx")
@@ -138,6 +138,10 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
         meta["preprocessing"] = preprocessing_of(to_dict(cfg.data))
     metrics_file = Path(run_path) / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+    if fmt == "onnx":  # before minutes of model loading, not after
+        from sentitune.extras import require
+
+        require("onnx", "export --format onnx")
     model, tokenizer = load_model(model_dir)
     meta.setdefault("labels", list(model.labels))  # folders saved before class names were recorded: binary
     decoder = is_decoder(model.backbone.config)
@@ -148,13 +152,11 @@ def export_run(path: Path, dest: Path, fmt: str = "hf", quantize: str | None = N
         return export_hf(model, tokenizer, meta, Path(dest), metrics)
     from sentitune.export.common import pipeline_probabilities
     from sentitune.export.onnx import export_onnx_folder
-    from sentitune.extras import require
 
-    require("onnx", "export --format onnx")
-    member = load_member(model_dir, saved_entry(model_dir, "ensemble"))
     portable = None
     if not meta["has_targets"]:  # whole reviews: the folder gets sentitune_scorer.py (export/portable.py)
-        portable = {"expected": pipeline_probabilities(model, tokenizer, cfg, member, SCORER_PROBES),
-                    "ensemble": saved_entry(model_dir, "ensemble"), "model_dir": model_dir,
+        ensemble = meta.get("ensemble")  # sentitune.json's entry, read above with the rest
+        expected = pipeline_probabilities(model, tokenizer, cfg, load_member(model_dir, ensemble), SCORER_PROBES)
+        portable = {"expected": expected, "ensemble": ensemble, "model_dir": model_dir,
                     "pad_token_id": tokenizer.pad_token_id}
     return export_onnx_folder(model, tokenizer, meta, Path(dest), metrics, quantize, portable)
