@@ -1,25 +1,21 @@
-"""docs/RESULTS.md and its report page, from the offline results bench (configs/benches/offline-results.yaml).
+"""docs/RESULTS.md and its report page, from the results benches and searches (nothing here is typed in).
 
-    .venv/bin/python benchmarks/results_doc.py            # run the bench (finished rows are skipped), write the doc
-    .venv/bin/python benchmarks/results_doc.py --no-run   # only rewrite the doc from the finished rows
+    .venv/bin/python benchmarks/results_doc.py            # run what is not finished yet, then write the doc
+    .venv/bin/python benchmarks/results_doc.py --no-run   # only rewrite the doc from the finished runs
 
-Running it also runs `sentitune search configs/searches/minilm-probe.yaml` (the probe's learning rate and
-epochs chosen on validation, from the bench row's cached features; a finished search is only read back).
+What it runs, one after another (finished rows and searches are only read back):
+- `sentitune bench configs/benches/offline-results.yaml`: the matrix, every method on MiniLM read as the
+  README's job reads a review (256 tokens, head + tail), the LoRA rank sweep, the TF-IDF references,
+  SmolLM2 zero-shot;
+- `sentitune bench configs/benches/published-measured.yaml`: the published experiments the matrix does not
+  answer, with their offline stand-ins at a stated size;
+- `sentitune search configs/searches/minilm-probe.yaml` (the probe's lr and epochs) and
+  `configs/searches/smollm2-partial-lr.yaml` (the GPT-2 study's learning rate, for its stand-in), each
+  chosen on validation from the cached frozen prefix a bench row built;
+- `sentitune predict` with the tuned GPT-2 stand-in on a few new reviews (the study's last step).
 
-What it writes, all from run directories and the shipped bench files (no number is typed here):
-- the measured matrix (every method on MiniLM on the full 25,000-review test set, the LoRA rank sweep,
-  the TF-IDF references, SmolLM2 zero-shot), its plots and `docs/results/report.html`;
-- for every row of configs/benches/published.yaml, its offline counterpart in configs/benches/offline.yaml:
-  the measured row that answers it here (at this bench's smaller budget) and the exact command of the
-  full-size row with an estimate of its CPU time.
-
-The estimate is arithmetic on measured rates, not a run: FLOPs per token for the method (2N forward,
-+2N for activation gradients, +2N for weight gradients of the layers that train; N = non-embedding
-parameters) times the tokens the row would see (a seeded sample of 1,000 training reviews tokenized with
-the row's tokenizer, truncated at its max_length), divided by the FLOP rate this machine reached in the
-measured rows (training and inference separately; SmolLM2 inference from its zero-shot row). Attention's
-quadratic cost and a bigger model's better matmul efficiency are ignored: read it as +-2x. The doc also
-applies the estimator to the measured rows, next to their measured times.
+The published section (benchmarks/published_doc.py) sets each published setup beside its stand-in's, with
+the full-size command and an estimate of its CPU time.
 """
 
 from __future__ import annotations
@@ -27,165 +23,52 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from published_doc import COUNTERPARTS, estimate, measured_rates, published_section  # noqa: F401 (tests)
 
 from sentitune.atomic import write_text
-from sentitune.benching import BenchRow, load_bench
-from sentitune.config import ExperimentConfig
-from sentitune.markdown import duration
+from sentitune.benching import load_bench, write_results
+from sentitune.markdown import cell, duration
 from sentitune.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "configs" / "benches" / "offline-results.yaml"
-OFFLINE = ROOT / "configs" / "benches" / "offline.yaml"
-PUBLISHED = ROOT / "configs" / "benches" / "published.yaml"
-OUT = ROOT / "runs" / "bench" / "offline-results"
-SEARCH = ROOT / "configs" / "searches" / "minilm-probe.yaml"
-SEARCH_OUT = ROOT / "runs" / "search" / "minilm-probe"
+BENCHES = ROOT / "configs" / "benches"
+BENCH, MEASURED = BENCHES / "offline-results.yaml", BENCHES / "published-measured.yaml"
+OFFLINE, PUBLISHED = BENCHES / "offline.yaml", BENCHES / "published.yaml"
+OUT, MEASURED_OUT = ROOT / "runs" / "bench" / "offline-results", ROOT / "runs" / "bench" / "published-measured"
+SEARCHES = {name: (ROOT / "configs" / "searches" / f"{name}.yaml", ROOT / "runs" / "search" / name)
+            for name in ("minilm-probe", "smollm2-partial-lr")}
 DOC = ROOT / "docs" / "RESULTS.md"
 PAGE = ROOT / "docs" / "results"
 COMMAND = ".venv/bin/python benchmarks/results_doc.py"
 # Blocks of this page that other scripts write; a rewrite of the page keeps them (docs_block's markers): the
-# frontier under the title, the target section at the end.
+# frontier under the title, the label budget, the target section at the end.
 KEPT = {"frontier": "benchmarks/frontier_doc.py", "labels": "benchmarks/labels_doc.py",
         "targets": "benchmarks/targets_doc.py"}
-IMDB_TRAIN, IMDB_TEST = 25_000, 25_000
-
-# published row -> (its full-size offline counterpart in configs/benches/offline.yaml, the measured row here)
-COUNTERPARTS: dict[str, tuple[str, str | None]] = {
-    "gpt2-zero-shot": ("smollm2-zero-shot", "smollm2-zero-shot"),
-    "gpt2-partial": ("smollm2-partial", None),
-    "gpt2-lora-last2": ("smollm2-lora-last2", None),
-    "bert-partial": ("minilm-partial", "minilm-partial-freeze4"),
-    "bert-lora": ("minilm-lora", "minilm-lora-r8"),
-    "bert-lora-5k": ("minilm-lora-5k", None),
-    "bert-cased-lora": ("mpnet-lora", None),
-    "distilbert-two-phase": ("minilm-two-phase", "minilm-two-phase"),
-    "bert-lora-r4": ("minilm-lora-r4", "minilm-lora-r4"),
-    "bert-lora-r16": ("minilm-lora-r16", "minilm-lora-r16"),
-    "bert-lora-r32": ("minilm-lora-r32", "minilm-lora-r32"),
-    "bert-full": ("minilm-full", "minilm-full"),
-    "distilbert-full": ("minilm-full", "minilm-full"),
-    "tfidf-nb": ("tfidf-nb", "tfidf-nb-train25k"),
-    "tfidf-lr": ("tfidf-lr", "tfidf-lr-train25k"),
-}
-
-
-# ------------------------------------------------------------------------------------------ estimates
-
-
-@cache
-def _sample_texts() -> list[str]:
-    from sentitune.data.imdb import locate_imdb, read_imdb
-    from sentitune.data.text import clean_text
-
-    train = read_imdb(locate_imdb(None), ("train",))["train"]
-    picks = np.random.default_rng(0).choice(len(train), size=1000, replace=False)
-    return [clean_text(train[i].text) for i in picks]
-
-
-@cache
-def mean_tokens(spec: str, max_length: int) -> float:
-    """Mean tokens per review after truncation at max_length, on 1,000 seeded training reviews."""
-    from transformers import AutoTokenizer
-
-    from sentitune.models.registry import resolve
-
-    tok = AutoTokenizer.from_pretrained(resolve(spec).source)
-    lengths = [len(ids) for ids in tok(_sample_texts(), add_special_tokens=True)["input_ids"]]
-    return float(np.mean(np.minimum(lengths, max_length)))
-
-
-@cache
-def model_shape(spec: str) -> tuple[int, int]:
-    """(non-embedding parameters, blocks), built on the meta device: no memory, no weights read."""
-    import torch
-    from transformers import AutoConfig, AutoModel
-
-    from sentitune.models.blocks import num_blocks
-    from sentitune.models.registry import resolve
-
-    with torch.device("meta"):
-        model = AutoModel.from_config(AutoConfig.from_pretrained(resolve(spec).source))
-    embedding = sum(p.numel() for n, p in model.named_parameters() if "embed" in n)
-    return sum(p.numel() for p in model.parameters()) - embedding, num_blocks(model)
-
-
-def train_flops_per_token(cfg: ExperimentConfig, method: str, n: int, blocks: int) -> float:
-    """Per trained token: forward 2N, activation gradients down to the lowest layer that trains, weight
-    gradients for the layers that train (LoRA: none for the frozen base weights)."""
-    if method == "probe":
-        return 2 * n
-    if method == "full":
-        return 6 * n
-    if method == "partial":
-        return 2 * n + 4 * n * (blocks - cfg.method.freeze_layers) / blocks
-    top = cfg.method.lora.top_layers or blocks  # lora
-    return 2 * n + 2 * n * top / blocks
-
-
-def sizes(cfg: ExperimentConfig) -> tuple[int, int, int]:
-    """(train, validation, test) review counts of a row."""
-    pool = IMDB_TRAIN
-    val = int(cfg.data.val_size) if cfg.data.val_size >= 1 else round(cfg.data.val_size * pool)
-    train = cfg.data.train_size or pool - val
-    return train, val, cfg.data.eval_size or IMDB_TEST
-
-
-def estimate(cfg: ExperimentConfig, rates: dict[str, float]) -> float | None:
-    """Estimated CPU seconds of a row on this machine (None for tfidf: measured in seconds anyway)."""
-    if cfg.method.name == "tfidf":
-        return None
-    spec = cfg.model.spec
-    n, blocks = model_shape(spec)
-    decoder = spec.startswith("smollm2")
-    infer = rates["decoder_inference" if decoder else "inference"]
-    train_rate = rates["train"] * (rates["decoder_inference"] / rates["inference"] if decoder else 1.0)
-    train, val, test = sizes(cfg)
-    if cfg.method.name == "zero-shot":
-        tokens = mean_tokens(spec, cfg.zero_shot.review_tokens) + 10  # the template around the review
-        return 2 * n * tokens * (test + 2 * cfg.zero_shot.calibration_size) / infer
-    tokens = mean_tokens(spec, cfg.data.max_length)
-    seconds = 0.0
-    for phase in cfg.phases():
-        seconds += phase.epochs * train * tokens * train_flops_per_token(cfg, phase.method, n, blocks) / train_rate
-        seconds += max(1, round(phase.epochs)) * val * tokens * 2 * n / infer
-    return seconds + test * tokens * 2 * n / infer
-
-
-def measured_rates(rows: list[dict[str, Any]], bench: dict[str, BenchRow]) -> dict[str, float]:
-    """FLOP/s this machine reached: training (LoRA and full rows), inference (their test passes), and
-    SmolLM2's inference (its zero-shot row's tokens/s)."""
-    train, infer = [], []
-    for r in rows:
-        cfg = bench[r["name"]].config
-        if cfg.method.name not in ("lora", "full") or not r["train_tokens_per_second"]:
-            continue
-        n, blocks = model_shape(cfg.model.spec)
-        train.append(r["train_tokens_per_second"] * train_flops_per_token(cfg, cfg.method.name, n, blocks))
-        infer.append(r["n"] * mean_tokens(cfg.model.spec, cfg.data.max_length) * 2 * n / r["test_seconds"])
-    rates = {"train": statistics.median(train), "inference": statistics.median(infer)}
-    zero = next((r for r in rows if bench[r["name"]].config.method.name == "zero-shot"), None)
-    metrics = json.loads((OUT / zero["name"] / "metrics.json").read_text()) if zero else {}
-    if metrics.get("tokens_per_second"):
-        rates["decoder_inference"] = metrics["tokens_per_second"] * 2 * model_shape("smollm2-135m")[0]
-    else:
-        rates["decoder_inference"] = rates["inference"]
-    return rates
-
-
-# ------------------------------------------------------------------------------------------ the doc
+# New reviews for the GPT-2 study's "predict on new reviews" step (written for this page, not from IMDb).
+NEW_REVIEWS = [
+    "A quiet, patient film that earns every one of its tears. The lead performance is astonishing.",
+    "Two hours of my life I will never get back. The plot makes no sense and the jokes fall flat.",
+    "The first half drags, but the ending is so good that I forgave it everything.",
+    "Beautiful to look at, yet hollow: I stopped caring about these people long before the end.",
+]
 
 
 def _f(value: Any, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def _metrics(out: Path, name: str) -> dict[str, Any]:
+    path = out / name / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _row_time(r: dict[str, Any]) -> float | None:
@@ -193,115 +76,186 @@ def _row_time(r: dict[str, Any]) -> float | None:
     return sum(p for p in parts if p) or None
 
 
-def build_doc(results: dict[str, Any]) -> str:
-    bench = {r.name: r for r in load_bench(BENCH).rows}
-    offline = {r.name: r for r in load_bench(OFFLINE).rows}
-    published = load_bench(PUBLISHED).rows
-    rows = results["rows"]
-    by_name = {r["name"]: r for r in rows}
-    rates = measured_rates(rows, bench)
-    from docs_block import markers  # this folder is on sys.path when the script runs, not when a test imports it
-    from machine import arch, bf16_native, cpus_online, yes_no
-
-    lora = next(r for r in bench.values() if r.config.method.name == "lora")
-    cfg = lora.config
-    wall = {r["name"]: json.loads((OUT / r["name"] / "metrics.json").read_text()).get("wall_seconds") for r in rows}
-    lines = [
-        "# Results: which method, at what cost",
-        "",
-        *markers("frontier"),
-        "",
-        *markers("labels"),
-        "",
-        f"Generated by `{COMMAND}` (it runs `sentitune bench {BENCH.relative_to(ROOT)} --out "
-        f"{OUT.relative_to(ROOT)}`, skipping finished rows, then writes this page and "
-        "[results/report.html](results/report.html)). Nothing here is typed by hand.",
-        "",
-        f"**Setup.** Every transformer row trains on the same {cfg.data.train_size:,} stratified IMDb training "
-        f"reviews ({int(cfg.data.val_size):,} more carved from train for validation; seed {cfg.train.seed}) and is "
-        f"scored on the **full {IMDB_TEST:,}-review test set**; reviews are cut to {cfg.data.max_length} tokens "
-        "(the TF-IDF rows read whole reviews). Machine: "
-        f"{arch()} CPU, {cpus_online()} cores, bf16 instructions: {yes_no(bf16_native())} "
-        "(`train.precision: auto` trains in bf16 where they exist; `train.eval_precision: auto` here). "
-        "Times are seconds of this 2-core machine: `train s` includes building a feature cache, `test s` the "
-        "25,000-review pass, `whole row` the command from start to end (loading data and model included). Rows ran "
-        "one after another, but at times beside other work on the same two cores (tests; the probe and partial rows "
-        "most): read the times as upper bounds.",
-        "",
-        "## The matrix",
-        "",
-        "| run | method | accuracy | 95% CI | precision | recall | F1 | ROC AUC | trainable / total | train s | test s "
-        "| whole row | McNemar p vs tfidf-lr |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def matrix_section(rows: list[dict[str, Any]], wall: dict[str, Any]) -> list[str]:
+    """The matrix and what it says: the best transformer row against TF-IDF on the same reviews."""
+    lines = ["## The matrix", "",
+             "| run | method | accuracy | 95% CI | precision | recall | F1 | ROC AUC | trainable / total | train s "
+             "| test s | whole row | McNemar p vs tfidf-lr |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        params = (f"{r['trainable_parameters']:,} / {r['total_parameters']:,}" if r["trainable_parameters"] else "")
+        params = f"{r['trainable_parameters']:,} / {r['total_parameters']:,}" if r["trainable_parameters"] else ""
         p = r["mcnemar_p_vs_tfidf"]
         lines.append(
             f"| {r['name']} | {r['method']} | {_f(r['accuracy'])} | [{_f(r['accuracy_ci_low'], 3)}, "
             f"{_f(r['accuracy_ci_high'], 3)}] | {_f(r['precision'])} | {_f(r['recall'])} | {_f(r['f1'])} | "
             f"{_f(r['roc_auc'])} | {params} | {_f(r['train_seconds'], 0)} | {_f(r['test_seconds'], 0)} | "
             f"{duration(wall.get(r['name']))} | {'' if p is None else f'{p:.2g}'} |")
-    lines += ["", "n = test reviews scored: 25,000 for every row except `smollm2-zero-shot` (2,000 stratified test "
-              "reviews: a 25,000-review pass of a 135M decoder takes hours here), whose McNemar cell is therefore "
-              "blank. CI: 95% bootstrap over test reviews; McNemar: exact test on the same reviews.", ""]
-    trained = [r for r in rows if r["method"] not in ("tfidf", "zero-shot") and r["accuracy"] is not None]
-    same_split = by_name.get("tfidf-lr")
-    if trained and same_split:
-        top = max(trained, key=lambda r: r["accuracy"])
-        lines += [f"**Reading it.** The best transformer row here is `{top['name']}` ({top['accuracy']:.4f}, ROC AUC "
-                  f"{top['roc_auc']:.4f}, {duration(wall.get(top['name']))}); TF-IDF + logistic regression on the "
-                  f"same 4,000 reviews scores {same_split['accuracy']:.4f} in {duration(wall.get('tfidf-lr'))}. "
-                  "The table by length below shows where the transformer rows lose: every MiniLM row, cut at 128 "
-                  "tokens, falls with review length, while TF-IDF, which reads whole reviews, does not.", ""]
-    if results.get("not_reported"):
-        lines += ["Not (yet) reported: " + "; ".join(f"`{k}` ({v})" for k, v in results["not_reported"].items()), ""]
+    most = max((r["n"] for r in rows if r["n"]), default=0)
+    others = [f"`{r['name']}` ({r['n']:,}: its McNemar cell is blank)" for r in rows if r["n"] and r["n"] != most]
+    lines += ["", f"n = test reviews scored: {most:,}, the same stratified ones, for every row"
+              + (f" except {', '.join(others)}" if others else "") + ". CI: 95% bootstrap over test reviews; "
+              "McNemar: exact test on the same reviews. `quickstart` is the README's job (the partial row's "
+              "transformer + NBSVM).", ""]
+    alone = [r for r in rows if r["method"] not in ("tfidf", "zero-shot") and r["accuracy"] is not None
+             and not _metrics(OUT, r["name"]).get("ensemble")]
+    tfidf = next((r for r in rows if r["name"] == "tfidf-lr" and r["accuracy"] is not None), None)
+    if alone and tfidf:
+        top = max(alone, key=lambda r: r["accuracy"])
+        above = [r["name"] for r in alone if r["accuracy"] > tfidf["accuracy"]]
+        lines += [f"**Reading it.** Read as the README's job reads them, {len(above)} of the {len(alone)} "
+                  f"transformer rows beat TF-IDF + logistic regression on the same 4,000 reviews "
+                  f"({tfidf['accuracy']:.4f}, {duration(wall.get('tfidf-lr'))})"
+                  + (f": {', '.join(f'`{n}`' for n in above)}" if above else "")
+                  + f". The best transformer alone is `{top['name']}` ({top['accuracy']:.4f}, ROC AUC "
+                  f"{top['roc_auc']:.4f}, McNemar p {top['mcnemar_p_vs_tfidf']:.2g}, "
+                  f"{duration(wall.get(top['name']))})."]
+        ensemble = next((r for r in rows if _metrics(OUT, r["name"]).get("ensemble")), None)
+        if ensemble:
+            lines[-1] += (f" The README's job, that transformer beside NBSVM, scores {ensemble['accuracy']:.4f} "
+                          f"(McNemar p vs tfidf-lr {ensemble['mcnemar_p_vs_tfidf']:.2g}) in "
+                          f"{duration(wall.get(ensemble['name']))}: the story of the frontier above, on these "
+                          "reviews.")
+        lines.append("")
+    return lines
 
-    sweep = [r for r in rows if bench[r["name"]].config.method.name == "lora"]
-    sweep.sort(key=lambda r: bench[r["name"]].config.method.lora.r)
-    lines += ["## LoRA rank sweep", "", "MiniLM, adapters on query and value of all 6 layers, alpha = 2r.", "",
-              "| r | alpha | trainable parameters | accuracy | ROC AUC | F1 | train s |",
-              "|---|---|---|---|---|---|---|"]
+
+def lora_section(rows: list[dict[str, Any]], bench: dict[str, Any]) -> list[str]:
+    sweep = sorted((r for r in rows if bench[r["name"]].config.method.name == "lora"),
+                   key=lambda r: bench[r["name"]].config.method.lora.r)
+    lines = ["## LoRA rank sweep", "", "MiniLM, adapters on query and value of all 6 layers, alpha = 2r.", "",
+             "| r | alpha | trainable parameters | accuracy | ROC AUC | F1 | train s |",
+             "|---|---|---|---|---|---|---|"]
     for r in sweep:
         lo = bench[r["name"]].config.method.lora
         lines.append(f"| {lo.r} | {lo.alpha} | {r['trainable_parameters']:,} | {_f(r['accuracy'])} | "
                      f"{_f(r['roc_auc'])} | {_f(r['f1'])} | {_f(r['train_seconds'], 0)} |")
+    return lines
 
-    lines += search_section(by_name)
+
+def search_section(name: str, title: str, about: str, reference: dict[str, Any] | None) -> list[str]:
+    """A search's trials (validation loss) and its best run's test score beside the hand-set bench row."""
+    path, out = SEARCHES[name]
+    command = f"`sentitune search {_rel(path)}`"
+    if not (out / "search.json").is_file():
+        return ["", f"## {title}", "", f"Not run yet: {command}."]
+    result = json.loads((out / "search.json").read_text())
+    best, done = result["best"] or {}, [t for t in result["trials"] if t["state"] == "COMPLETE"]
+    test, params = best.get("test") or {}, sorted({k for t in done for k in t["params"]})
+    lines = ["", f"## {title}", "", f"{command}: {len(done)} Optuna (TPE) trials, {about}", "",
+             "| trial | " + " | ".join(p.split(".")[-1] for p in params) + " | validation loss |",
+             "|---|" + "---|" * len(params) + "---|"]
+    for t in sorted(done, key=lambda t: t["value"]):
+        values = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in (t["params"][p] for p in params)]
+        lines.append(f"| {t['number']} | " + " | ".join(values) + f" | {t['value']:.4f} |")
+    if test:
+        wall = _metrics(out, "best").get("wall_seconds")
+        lines += ["", f"Best (trial {best['trial']}): test accuracy **{test['accuracy']:.4f}**, ROC AUC "
+                  f"{test['roc_auc']:.4f}" + (f" (the bench's hand-set `{reference['name']}`: "
+                                              f"{_f(reference['accuracy'])}, ROC AUC {_f(reference['roc_auc'])})"
+                                              if reference else "") + f"; the final run took {duration(wall)}."]
+    return lines
+
+
+def predict_section(run: Path, output: str | None) -> list[str]:
+    """The GPT-2 study's last step, on the tuned stand-in: the exact command and what it printed."""
+    command = f"sentitune predict {_rel(run)} " + " ".join(f'"{t}"' for t in NEW_REVIEWS)
+    lines = ["", "### Predict on new reviews", "",
+             "The study's last step, with the tuned stand-in above (reviews written for this page; each line: "
+             "the label, the probability of positive, the review):", "",
+             "```bash", command, "```", ""]
+    return lines + (["```", output.rstrip(), "```"] if output else ["Not run yet (the search has no best run)."])
+
+
+def run_predict(run: Path) -> str | None:
+    if not (run / "model").exists():
+        return None
+    done = subprocess.run([str(Path(sys.executable).parent / "sentitune"), "predict", str(run), "--no-progress",
+                           *NEW_REVIEWS], capture_output=True, text=True, check=True, cwd=ROOT)
+    return done.stdout
+
+
+def length_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Accuracy by words per review, and how much each row loses from the shortest bin to the longest."""
+    from sentitune.plots import accuracy_by_length, read_row
+
+    out: list[str] = []
+    for r in rows:
+        bins = accuracy_by_length(read_row(r["name"], OUT / r["name"]))
+        if not out:
+            out = ["| run | " + " | ".join(f"{label} words (n)" for label, _, _ in bins) + " | longest - shortest |",
+                   "|---|" + "---|" * (len(bins) + 1)]
+        accs = [acc for _, _, acc in bins if acc is not None]
+        drop = f"{(accs[-1] - accs[0]) * 100:+.1f} points" if len(accs) > 1 else ""
+        out.append(f"| {r['name']} | " + " | ".join(
+            f"{acc:.4f} ({n:,})" if acc is not None else "" for _, n, acc in bins) + f" | {drop} |")
+    return out
+
+
+def build_doc(results: dict[str, Any], measured: dict[str, Any], predicted: str | None) -> str:
+    from docs_block import markers  # this folder is on sys.path when the script runs
+    from machine import arch, bf16_native, cpus_online, yes_no
+
+    bench = {r.name: r for r in load_bench(BENCH).rows}
+    measured_rows = {r.name: r for r in load_bench(MEASURED).rows}
+    rows, by_name = results["rows"], {r["name"]: r for r in results["rows"] + measured["rows"]}
+    wall = {r["name"]: _metrics(OUT, r["name"]).get("wall_seconds") for r in rows}
+    wall |= {r["name"]: _metrics(MEASURED_OUT, r["name"]).get("wall_seconds") for r in measured["rows"]}
+    cfg = next(r for r in bench.values() if r.config.method.name == "lora").config
+    lines = [
+        "# Results: which method, at what cost", "", *markers("frontier"), "", *markers("labels"), "",
+        f"Generated by `{COMMAND}` (it runs `sentitune bench {_rel(BENCH)} --out {_rel(OUT)}` and "
+        f"`sentitune bench {_rel(MEASURED)} --out {_rel(MEASURED_OUT)}`, skipping finished rows, the two searches "
+        "below, then writes this page and [results/report.html](results/report.html)). Nothing here is typed by "
+        "hand.", "",
+        f"**Setup.** Every transformer row of the matrix trains on the same {cfg.data.train_size:,} stratified "
+        f"IMDb training reviews ({int(cfg.data.val_size):,} more carved from train for validation; seed "
+        f"{cfg.train.seed}) and is scored on the same {cfg.data.eval_size:,} stratified test reviews. Reviews are "
+        f"read as the README's job reads them: {cfg.data.max_length} tokens, a longer review as its first "
+        f"quarter and last three quarters ({cfg.data.truncation}); probe and partial rows train and are scored "
+        "from their frozen prefix, cached once (`train.feature_cache`), the other rows run the whole model. "
+        f"The TF-IDF rows read whole reviews. Machine: {arch()} CPU, {cpus_online()} cores, bf16 instructions: "
+        f"{yes_no(bf16_native())} (`train.precision: auto` trains in bf16 where they exist; `train.eval_precision: "
+        "auto` here). Times are of this 2-core machine, rows one after another: `train s` includes building a "
+        "feature cache, `test s` the test pass, `whole row` the command from start to end (data and model "
+        "loading included).", "",
+        *matrix_section(rows, wall), *lora_section(rows, bench),
+    ]
+    lines += search_section("minilm-probe", "Search: the probe's learning rate and epochs, chosen on validation",
+                            "each an ordinary run with the test pass off, scored by validation loss on the 500 "
+                            "validation reviews; the frozen MiniLM states come from the feature cache the bench's "
+                            "probe row built. The best settings were then trained once and scored once on the "
+                            "matrix's test reviews.", by_name.get("minilm-probe"))
+    rates = measured_rates(rows, bench, OUT)
+    commands = {name: f"sentitune bench {_rel(path)} --out {_rel(out)} --rows {name}"
+                for path, out, names in ((BENCH, OUT, bench), (MEASURED, MEASURED_OUT, measured_rows))
+                for name in names}
     lines += ["", "## Every published experiment and its offline counterpart", "",
-              f"`{PUBLISHED.relative_to(ROOT)}` is each published experiment as run (hub models, full data). "
-              f"`{OFFLINE.relative_to(ROOT)}` is the same matrix with the packaged models. The measured column is "
-              "the row of the matrix above that answers it here (4,000 training reviews, 128 tokens); the last "
-              "column estimates the full-size offline row on this machine (see the method below).", "",
-              "| published row | setup | offline counterpart | measured here | accuracy | full-size command | "
-              "estimated CPU time |", "|---|---|---|---|---|---|---|"]
-    for row in published:
-        counterpart, measured = COUNTERPARTS[row.name]
-        c = row.config
-        setup = f"tfidf-{c.method.tfidf.variant}" if c.method.name == "tfidf" else f"{c.model.spec}, {c.method.name}"
-        if row.published:
-            setup += f"; published {row.published['accuracy']:.4f} ({row.published['source']})"
-        m = by_name.get(measured) if measured else None
-        command = f"`sentitune bench {OFFLINE.relative_to(ROOT)} --rows {counterpart}`"
-        est = estimate(offline[counterpart].config, rates)
-        spec = offline[counterpart].config
-        what = "tfidf" if spec.method.name == "tfidf" else spec.model.spec
-        lines.append(f"| {row.name} | {setup} | {counterpart} ({what}) | "
-                     f"{measured or 'not measured'} | {_f(m['accuracy']) if m else ''} | {command} | "
-                     f"{duration(est) if est is not None else 'about a minute (measured: tfidf rows)'} |")
-
+              f"`{_rel(PUBLISHED)}` is each published experiment as run (hub models, full data); `{_rel(OFFLINE)}` "
+              "the same with the packaged stand-ins at full size. Each stand-in is measured here: in the matrix "
+              f"above, or at the size its name states in `{_rel(MEASURED)}` (what differs from the published "
+              "setup is listed beside it). The last columns are the full-size offline command and an estimate of "
+              "its CPU time on this machine (the method below).", "",
+              *published_section(load_bench(PUBLISHED).rows, {r.name: r for r in load_bench(OFFLINE).rows},
+                                 bench | measured_rows, by_name, wall, rates, commands)]
+    gpt2 = measured_rows["smollm2-partial-1k"].config
+    lines += search_section("smollm2-partial-lr", "The GPT-2 study's learning rate, searched",
+                            f"one epoch each on the stand-in's {gpt2.data.train_size:,} training reviews, scored by "
+                            f"validation loss on its {int(gpt2.data.val_size):,} validation reviews (the frozen "
+                            f"{gpt2.method.freeze_layers} blocks read from the cache the bench row built); the best "
+                            f"learning rate then trained the study's {gpt2.train.epochs:g} epochs and was scored "
+                            f"once on the row's {gpt2.data.eval_size:,} test reviews.",
+                            by_name.get("smollm2-partial-1k"))
+    lines += predict_section(SEARCHES["smollm2-partial-lr"][1] / "best", predicted)
     lines += ["", "### How the estimates are made, and how good they are", "",
-              "The estimate is arithmetic " + __doc__.split("The estimate is arithmetic")[1].strip().replace("\n", " "),
-              "",
-              f"Rates measured in this bench: training {rates['train'] / 1e9:.1f} GFLOP/s, inference "
+              "The estimate is arithmetic " + sys.modules["published_doc"].__doc__.split(
+                  "The estimate is arithmetic")[1].strip().replace("\n", " "), "",
+              f"Rates measured in the matrix: training {rates['train'] / 1e9:.1f} GFLOP/s, inference "
               f"{rates['inference'] / 1e9:.1f} GFLOP/s (MiniLM), SmolLM2 inference "
               f"{rates['decoder_inference'] / 1e9:.1f} GFLOP/s.", "",
               "| measured row | estimated | measured (train s + test s; zero-shot: whole row) |", "|---|---|---|"]
-    for r in rows:
-        est = estimate(bench[r["name"]].config, rates)
-        if est is not None:
-            lines.append(f"| {r['name']} | {duration(est)} | {duration(_row_time(r) or wall.get(r['name']))} |")
-
+    for name, row in (bench | measured_rows).items():
+        est, r = estimate(row.config, rates), by_name.get(name)
+        if est is not None and r:
+            lines.append(f"| {cell(name)} | {duration(est)} | {duration(_row_time(r) or wall.get(name))} |")
     lines += ["", "## Accuracy by review length", "",
               "Words per review (whitespace-separated, after cleaning), the same bins for every tokenizer:", "",
               *length_table(rows), "", "## Plots", ""]
@@ -309,50 +263,7 @@ def build_doc(results: dict[str, Any]) -> str:
                         ("accuracy_vs_time", "Accuracy vs training time"), ("curves", "Training and validation loss"),
                         ("accuracy_by_length", "Accuracy by review length")):
         lines += [f"![{title}](results/{name}.png)", ""]
-    lines += markers("targets")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def search_section(by_name: dict[str, Any]) -> list[str]:
-    """The probe row again, its lr and epochs chosen by `sentitune search` on validation (search.json)."""
-    path = SEARCH_OUT / "search.json"
-    if not path.is_file():
-        return ["", "## Search", "", f"Not run yet: `sentitune search {SEARCH.relative_to(ROOT)}`."]
-    result = json.loads(path.read_text())
-    best = result["best"] or {}
-    test = best.get("test") or {}
-    done = [t for t in result["trials"] if t["state"] == "COMPLETE"]
-    probe = by_name.get("minilm-probe")
-    wall = json.loads((SEARCH_OUT / "best" / "metrics.json").read_text()) if (SEARCH_OUT / "best").is_dir() else {}
-    lines = ["", "## Search: the probe's learning rate and epochs, chosen on validation", "",
-             f"`sentitune search {SEARCH.relative_to(ROOT)}`: {len(done)} Optuna (TPE) trials, each an ordinary "
-             "run with the test pass off, scored by validation loss on the 500 validation reviews; the frozen "
-             "MiniLM states come from the feature cache the bench's probe row built. The best settings were "
-             "then trained once and scored once on the 25,000 test reviews.", "",
-             "| trial | lr | epochs | validation loss |", "|---|---|---|---|"]
-    for t in sorted(done, key=lambda t: t["value"]):
-        lines.append(f"| {t['number']} | {t['params']['train.lr']:.3g} | {t['params']['train.epochs']} | "
-                     f"{t['value']:.4f} |")
-    if test:
-        lines += ["", f"Best (trial {best['trial']}): test accuracy **{test['accuracy']:.4f}**, ROC AUC "
-                  f"{test['roc_auc']:.4f} (the bench's hand-set probe: "
-                  f"{_f(probe['accuracy']) if probe else '?'}, ROC AUC {_f(probe['roc_auc']) if probe else '?'}); "
-                  f"the final run took {duration(wall.get('wall_seconds'))}."]
-    return lines
-
-
-def length_table(rows: list[dict[str, Any]]) -> list[str]:
-    from sentitune.plots import accuracy_by_length, read_row
-
-    out: list[str] = []
-    for r in rows:
-        bins = accuracy_by_length(read_row(r["name"], OUT / r["name"]))
-        if not out:
-            out = ["| run | " + " | ".join(f"{label} words (n)" for label, _, _ in bins) + " |",
-                   "|---|" + "---|" * len(bins)]
-        out.append(f"| {r['name']} | " + " | ".join(
-            f"{acc:.4f} ({n:,})" if acc is not None else "" for _, n, acc in bins) + " |")
-    return out
+    return "\n".join([*lines, *markers("targets")]).rstrip() + "\n"
 
 
 def keep_blocks(doc: str, old: str) -> str:
@@ -366,26 +277,33 @@ def keep_blocks(doc: str, old: str) -> str:
     return doc
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-run", action="store_true", help="only rewrite the doc from the finished rows")
-    args = parser.parse_args()
-    if not args.no_run:
-        done = subprocess.run([str(Path(sys.executable).parent / "sentitune"), "bench", str(BENCH), "--out", str(OUT),
-                               "--no-progress"], check=False)
+def run_everything() -> None:
+    """The two benches, then the two searches (each reads the feature cache its bench row built)."""
+    cli = str(Path(sys.executable).parent / "sentitune")
+    for bench, out in ((BENCH, OUT), (MEASURED, MEASURED_OUT)):
+        done = subprocess.run([cli, "bench", str(bench), "--out", str(out), "--no-progress"], check=False)
         if done.returncode not in (0, 1):  # 1: a row failed; the doc says which
             raise SystemExit(done.returncode)
-        subprocess.run([str(Path(sys.executable).parent / "sentitune"), "search", str(SEARCH), "--out",
-                        str(SEARCH_OUT), "--no-progress"], check=False)
-    from sentitune.benching import write_results
+    for path, out in SEARCHES.values():
+        subprocess.run([cli, "search", str(path), "--out", str(out), "--no-progress"], check=False)
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-run", action="store_true", help="only rewrite the doc from the finished runs")
+    args = parser.parse_args()
+    if not args.no_run:
+        run_everything()
     results = write_results(load_bench(BENCH), OUT)
+    measured = write_results(load_bench(MEASURED), MEASURED_OUT)
+    predicted = run_predict(SEARCHES["smollm2-partial-lr"][1] / "best")
     PAGE.mkdir(parents=True, exist_ok=True)
     write_report(OUT, PAGE / "report.html")
     for png in (OUT / "plots").glob("*.png"):
         shutil.copyfile(png, PAGE / png.name)
-    write_text(DOC, keep_blocks(build_doc(results), DOC.read_text(encoding="utf-8") if DOC.exists() else ""))
-    print(f"wrote {DOC.relative_to(ROOT)} and {(PAGE / 'report.html').relative_to(ROOT)}")
+    write_text(DOC, keep_blocks(build_doc(results, measured, predicted),
+                                DOC.read_text(encoding="utf-8") if DOC.exists() else ""))
+    print(f"wrote {_rel(DOC)} and {_rel(PAGE / 'report.html')}")
 
 
 if __name__ == "__main__":

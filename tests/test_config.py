@@ -5,6 +5,7 @@ folder as --config), and the shipped configs."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -73,25 +74,55 @@ def test_shipped_bench_files_load_and_fit_their_models(path: Path) -> None:
             assert (cfg.method.lora.top_layers or 0) <= n, row.name
 
 
-def test_every_published_row_has_an_offline_counterpart_in_the_results_doc() -> None:
-    """benchmarks/results_doc.py maps each published row to a row of configs/benches/offline.yaml (full size,
-    estimated) and to the measured row of configs/benches/offline-results.yaml that answers it, if any."""
+def _published_doc() -> Any:
     import importlib.util
 
-    from sentitune.benching import load_bench
-
-    spec = importlib.util.spec_from_file_location("results_doc", CONFIGS.parent / "benchmarks" / "results_doc.py")
+    spec = importlib.util.spec_from_file_location("published_doc", CONFIGS.parent / "benchmarks" / "published_doc.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_every_published_row_has_an_offline_counterpart_in_the_results_doc() -> None:
+    """benchmarks/published_doc.py maps each published row to a row of configs/benches/offline.yaml (full size,
+    estimated) and to the measured row that answers it: of the matrix (offline-results.yaml) or of
+    published-measured.yaml, the same method on the same stand-in model."""
+    from sentitune.benching import load_bench
+
+    module = _published_doc()
     published = [r.name for r in load_bench(CONFIGS / "benches" / "published.yaml").rows]
     offline = {r.name: r.config for r in load_bench(CONFIGS / "benches" / "offline.yaml").rows}
-    measured = {r.name: r.config for r in load_bench(CONFIGS / "benches" / "offline-results.yaml").rows}
+    measured = {r.name: r.config for bench in ("offline-results", "published-measured")
+                for r in load_bench(CONFIGS / "benches" / f"{bench}.yaml").rows}
     assert sorted(module.COUNTERPARTS) == sorted(published)
     for name, (counterpart, here) in module.COUNTERPARTS.items():
         assert counterpart in offline, name
-        if here is not None:
-            assert here in measured, name
-            assert measured[here].method.name == offline[counterpart].method.name, name
+        assert here in measured, name
+        assert measured[here].method.name == offline[counterpart].method.name, name
+        assert measured[here].model.spec == offline[counterpart].model.spec or measured[here].method.name == "tfidf"
+
+
+def test_published_setups_say_what_each_stand_in_changes() -> None:
+    """RESULTS.md sets each published setup beside its stand-in's: the setup is read from the configs, and the
+    stand-in's column names only what differs (model, frozen blocks, targets, sizes), not the shared schedule."""
+    from sentitune.benching import load_bench
+
+    module = _published_doc()
+    published = {r.name: r.config for r in load_bench(CONFIGS / "benches" / "published.yaml").rows}
+    measured = {r.name: r.config for r in load_bench(CONFIGS / "benches" / "published-measured.yaml").rows}
+    theirs = module.setup(published["gpt2-partial"])
+    assert theirs["method"] == "partial: embeddings + blocks 1-10 frozen"
+    assert theirs["head"] == "1 logit + BCE, last pooling"
+    assert theirs["data"] == "22,500 / 2,500 / 25,000, 512 tokens (head)"
+    changed = module._differences(module.setup(measured["smollm2-partial-1k"]), theirs)
+    assert changed == ("model: smollm2-135m; method: partial: embeddings + blocks 1-28 frozen; "
+                       "data: 1,000 / 300 / 500, 512 tokens (head)")
+    def differences(here: str, there: str) -> str:
+        return module._differences(module.setup(measured[here]), module.setup(published[there]))
+
+    lora = differences("smollm2-lora-last2-1k", "gpt2-lora-last2")
+    assert "q_proj/k_proj/v_proj, top 2 blocks" in lora and "schedule" not in lora
+    assert differences("minilm-lora-5k", "bert-lora-5k") == "model: minilm"
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: str(p.relative_to(CONFIGS)))
