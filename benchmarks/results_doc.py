@@ -49,6 +49,9 @@ COMMAND = ".venv/bin/python benchmarks/results_doc.py"
 # frontier under the title, the label budget, the target section at the end.
 KEPT = {"frontier": "benchmarks/frontier_doc.py", "labels": "benchmarks/labels_doc.py",
         "targets": "benchmarks/targets_doc.py"}
+PLOTS = [("roc", "ROC curves"), ("accuracy_vs_parameters", "Accuracy vs trainable parameters"),
+         ("accuracy_vs_time", "Accuracy vs training time"), ("curves", "Training and validation loss"),
+         ("accuracy_by_length", "Accuracy by review length")]
 # New reviews for the GPT-2 study's "predict on new reviews" step (written for this page, not from IMDb).
 NEW_REVIEWS = [
     "A quiet, patient film that earns every one of its tears. The lead performance is astonishing.",
@@ -152,6 +155,11 @@ def search_section(name: str, title: str, about: str, reference: dict[str, Any] 
                   f"{test['roc_auc']:.4f}" + (f" (the bench's hand-set `{reference['name']}`: "
                                               f"{_f(reference['accuracy'])}, ROC AUC {_f(reference['roc_auc'])})"
                                               if reference else "") + f"; the final run took {duration(wall)}."]
+    edge = [p for p in params if len(done) > 2 and isinstance(best["params"].get(p), float)
+            and best["params"][p] in (min(t["params"][p] for t in done), max(t["params"][p] for t in done))]
+    if edge:
+        lines += ["", f"The best {', '.join(p.split('.')[-1] for p in edge)} is at the edge of the values tried: "
+                  f"{command[:-1]} --trials {2 * len(done)}` continues the study (the trials above are kept)."]
     return lines
 
 
@@ -259,9 +267,7 @@ def build_doc(results: dict[str, Any], measured: dict[str, Any], predicted: str 
     lines += ["", "## Accuracy by review length", "",
               "Words per review (whitespace-separated, after cleaning), the same bins for every tokenizer:", "",
               *length_table(rows), "", "## Plots", ""]
-    for name, title in (("roc", "ROC curves"), ("accuracy_vs_parameters", "Accuracy vs trainable parameters"),
-                        ("accuracy_vs_time", "Accuracy vs training time"), ("curves", "Training and validation loss"),
-                        ("accuracy_by_length", "Accuracy by review length")):
+    for name, title in PLOTS:
         lines += [f"![{title}](results/{name}.png)", ""]
     return "\n".join([*lines, *markers("targets")]).rstrip() + "\n"
 
@@ -299,8 +305,9 @@ def main() -> None:
     predicted = run_predict(SEARCHES["smollm2-partial-lr"][1] / "best")
     PAGE.mkdir(parents=True, exist_ok=True)
     write_report(OUT, PAGE / "report.html")
-    for png in (OUT / "plots").glob("*.png"):
-        shutil.copyfile(png, PAGE / png.name)
+    for name, _ in PLOTS:  # only this page's plots: the frontier's and the label budget's have their own scripts
+        if (OUT / "plots" / f"{name}.png").is_file():
+            shutil.copyfile(OUT / "plots" / f"{name}.png", PAGE / f"{name}.png")
     write_text(DOC, keep_blocks(build_doc(results, measured, predicted),
                                 DOC.read_text(encoding="utf-8") if DOC.exists() else ""))
     print(f"wrote {_rel(DOC)} and {_rel(PAGE / 'report.html')}")
