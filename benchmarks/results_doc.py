@@ -32,7 +32,7 @@ from published_doc import COUNTERPARTS, estimate, measured_rates, published_sect
 
 from sentitune.atomic import write_text
 from sentitune.benching import load_bench, write_results
-from sentitune.markdown import cell, duration
+from sentitune.markdown import cell, duration, number
 from sentitune.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,10 +61,6 @@ NEW_REVIEWS = [
 ]
 
 
-def _f(value: Any, digits: int = 4) -> str:
-    return "" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
@@ -79,8 +75,9 @@ def _row_time(r: dict[str, Any]) -> float | None:
     return sum(p for p in parts if p) or None
 
 
-def matrix_section(rows: list[dict[str, Any]], wall: dict[str, Any]) -> list[str]:
-    """The matrix and what it says: the best transformer row against TF-IDF on the same reviews."""
+def matrix_section(rows: list[dict[str, Any]], wall: dict[str, Any], ensembles: set[str]) -> list[str]:
+    """The matrix and what it says: the best transformer row against TF-IDF on the same reviews (`ensembles`:
+    the rows whose score is a transformer + n-gram ensemble)."""
     lines = ["## The matrix", "",
              "| run | method | accuracy | 95% CI | precision | recall | F1 | ROC AUC | trainable / total | train s "
              "| test s | whole row | McNemar p vs tfidf-lr |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -88,9 +85,10 @@ def matrix_section(rows: list[dict[str, Any]], wall: dict[str, Any]) -> list[str
         params = f"{r['trainable_parameters']:,} / {r['total_parameters']:,}" if r["trainable_parameters"] else ""
         p = r["mcnemar_p_vs_tfidf"]
         lines.append(
-            f"| {r['name']} | {r['method']} | {_f(r['accuracy'])} | [{_f(r['accuracy_ci_low'], 3)}, "
-            f"{_f(r['accuracy_ci_high'], 3)}] | {_f(r['precision'])} | {_f(r['recall'])} | {_f(r['f1'])} | "
-            f"{_f(r['roc_auc'])} | {params} | {_f(r['train_seconds'], 0)} | {_f(r['test_seconds'], 0)} | "
+            f"| {r['name']} | {r['method']} | {number(r['accuracy'])} | [{number(r['accuracy_ci_low'], 3)}, "
+            f"{number(r['accuracy_ci_high'], 3)}] | {number(r['precision'])} | {number(r['recall'])} | "
+            f"{number(r['f1'])} | {number(r['roc_auc'])} | {params} | {number(r['train_seconds'], 0)} | "
+            f"{number(r['test_seconds'], 0)} | "
             f"{duration(wall.get(r['name']))} | {'' if p is None else f'{p:.2g}'} |")
     most = max((r["n"] for r in rows if r["n"]), default=0)
     others = [f"`{r['name']}` ({r['n']:,}: its McNemar cell is blank)" for r in rows if r["n"] and r["n"] != most]
@@ -99,7 +97,7 @@ def matrix_section(rows: list[dict[str, Any]], wall: dict[str, Any]) -> list[str
               "McNemar: exact test on the same reviews. `quickstart` is the README's job (the partial row's "
               "transformer + NBSVM).", ""]
     alone = [r for r in rows if r["method"] not in ("tfidf", "zero-shot") and r["accuracy"] is not None
-             and not _metrics(OUT, r["name"]).get("ensemble")]
+             and r["name"] not in ensembles]
     tfidf = next((r for r in rows if r["name"] == "tfidf-lr" and r["accuracy"] is not None), None)
     if alone and tfidf:
         top = max(alone, key=lambda r: r["accuracy"])
@@ -111,7 +109,7 @@ def matrix_section(rows: list[dict[str, Any]], wall: dict[str, Any]) -> list[str
                   + f". The best transformer alone is `{top['name']}` ({top['accuracy']:.4f}, ROC AUC "
                   f"{top['roc_auc']:.4f}, McNemar p {top['mcnemar_p_vs_tfidf']:.2g}, "
                   f"{duration(wall.get(top['name']))})."]
-        ensemble = next((r for r in rows if _metrics(OUT, r["name"]).get("ensemble")), None)
+        ensemble = next((r for r in rows if r["name"] in ensembles), None)
         if ensemble:
             lines[-1] += (f" The README's job, that transformer beside NBSVM, scores {ensemble['accuracy']:.4f} "
                           f"(McNemar p vs tfidf-lr {ensemble['mcnemar_p_vs_tfidf']:.2g}) in "
@@ -129,8 +127,8 @@ def lora_section(rows: list[dict[str, Any]], bench: dict[str, Any]) -> list[str]
              "|---|---|---|---|---|---|---|"]
     for r in sweep:
         lo = bench[r["name"]].config.method.lora
-        lines.append(f"| {lo.r} | {lo.alpha} | {r['trainable_parameters']:,} | {_f(r['accuracy'])} | "
-                     f"{_f(r['roc_auc'])} | {_f(r['f1'])} | {_f(r['train_seconds'], 0)} |")
+        lines.append(f"| {lo.r} | {lo.alpha} | {r['trainable_parameters']:,} | {number(r['accuracy'])} | "
+                     f"{number(r['roc_auc'])} | {number(r['f1'])} | {number(r['train_seconds'], 0)} |")
     return lines
 
 
@@ -153,8 +151,9 @@ def search_section(name: str, title: str, about: str, reference: dict[str, Any] 
         wall = _metrics(out, "best").get("wall_seconds")
         lines += ["", f"Best (trial {best['trial']}): test accuracy **{test['accuracy']:.4f}**, ROC AUC "
                   f"{test['roc_auc']:.4f}" + (f" (the bench's hand-set `{reference['name']}`: "
-                                              f"{_f(reference['accuracy'])}, ROC AUC {_f(reference['roc_auc'])})"
-                                              if reference else "") + f"; the final run took {duration(wall)}."]
+                                              f"{number(reference['accuracy'])}, ROC AUC "
+                                              f"{number(reference['roc_auc'])})" if reference else "")
+                  + f"; the final run took {duration(wall)}."]
     edge = [p for p in params if len(done) > 2 and isinstance(best["params"].get(p), float)
             and best["params"][p] in (min(t["params"][p] for t in done), max(t["params"][p] for t in done))]
     if edge:
@@ -205,8 +204,9 @@ def build_doc(results: dict[str, Any], measured: dict[str, Any], predicted: str 
     bench = {r.name: r for r in load_bench(BENCH).rows}
     measured_rows = {r.name: r for r in load_bench(MEASURED).rows}
     rows, by_name = results["rows"], {r["name"]: r for r in results["rows"] + measured["rows"]}
-    wall = {r["name"]: _metrics(OUT, r["name"]).get("wall_seconds") for r in rows}
-    wall |= {r["name"]: _metrics(MEASURED_OUT, r["name"]).get("wall_seconds") for r in measured["rows"]}
+    metrics = {r["name"]: _metrics(OUT, r["name"]) for r in rows}  # each run's metrics.json, read once
+    metrics |= {r["name"]: _metrics(MEASURED_OUT, r["name"]) for r in measured["rows"]}
+    wall = {name: m.get("wall_seconds") for name, m in metrics.items()}
     cfg = next(r for r in bench.values() if r.config.method.name == "lora").config
     lines = [
         "# Results: which method, at what cost", "", *markers("frontier"), "", *markers("labels"), "",
@@ -225,7 +225,8 @@ def build_doc(results: dict[str, Any], measured: dict[str, Any], predicted: str 
         "auto` here). Times are of this 2-core machine, rows one after another: `train s` includes building a "
         "feature cache, `test s` the test pass, `whole row` the command from start to end (data and model "
         "loading included).", "",
-        *matrix_section(rows, wall), *lora_section(rows, bench),
+        *matrix_section(rows, wall, {r["name"] for r in rows if metrics[r["name"]].get("ensemble")}),
+        *lora_section(rows, bench),
     ]
     lines += search_section("minilm-probe", "Search: the probe's learning rate and epochs, chosen on validation",
                             "each an ordinary run with the test pass off, scored by validation loss on the 500 "
