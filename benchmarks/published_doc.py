@@ -40,7 +40,7 @@ COUNTERPARTS: dict[str, tuple[str, str]] = {
     "bert-partial": ("minilm-partial", "minilm-partial-freeze4"),
     "bert-lora": ("minilm-lora", "minilm-lora-r8"),
     "bert-lora-5k": ("minilm-lora-5k", "minilm-lora-5k"),
-    "bert-cased-lora": ("mpnet-lora", "mpnet-lora-1k"),
+    "bert-cased-lora": ("mpnet-lora", "mpnet-lora-500"),
     "distilbert-two-phase": ("minilm-two-phase", "minilm-two-phase"),
     "bert-lora-r4": ("minilm-lora-r4", "minilm-lora-r4"),
     "bert-lora-r16": ("minilm-lora-r16", "minilm-lora-r16"),
