@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from agreement import agreement, one_row_table
 from docs_block import write_block
 from machine import arch, cpus_online
 
@@ -78,20 +79,17 @@ def main() -> None:
     ours = predictor.predict(texts, batch_size=args.batch_size)
     our_seconds = time.perf_counter() - start
     labels = predictor.labels
-    diff = max(abs(t[name] - o.probs[name]) for t, o in zip(theirs["probs"], ours, strict=True) for name in labels)
-    flips = sum(max(t, key=t.get) != o.label for t, o in zip(theirs["probs"], ours, strict=True))
-    accuracy = sum(o.label == labels[e.label] for o, e in zip(ours, reviews, strict=True)) / len(reviews)
     row = {"run": str(args.run.relative_to(ROOT) if args.run.is_relative_to(ROOT) else args.run),
            "architecture": record["architecture"], "reviews": len(texts), "export_seconds": round(export_seconds, 1),
-           "max_probability_difference": diff, "labels_differ": flips, "accuracy": round(accuracy, 4),
+           **agreement(theirs["probs"], ours, [e.label for e in reviews], labels),
            "sentitune_reviews_per_second": round(len(texts) / our_seconds, 1),
            "pipeline_reviews_per_second": round(len(texts) / theirs["seconds"], 1)}
-    table = ("| run | exported as | reviews | max abs. probability difference | labels that differ | accuracy | "
-             "export s | sentitune predict reviews/s | transformers pipeline reviews/s |\n"
-             "|---|---|---|---|---|---|---|---|---|\n"
-             f"| {row['run']} | {row['architecture']} | {row['reviews']:,} | {diff:.1e} | {flips} | {accuracy:.4f} | "
-             f"{row['export_seconds']} | {row['sentitune_reviews_per_second']} | "
-             f"{row['pipeline_reviews_per_second']} |\n")
+    table = one_row_table([
+        ("run", row["run"]), ("exported as", row["architecture"]), ("reviews", f"{row['reviews']:,}"),
+        ("max abs. probability difference", f"{row['max_probability_difference']:.1e}"),
+        ("labels that differ", row["labels_differ"]), ("accuracy", f"{row['accuracy']:.4f}"),
+        ("export s", row["export_seconds"]), ("sentitune predict reviews/s", row["sentitune_reviews_per_second"]),
+        ("transformers pipeline reviews/s", row["pipeline_reviews_per_second"])])
     machine = f"{arch()}, {cpus_online()} CPUs, torch threads as sentitune sets them"
     print(table + f"\n({machine})")
     print(json.dumps(row))

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from agreement import agreement, one_row_table
 from docs_block import write_block
 from machine import arch, cpus_online
 
@@ -70,24 +71,21 @@ def main() -> None:
     our_seconds = time.perf_counter() - start
     labels = predictor.labels
     assert theirs["labels"] == labels, (theirs["labels"], labels)
-    diff = max(abs(t[k] - o.probs[name]) for t, o in zip(theirs["probs"], ours, strict=True)
-               for k, name in enumerate(labels))
-    flips = sum(labels[max(range(len(t)), key=t.__getitem__)] != o.label
-                for t, o in zip(theirs["probs"], ours, strict=True))
-    accuracy = sum(o.label == labels[e.label] for o, e in zip(ours, reviews, strict=True)) / len(reviews)
     what = " + ".join(["ONNX graph", *(["n-gram arrays"] if record.get("ensemble") else [])])
     row = {"run": str(args.run.relative_to(ROOT) if args.run.is_relative_to(ROOT) else args.run),
            "truncation": (record.get("preprocessing") or {}).get("truncation"), "exported_as": what,
-           "reviews": len(texts), "export_seconds": round(export_seconds, 1), "max_probability_difference": diff,
-           "labels_differ": flips, "accuracy": round(accuracy, 4),
+           "reviews": len(texts), "export_seconds": round(export_seconds, 1),
+           **agreement([dict(zip(labels, t, strict=True)) for t in theirs["probs"]], ours,
+                       [e.label for e in reviews], labels),
            "sentitune_reviews_per_second": round(len(texts) / our_seconds, 1),
            "scorer_reviews_per_second": round(len(texts) / theirs["seconds"], 1)}
-    table = ("| run | truncation | exported as | reviews | max abs. probability difference | labels that differ | "
-             "accuracy | export s | sentitune predict reviews/s | sentitune_scorer.py reviews/s |\n"
-             "|---|---|---|---|---|---|---|---|---|---|\n"
-             f"| {row['run']} | {row['truncation']} | {what} | {row['reviews']:,} | {diff:.1e} | {flips} | "
-             f"{accuracy:.4f} | {row['export_seconds']} | {row['sentitune_reviews_per_second']} | "
-             f"{row['scorer_reviews_per_second']} |\n")
+    table = one_row_table([
+        ("run", row["run"]), ("truncation", row["truncation"]), ("exported as", what),
+        ("reviews", f"{row['reviews']:,}"),
+        ("max abs. probability difference", f"{row['max_probability_difference']:.1e}"),
+        ("labels that differ", row["labels_differ"]), ("accuracy", f"{row['accuracy']:.4f}"),
+        ("export s", row["export_seconds"]), ("sentitune predict reviews/s", row["sentitune_reviews_per_second"]),
+        ("sentitune_scorer.py reviews/s", row["scorer_reviews_per_second"])])
     machine = f"{arch()}, {cpus_online()} CPUs"
     print(table + f"\n({machine})")
     print(json.dumps(row))
