@@ -91,6 +91,22 @@ def test_a_stale_claim_is_taken_over_and_a_fresh_one_is_not(claims_url: str) -> 
     assert first.try_claim("row")[0]
 
 
+def test_a_claim_finished_before_a_worker_opened_is_an_earlier_rounds(claims_url: str) -> None:
+    """A row finished and a new bench started within the same second (fast rows do this): the new worker must
+    see an earlier round's row (skipped), not one another worker did in its round (left) - the clock has
+    sub-second steps and the bound is strict."""
+    earlier = Claims(claims_url)
+    with earlier.try_hold("row") as held:
+        held.done()
+    later = Claims(claims_url)
+    assert not later.this_round(later.get("row"))
+    time.sleep(0.05)
+    with earlier.try_hold("row") as held:  # a done claim is taken again; finished now, after `later` started
+        held.done()
+    assert later.this_round(later.get("row"))
+    assert later.started % 1 != 0 or later.now() % 1 != 0  # the clock is not whole seconds
+
+
 def test_a_claim_of_a_dead_local_process_is_taken_at_once(claims_url: str) -> None:
     gone = f"{socket.gethostname()}:{dead_pid()}:abcdef"
     assert local_and_gone(gone) and not local_and_gone(f"{socket.gethostname()}:{os.getpid()}:abcdef")

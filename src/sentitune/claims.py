@@ -141,7 +141,11 @@ class Claims:
         if conn is None:
             with self.engine.connect() as c:
                 return self.now(c)
-        value = conn.execute(sa.select(sa.func.now())).scalar()
+        # SQLite's CURRENT_TIMESTAMP has whole seconds: a row finished and the next worker's start would tie
+        # within one second, so "finished in this round" could not be told apart; ask it for milliseconds.
+        clock = (sa.func.strftime("%Y-%m-%d %H:%M:%f", "now") if self.engine.dialect.name == "sqlite"
+                 else sa.func.now())
+        value = conn.execute(sa.select(clock)).scalar()
         if isinstance(value, str):  # some SQLite builds: 'YYYY-MM-DD HH:MM:SS'
             value = datetime.fromisoformat(value)
         assert isinstance(value, datetime)
@@ -157,6 +161,11 @@ class Claims:
             rows = c.execute(sa.select(_CLAIMS).where(_CLAIMS.c.key.startswith(prefix, autoescape=True))).all()
         return [Claim(*r) for r in rows]
 
+    def this_round(self, claim: Claim, since: float | None = None) -> bool:
+        """Whether `claim` last changed after `since` (default: after this worker started), i.e. in this round;
+        strictly after, so a claim finished just before this worker opened the database is an earlier round's."""
+        return claim.heartbeat > (self.started if since is None else since)
+
     def takeable(self, claim: Claim, now: float, since: float | None = None) -> bool:
         """Ours already; a running claim whose worker is stale (no heartbeat for the grace period) or gone; a
         finished one, unless it failed in another worker after `since` (that failure stands for this round)."""
@@ -164,7 +173,7 @@ class Claims:
             return True
         if claim.state == "running":
             return now - claim.heartbeat > self.grace or local_and_gone(claim.worker)
-        return not (claim.state == "failed" and since is not None and claim.heartbeat >= since)
+        return not (claim.state == "failed" and since is not None and self.this_round(claim, since))
 
     # ----------------------------------------------------------------------------------- writing
 

@@ -65,7 +65,7 @@ def run_bench(bench: Bench, out: Path, progress: bool = False,
             if _plan(row, run_dir) == "done":
                 claim = claims.get(key)
                 by_other = (claim is not None and claim.worker != claims.worker and claim.state == "done"
-                            and claim.heartbeat >= claims.started)  # in this round, by another worker
+                            and claims.this_round(claim))  # in this round, by another worker
                 return _left(claims, key, row.name) if last or by_other else Outcome(row.name, "skipped")
             held = claims.try_hold(key, since=claims.started)
             if held is None:
