@@ -30,8 +30,6 @@ OUT = ROOT / "runs" / "bench" / "target"
 DOC = ROOT / "docs" / "RESULTS.md"
 PAGE = ROOT / "docs" / "results" / "targets.html"
 BLOCK = "targets"  # docs/RESULTS.md's block: <!-- targets:start --> ... <!-- targets:end -->
-CAVEATS = ["`restaurants-mpnet-full` trained while other jobs shared the two cores, so its times are upper "
-           "bounds (the other rows ran alone)."]
 DATASETS = {"restaurants": "SemEval-2014 restaurants", "laptops": "SemEval-2014 laptops", "twitter": "acl-14 Twitter"}
 
 
@@ -87,7 +85,7 @@ def section(results: dict[str, Any]) -> str:
                   "typed in):", ""]
         lines += [f"- `{name}`: `sentitune bench configs/benches/target.yaml --out runs/bench/target --rows {name}`"
                   for name in missing]
-    lines += ["", *CAVEATS, "", "Settings of each row: [configs/experiments/target/](../configs/experiments/target/) "
+    lines += ["", "Settings of each row: [configs/experiments/target/](../configs/experiments/target/) "
               "(the bench file names the overrides)."]
     return "\n".join(lines) + "\n"
 
