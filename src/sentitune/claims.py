@@ -146,7 +146,7 @@ class Claims:
         clock = (sa.func.strftime("%Y-%m-%d %H:%M:%f", "now") if self.engine.dialect.name == "sqlite"
                  else sa.func.now())
         value = conn.execute(sa.select(clock)).scalar()
-        if isinstance(value, str):  # some SQLite builds: 'YYYY-MM-DD HH:MM:SS'
+        if isinstance(value, str):  # SQLite's strftime: text, 'YYYY-MM-DD HH:MM:SS.SSS' in UTC
             value = datetime.fromisoformat(value)
         assert isinstance(value, datetime)
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
